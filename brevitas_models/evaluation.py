@@ -1,0 +1,24 @@
+"""Perplexity over non-overlapping windows: every window scores its tokens 1..ctx-1 (so N windows of
+512 tokens score N * 511 tokens), natural-log cross-entropy averaged over all scored tokens."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+@torch.no_grad()
+def perplexity(model, token_windows: torch.Tensor, batch_size: int = 1) -> dict:
+    model.eval()
+    total_nll = 0.0
+    count = 0
+    for i in range(0, token_windows.shape[0], batch_size):
+        batch = token_windows[i:i + batch_size]
+        logits, _ = model(batch)
+        nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).double(),
+                              batch[:, 1:].reshape(-1), reduction="sum")
+        total_nll += float(nll)
+        count += batch[:, 1:].numel()
+    return {"ppl": math.exp(total_nll / count), "scored_tokens": count}

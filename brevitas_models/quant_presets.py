@@ -1,0 +1,76 @@
+"""Quantization presets: which Brevitas quantizer sits on which tensor, plus the offline recipe
+(rotations, GPTQ, calibration) that the preset's defaults were measured best with.
+
+A preset name alone gives the best quality we know how to reach (see the README table).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+ROTATIONS = ("none", "hadamard")
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    name: str
+    weight_bits: Optional[int] = None        # None: float weights; else int per-channel symmetric
+    input_quant: Optional[str] = None        # None | "int8" | "uint4_asym": per-token dynamic linear inputs
+    qkv_bits: Optional[int] = None           # int8 static per-head Q/K/V after RoPE; KV cache stores them
+    softmax_bits: Optional[int] = None       # uint8 static per-head softmax output
+    rotation: str = "none"                   # "hadamard": R1 + R2 folded offline, R4 online
+    gptq: bool = False                       # GPTQ weight rounding (else round to nearest)
+    calibration_tokens: int = 4096           # real-text tokens for GPTQ Hessians and static scales
+    calibration_ctx: int = 512
+
+    def __post_init__(self):
+        if self.weight_bits is not None and self.weight_bits not in (2, 3, 4, 5, 6, 7, 8):
+            raise ValueError(f"Quantization.weight_bits must be 2..8 or null, got {self.weight_bits!r}")
+        if self.input_quant not in (None, "int8", "uint4_asym"):
+            raise ValueError(
+                f"Quantization.input_quant must be null, 'int8' or 'uint4_asym', got {self.input_quant!r}")
+        for key in ("qkv_bits", "softmax_bits"):
+            if getattr(self, key) not in (None, 8):
+                raise ValueError(f"Quantization.{key} must be 8 or null, got {getattr(self, key)!r}")
+        if self.rotation not in ROTATIONS:
+            raise ValueError(f"Quantization.rotation must be one of {ROTATIONS}, got {self.rotation!r}")
+        if self.gptq and self.weight_bits is None:
+            raise ValueError("Quantization.gptq needs integer weights (weight_bits)")
+        if self.calibration_tokens <= 0 or self.calibration_ctx <= 0:
+            raise ValueError("Quantization.calibration_tokens and calibration_ctx must be > 0")
+
+    @property
+    def is_float(self) -> bool:
+        return (self.weight_bits is None and self.input_quant is None and self.qkv_bits is None
+                and self.softmax_bits is None)
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.gptq or self.qkv_bits is not None or self.softmax_bits is not None
+
+    def replace(self, **changes) -> "QuantSpec":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: Dict[str, QuantSpec] = {
+    "float": QuantSpec("float"),
+    "w8a8": QuantSpec("w8a8", weight_bits=8, input_quant="int8"),
+    "w4a8": QuantSpec("w4a8", weight_bits=4, input_quant="int8", rotation="hadamard", gptq=True),
+    "flexllm-w4a4": QuantSpec("flexllm-w4a4", weight_bits=4, input_quant="uint4_asym", qkv_bits=8,
+                              softmax_bits=8, rotation="hadamard", gptq=True),
+}
+
+
+def quant_preset(name: str, **overrides) -> QuantSpec:
+    if name not in PRESETS:
+        raise ValueError(f"unknown quantization preset {name!r}; known: {sorted(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(QuantSpec)} - {"name"}
+    bad = sorted(set(overrides) - fields)
+    if bad:
+        raise ValueError(f"Quantization: unknown key(s) {bad}; allowed: {sorted(fields)}")
+    return PRESETS[name].replace(**overrides)

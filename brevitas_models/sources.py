@@ -1,0 +1,71 @@
+"""Model sources: ``gguf:PATH``, ``gguf-package:NAME``, ``hf:DIR``, ``preset:NAME`` (random weights),
+or an explicit architecture (random weights). Returns the architecture, HF-named float32 weights and
+a tokenizer."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import torch
+
+from .arch import LlamaArch, preset
+from .text import ByteTokenizer
+
+SOURCE_KINDS = ("gguf", "gguf-package", "hf", "preset")
+
+
+@dataclass
+class LoadedWeights:
+    arch: LlamaArch
+    state_dict: Dict[str, torch.Tensor]
+    tokenizer: Any
+    source: str
+
+
+def parse_source(source: str):
+    kind, sep, value = source.partition(":")
+    if not sep or kind not in SOURCE_KINDS or not value:
+        raise ValueError(f"Model.Source {source!r} must be one of gguf:PATH, gguf-package:NAME, hf:DIR, "
+                         f"preset:NAME")
+    return kind, value
+
+
+def load_source(source: Optional[str], architecture: Optional[Dict[str, Any]] = None) -> LoadedWeights:
+    """Load weights. ``architecture`` (a Model.Architecture dict) alone defines a random-weight model;
+    with ``preset:NAME`` it overrides preset fields (e.g. num_layers, seed)."""
+    from .loaders.random_init import random_state_dict
+    if source is None:
+        if not architecture:
+            raise ValueError("Model: give Source or Architecture")
+        arch = LlamaArch.from_dict(architecture)
+        return LoadedWeights(arch, random_state_dict(arch), ByteTokenizer(arch.vocab_size), "architecture")
+    kind, value = parse_source(source)
+    if kind == "preset":
+        arch = preset(value)
+        if architecture:
+            arch = LlamaArch.from_dict({**dataclasses.asdict(arch), **architecture})
+        return LoadedWeights(arch, random_state_dict(arch), ByteTokenizer(arch.vocab_size), source)
+    if kind in ("gguf", "gguf-package"):
+        from .loaders.gguf import find_package_gguf, load_gguf, load_gguf_tokenizer
+        path = find_package_gguf(value) if kind == "gguf-package" else value
+        arch, sd = load_gguf(path)
+        tok = load_gguf_tokenizer(path)
+    else:
+        from .loaders.hf import load_hf_dir, load_hf_tokenizer
+        arch, sd = load_hf_dir(value)
+        tok = load_hf_tokenizer(value)
+    if architecture:
+        allowed = {"num_layers"}
+        bad = sorted(set(architecture) - allowed)
+        if bad:
+            raise ValueError(f"Model.Architecture: key(s) {bad} cannot override a loaded checkpoint "
+                             f"({source}); only {sorted(allowed)} can")
+        n = architecture["num_layers"]
+        if not isinstance(n, int) or not 0 < n <= arch.num_layers:
+            raise ValueError(f"Model.Architecture.num_layers must be 1..{arch.num_layers}, got {n!r}")
+        arch = dataclasses.replace(arch, num_layers=n)
+        sd = {k: v for k, v in sd.items()
+              if not k.startswith("model.layers.") or int(k.split(".")[2]) < n}
+    return LoadedWeights(arch, sd, tok, source)

@@ -1,0 +1,161 @@
+"""``flexllm`` command line: perplexity, per-stage QONNX export, and the main job (``run``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from .config import ConfigError, load_config
+
+
+def _log(quiet: bool):
+    def log(msg: str):
+        if not quiet:
+            print(f"[flexllm] {msg}", file=sys.stderr, flush=True)
+    return log
+
+
+def _perplexity(cfg, weights, spec, text_path, max_tokens, ctx, log):
+    import torch
+    from brevitas_models.build import build_model
+    from brevitas_models.evaluation import perplexity
+    from brevitas_models.text import encode, load_text, windows
+    text = load_text(text_path)
+    tokens = encode(weights.tokenizer, text)
+    calib = spec.calibration_tokens if spec.needs_calibration else 0
+    if max_tokens + calib > tokens.numel():
+        raise ConfigError(f"--max-tokens {max_tokens} plus {calib} calibration tokens exceed the "
+                          f"{tokens.numel()} tokens of the text")
+    t0 = time.perf_counter()
+    model = build_model(weights, spec, calib_text=text, max_positions=max(ctx, 512), log=log)
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        result = perplexity(model, windows(tokens[:max_tokens], ctx))
+    t2 = time.perf_counter()
+    return {
+        "ppl": result["ppl"], "tokens": result["scored_tokens"], "ctx": ctx, "quant": spec.name,
+        "rotation": spec.rotation, "gptq": spec.gptq, "source": weights.source,
+        "calibration_tokens": calib, "build_seconds": round(t1 - t0, 2), "eval_seconds": round(t2 - t1, 2),
+    }
+
+
+def cmd_ppl(args) -> dict:
+    cfg = load_config(args.config)
+    log = _log(args.quiet)
+    spec = cfg.quant_spec(args.quant, args.rotation)
+    weights = cfg.load_weights()
+    return _perplexity(cfg, weights, spec, args.text, args.max_tokens, args.ctx, log)
+
+
+def cmd_export(args) -> dict:
+    from brevitas_models.build import build_model
+    from brevitas_models.export import export_stage
+    from brevitas_models.text import encode, load_text
+    cfg = load_config(args.config)
+    log = _log(args.quiet)
+    spec = cfg.quant_spec(args.quant, args.rotation)
+    arch_over = dict(cfg["Model"]["Architecture"] or {})
+    if args.layers is not None:
+        arch_over["num_layers"] = args.layers
+        cfg.data["Model"]["Architecture"] = arch_over
+    weights = cfg.load_weights()
+    t0 = time.perf_counter()
+    model = build_model(weights, spec, log=log)
+    t1 = time.perf_counter()
+    tokens = encode(weights.tokenizer, load_text(args.text))
+    info = export_stage(model, args.stage, args.out, tokens, seq_len=args.seq_len)
+    info = dict(info)
+    info.update({"stage": args.stage, "quant": spec.name, "rotation": spec.rotation,
+                 "build_seconds": round(t1 - t0, 2), "out": str(args.out)})
+    return info
+
+
+def cmd_run(args) -> dict:
+    """The main job: float and quantized perplexity, then both QONNX stages."""
+    from brevitas_models.build import build_model
+    from brevitas_models.export import export_stage
+    from brevitas_models.text import encode, load_text
+    cfg = load_config(args.config)
+    log = _log(args.quiet)
+    weights = cfg.load_weights()
+    spec = cfg.quant_spec()
+    float_spec = cfg.quant_spec("float", "none")
+    log(f"perplexity of the float model ({weights.source})")
+    ppl_float = _perplexity(cfg, weights, float_spec, None, args.max_tokens, args.ctx, log)
+    log(f"perplexity of {spec.name} (rotation {spec.rotation}, GPTQ {spec.gptq})")
+    ppl_quant = _perplexity(cfg, weights, spec, None, args.max_tokens, args.ctx, log)
+    out = Path(args.out) if args.out else cfg.output_dir / "qonnx"
+    model = build_model(weights, spec, log=log)
+    tokens = encode(weights.tokenizer, load_text(None))
+    exports = {}
+    for stage in ("prefill", "decode"):
+        log(f"exporting the {stage} stage to {out / stage}")
+        exports[stage] = export_stage(model, stage, out / stage, tokens)
+    return {"float": ppl_float, "quantized": ppl_quant,
+            "ppl_ratio": ppl_quant["ppl"] / ppl_float["ppl"], "export": exports}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="flexllm", description="FlexLLM: Brevitas Llama -> QONNX -> U280")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("config", help="flexllm YAML config")
+        sp.add_argument("--quant", choices=["float", "w8a8", "w4a8", "flexllm-w4a4"], default=None,
+                        help="quantization preset (default: the config's Quantization.Preset)")
+        sp.add_argument("--rotation", choices=["none", "hadamard"], default=None,
+                        help="override the preset's rotation")
+        sp.add_argument("--text", default=None, help="text file (default: CPython's pydoc topics)")
+        sp.add_argument("--json", action="store_true", help="print one JSON object")
+        sp.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+    sp = sub.add_parser("ppl", help="perplexity of the (quantized) model on real text")
+    common(sp)
+    sp.add_argument("--max-tokens", type=int, default=8192)
+    sp.add_argument("--ctx", type=int, default=512)
+    sp.set_defaults(func=cmd_ppl)
+
+    sp = sub.add_parser("export", help="export one stage as QONNX + reference.npz")
+    common(sp)
+    sp.add_argument("--stage", choices=["prefill", "decode"], required=True)
+    sp.add_argument("--seq-len", type=int, default=None, help="prefill length L / decode past length P")
+    sp.add_argument("--layers", type=int, default=None, help="export only the first N decoder layers")
+    sp.add_argument("--out", required=True, type=Path)
+    sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("run", help="main job: float vs quantized perplexity, export both stages")
+    sp.add_argument("config")
+    sp.add_argument("--max-tokens", type=int, default=8192)
+    sp.add_argument("--ctx", type=int, default=512)
+    sp.add_argument("--out", default=None, help="export directory (default: OutputDir/qonnx)")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    for name in ("max_tokens", "ctx", "seq_len", "layers"):
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            print(f"flexllm: error: --{name.replace('_', '-')} must be positive, got {value}", file=sys.stderr)
+            return 2
+    try:
+        result = args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"flexllm: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, default=float))
+    else:
+        print(json.dumps(result, indent=2, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

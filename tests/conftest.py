@@ -1,0 +1,10 @@
+import pytest
+import torch
+
+# Tests run tiny models: one intra-op thread is several times faster than two on this 2-core machine.
+torch.set_num_threads(1)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long-running test (real model); run with -m slow")
+    config.addinivalue_line("markers", "ci: slow test that CI runs anyway (fits the CI budget)")

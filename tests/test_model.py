@@ -1,0 +1,132 @@
+"""Model structure: rotation invariance, decode == prefill, presets give the documented integer formats."""
+
+import numpy as np
+import pytest
+import torch
+
+from brevitas_models.model import LlamaModel, append_kv
+from brevitas_models.quant_presets import quant_preset
+from brevitas_models.rotation import rotate
+from tests.helpers import text_windows, tiny_model, tiny_spec, tiny_weights
+
+
+def _float_model(rotated: bool):
+    w = tiny_weights()
+    m = LlamaModel(w.arch, quant_preset("float"))
+    m.load_hf_state_dict(w.state_dict)
+    if rotated:
+        rotate(m)
+    return m.eval()
+
+
+def _rel(a, b):
+    return float((a - b).detach().abs().max() / b.detach().abs().max())
+
+
+def test_rotation_keeps_float_outputs():
+    ids = text_windows(2, 64)
+    with torch.no_grad():
+        ref, ref_kv = _float_model(False)(ids)
+        rot_model = _float_model(True)
+        rot, _ = rot_model(ids)
+    assert rot_model.layers[0].mlp.online_hadamard.enabled
+    assert torch.all(rot_model.layers[0].input_layernorm.weight == 1)
+    assert _rel(rot, ref) < 1e-4
+
+
+def test_rotation_changes_the_weights():
+    a, b = _float_model(False), _float_model(True)
+    wa, wb = a.layers[0].self_attn.q_proj.weight, b.layers[0].self_attn.q_proj.weight
+    assert _rel(wa, wb) > 0.1
+
+
+@pytest.mark.parametrize("preset", ["float", "flexllm-w4a4"])
+def test_decode_with_kv_cache_equals_full_forward(preset):
+    m = tiny_model(preset) if preset != "float" else _float_model(False)
+    ids = text_windows(1, 24)
+    with torch.no_grad():
+        full, _ = m(ids)
+        logits, kv = m(ids[:, :20])
+        for t in range(20, 24):
+            step, new = m(ids[:, t:t + 1], kv)
+            kv = append_kv(kv, new)
+            assert _rel(step[:, 0], full[:, t]) < 1e-5
+    assert kv[0][0].shape[2] == 24
+
+
+def _record(module, store, key):
+    return module.register_forward_hook(lambda mod, inp, out: store.setdefault(key, out.detach()))
+
+
+def _grid_ints(value, scale, zero=0.0):
+    q = value / scale + zero
+    assert torch.allclose(q, torch.round(q), atol=1e-3), "values are not on the quantization grid"
+    return torch.round(q)
+
+
+def test_flexllm_w4a4_integer_formats():
+    m = tiny_model("flexllm-w4a4")
+    at = m.layers[1].self_attn
+    seen = {}
+    hooks = [_record(at.q_proj.input_quant, seen, "x"), _record(at.k_quant, seen, "k"),
+             _record(at.v_quant, seen, "v"), _record(at.q_quant, seen, "q"), _record(at.p_quant, seen, "p")]
+    ids = text_windows(1, 32)
+    x_in = {}
+    hooks.append(at.q_proj.input_quant.register_forward_pre_hook(lambda mod, a: x_in.setdefault("x", a[0])))
+    with torch.no_grad():
+        m(ids)
+    for h in hooks:
+        h.remove()
+    # int4 symmetric per-output-channel weights: integers in [-7, 7], one scale per row.
+    for name, unit in m.linears():
+        qw = unit.linear.quant_weight()
+        ints = qw.int()
+        assert int(qw.bit_width) == 4 and ints.min() >= -7 and ints.max() <= 7, name
+        assert qw.scale.shape == (unit.weight.shape[0], 1), name
+    # uint4 asymmetric per-token inputs: scale (max-min)/15 and zero -min/scale, one pair per token.
+    x, xq = x_in["x"], seen["x"]
+    mn, mx = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
+    s = (mx - mn) / 15
+    q = _grid_ints(xq - mn, s)
+    assert q.min() >= 0 and q.max() <= 15 and q.max() == 15 and q.min() == 0
+    assert torch.equal(torch.unique(q).to(torch.int64), torch.arange(16))
+    assert torch.allclose(xq, q * s + mn, atol=1e-5)
+    # int8 static per-head Q/K/V: one scale per head, values on the grid, within [-128, 127].
+    for key, hq in (("q", at.q_quant), ("k", at.k_quant), ("v", at.v_quant)):
+        scale = hq.scale()
+        assert scale.numel() == hq.num_heads and torch.all(scale > 0)
+        ints = _grid_ints(seen[key], scale.view(1, -1, 1, 1))
+        assert ints.min() >= -128 and ints.max() <= 127
+        assert len(torch.unique(ints)) > 32, key  # a real spread, not a collapsed range
+    # uint8 static per-head softmax output.
+    ints = _grid_ints(seen["p"], at.p_quant.scale().view(1, -1, 1, 1))
+    assert ints.min() >= 0 and ints.max() <= 255 and ints.max() == 255
+
+
+@pytest.mark.parametrize("preset,bits,lo,hi", [("w8a8", 8, -128, 127), ("w4a8", 4, -128, 127)])
+def test_int8_input_presets(preset, bits, lo, hi):
+    m = tiny_model(preset)
+    unit = m.layers[0].mlp.down_proj
+    seen = {}
+    pre = unit.input_quant.register_forward_pre_hook(lambda mod, a: seen.setdefault("x", a[0]))
+    hook = _record(unit.input_quant, seen, "xq")
+    with torch.no_grad():
+        m(text_windows(1, 32))
+    pre.remove(), hook.remove()
+    qw = unit.linear.quant_weight()
+    assert int(qw.bit_width) == bits and qw.int().abs().max() <= 2 ** (bits - 1) - 1
+    s = seen["x"].abs().amax(-1, keepdim=True) / 128  # Brevitas' per-row convention: max / 128
+    q = _grid_ints(seen["xq"], s)
+    assert q.min() >= lo and q.max() <= hi and q.min() == -128
+    assert m.layers[0].self_attn.k_quant.quant is None  # attention stays float in these presets
+
+
+def test_preset_defaults_are_the_documented_recipes():
+    p = quant_preset("flexllm-w4a4")
+    assert (p.weight_bits, p.input_quant, p.qkv_bits, p.softmax_bits) == (4, "uint4_asym", 8, 8)
+    assert quant_preset("w8a8").weight_bits == 8 and quant_preset("w4a8").input_quant == "int8"
+    assert quant_preset("float").is_float
+    with pytest.raises(ValueError, match="unknown quantization preset 'w3'"):
+        quant_preset("w3")
+    with pytest.raises(ValueError, match="rotation"):
+        quant_preset("float", rotation="spin")
