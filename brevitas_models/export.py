@@ -364,11 +364,12 @@ def _export(wrapper: nn.Module, args: Tuple[torch.Tensor, ...], path: Path, inpu
             external_data: bool, opset_version: int) -> None:
     import onnx
     from brevitas.export import export_qonnx
-    kwargs = dict(args=args, input_names=input_names, output_names=output_names,
+    # dynamo=False: TorchScript exporter (torch.onnx.export defaults to dynamo in torch >= 2.9).
+    kwargs = dict(args=args, input_names=input_names, output_names=output_names, dynamo=False,
                   opset_version=opset_version, keep_initializers_as_inputs=False, do_constant_folding=True)
     with _export_mode(wrapper):
         if not external_data:
-            export_qonnx(wrapper, export_path=str(path), dynamo=False, **kwargs)
+            export_qonnx(wrapper, export_path=str(path), **kwargs)
             model = onnx.load(str(path))
             _fold_static_subgraphs(model)
             onnx.save(model, str(path))

@@ -515,27 +515,37 @@ class GoldenModel:
         if tr is not None:
             tr["embed"] = h
         new_k, new_v = [], []
-        for i, layer in enumerate(self.layers):
-            x = rmsnorm(h, layer.input_norm, self.eps)
-            attn, k_int, v_int = self._attention(i, layer, x, start, kv.k[i], kv.v[i], tr)
-            h = h + attn
-            if tr is not None:
-                tr[f"layers.{i}.input_layernorm.y"] = x
-                tr[f"layers.{i}.residual_attn"] = h
-            x = rmsnorm(h, layer.post_norm, self.eps)
-            h = h + self._mlp(i, layer, x, tr)
-            if tr is not None:
-                tr[f"layers.{i}.post_attention_layernorm.y"] = x
-                tr[f"layers.{i}.out"] = h
+        for i in range(self.num_layers):
+            h, k_int, v_int = self._layer(i, h, start, kv.k[i], kv.v[i], tr)
             new_k.append(k_int)
             new_v.append(v_int)
+        logits = self._head(h, tr)
+        return logits, kv.appended(new_k, new_v), (tr if tr is not None else {})
+
+    def _layer(self, i: int, h: np.ndarray, start: int, past_k: np.ndarray, past_v: np.ndarray,
+               tr: Optional[dict]):
+        layer = self.layers[i]
+        x = rmsnorm(h, layer.input_norm, self.eps)
+        attn, k_int, v_int = self._attention(i, layer, x, start, past_k, past_v, tr)
+        h = h + attn
+        if tr is not None:
+            tr[f"layers.{i}.input_layernorm.y"] = x
+            tr[f"layers.{i}.residual_attn"] = h
+        x = rmsnorm(h, layer.post_norm, self.eps)
+        h = h + self._mlp(i, layer, x, tr)
+        if tr is not None:
+            tr[f"layers.{i}.post_attention_layernorm.y"] = x
+            tr[f"layers.{i}.out"] = h
+        return h, k_int, v_int
+
+    def _head(self, h: np.ndarray, tr: Optional[dict]) -> np.ndarray:
         x = rmsnorm(h, self.final_norm, self.eps)
         q8, s, z = self._quant_input(x)
         logits = self._linear_q(self.lm_head, q8, s, z, tr, "lm_head")
         if tr is not None:
             tr["norm.y"] = x
             tr["logits"] = logits
-        return logits, kv.appended(new_k, new_v), (tr if tr is not None else {})
+        return logits
 
     # ---- public API -----------------------------------------------------------------------------
     def prefill(self, ids: np.ndarray, trace: bool = False) -> Tuple[np.ndarray, KVCache, dict]:
@@ -550,6 +560,24 @@ class GoldenModel:
             raise ValueError(f"decode position {position} must equal the KV cache length {kv.length}")
         logits, kv, tr = self._forward(np.array([int(token)], dtype=np.int64), position, kv, trace)
         return logits[0], kv, tr
+
+    def layer_forward(self, i: int, h: np.ndarray, start: int = 0, kv: Optional[KVCache] = None,
+                      trace: bool = False) -> Tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+        """Decoder layer ``i`` alone on a residual-stream input ``h`` [L, hidden] (f32) at positions
+        ``start ..`` with the layer's cache entries from ``kv`` (must hold ``start`` positions):
+        (output residual [L, hidden], new k_int, new v_int, trace). For per-layer verification,
+        e.g. feeding the Brevitas model's layer input (teacher forcing)."""
+        h = np.ascontiguousarray(h, dtype=np.float32)
+        if h.ndim != 2 or h.shape[1] != self.hidden_size:
+            raise ValueError(f"h must be [L, {self.hidden_size}], got {h.shape}")
+        kv = kv if kv is not None else self.empty_cache()
+        if kv.length != start:
+            raise ValueError(f"start {start} must equal the KV cache length {kv.length}")
+        if start + h.shape[0] > self.max_positions:
+            raise ValueError(f"position {start + h.shape[0]} exceeds the RoPE table ({self.max_positions})")
+        tr: Optional[dict] = {} if trace else None
+        out, k_int, v_int = self._layer(i, h, start, kv.k[i], kv.v[i], tr)
+        return out, k_int, v_int, (tr if tr is not None else {})
 
     def generate(self, prompt_ids, max_new_tokens: int) -> List[int]:
         """Greedy decoding: returns the ``max_new_tokens`` generated ids (without the prompt)."""

@@ -21,7 +21,7 @@ def _log(quiet: bool):
 
 def _perplexity(cfg, weights, spec, text_path, max_tokens, ctx, log):
     import torch
-    from brevitas_models.build import build_model
+    from brevitas_models.build import build_model, default_cache_dir
     from brevitas_models.evaluation import perplexity
     from brevitas_models.text import encode, load_text, windows
     text = load_text(text_path)
@@ -31,7 +31,8 @@ def _perplexity(cfg, weights, spec, text_path, max_tokens, ctx, log):
         raise ConfigError(f"--max-tokens {max_tokens} plus {calib} calibration tokens exceed the "
                           f"{tokens.numel()} tokens of the text")
     t0 = time.perf_counter()
-    model = build_model(weights, spec, calib_text=text, max_positions=max(ctx, 512), log=log)
+    model = build_model(weights, spec, calib_text=text, max_positions=max(ctx, 512), log=log,
+                        cache_dir=default_cache_dir())
     t1 = time.perf_counter()
     with torch.no_grad():
         result = perplexity(model, windows(tokens[:max_tokens], ctx))
@@ -52,7 +53,7 @@ def cmd_ppl(args) -> dict:
 
 
 def cmd_export(args) -> dict:
-    from brevitas_models.build import build_model
+    from brevitas_models.build import build_model, default_cache_dir
     from brevitas_models.export import export_stage
     from brevitas_models.text import encode, load_text
     cfg = load_config(args.config)
@@ -64,7 +65,7 @@ def cmd_export(args) -> dict:
         cfg.data["Model"]["Architecture"] = arch_over
     weights = cfg.load_weights()
     t0 = time.perf_counter()
-    model = build_model(weights, spec, log=log)
+    model = build_model(weights, spec, log=log, cache_dir=default_cache_dir())
     t1 = time.perf_counter()
     tokens = encode(weights.tokenizer, load_text(args.text))
     info = export_stage(model, args.stage, args.out, tokens, seq_len=args.seq_len)
@@ -76,7 +77,7 @@ def cmd_export(args) -> dict:
 
 def cmd_run(args) -> dict:
     """The main job: float and quantized perplexity, then both QONNX stages."""
-    from brevitas_models.build import build_model
+    from brevitas_models.build import build_model, default_cache_dir
     from brevitas_models.export import export_stage
     from brevitas_models.text import encode, load_text
     cfg = load_config(args.config)
@@ -89,7 +90,7 @@ def cmd_run(args) -> dict:
     log(f"perplexity of {spec.name} (rotation {spec.rotation}, GPTQ {spec.gptq})")
     ppl_quant = _perplexity(cfg, weights, spec, None, args.max_tokens, args.ctx, log)
     out = Path(args.out) if args.out else cfg.output_dir / "qonnx"
-    model = build_model(weights, spec, log=log)
+    model = build_model(weights, spec, log=log, cache_dir=default_cache_dir())
     tokens = encode(weights.tokenizer, load_text(None))
     exports = {}
     for stage in ("prefill", "decode"):

@@ -1,5 +1,10 @@
+import os
+
 import pytest
 import torch
+
+# Tests never read or write the user's calibrated-model cache (~/.cache/flexllm).
+os.environ["FLEXLLM_CACHE"] = "off"
 
 # Tests run tiny models: one intra-op thread is several times faster than two on this 2-core machine.
 torch.set_num_threads(1)

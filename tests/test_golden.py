@@ -335,6 +335,34 @@ def test_agrees_with_brevitas(models, eval_windows, kind, capsys):
               f"top1 {top1:.4f}; ppl golden {ppl_g:.3f} brevitas {ppl_b:.3f}; greedy agree {gen_agree:.2f}")
 
 
+def test_teacher_forced_layers_agree_with_brevitas(models, eval_windows):
+    """Each golden layer run on the Brevitas model's own layer input: the per-layer comparison the
+    hardware team can use on deep models, where free-running W4A4 networks diverge chaotically."""
+    model, g = models["uint4_asym"]
+    ids = eval_windows[2].numpy()
+    h_in = {}
+    hooks = [layer.register_forward_pre_hook(
+        lambda m, a, i=i: h_in.__setitem__(i, a[0].detach()[0].numpy().copy()))
+        for i, layer in enumerate(model.layers)]
+    hooks.append(model.norm.register_forward_pre_hook(
+        lambda m, a: h_in.__setitem__("final", a[0].detach()[0].numpy().copy())))
+    bt = _BrevitasTrace(model)
+    with torch.no_grad():
+        model(torch.from_numpy(ids)[None])
+    bt.close()
+    for h in hooks:
+        h.remove()
+    for i in range(g.num_layers):
+        out, k_int, v_int, tr = g.layer_forward(i, h_in[i], trace=True)
+        nxt = h_in[i + 1] if i + 1 < g.num_layers else h_in["final"]
+        assert np.linalg.norm(out - nxt) / np.linalg.norm(nxt) < 1e-4
+        for key, codes in bt.codes.items():
+            if key.startswith(f"layers.{i}."):
+                assert (tr[key].astype(np.int64) == codes.astype(np.int64)).mean() >= 0.999, key
+    with pytest.raises(ValueError, match="KV cache length"):
+        g.layer_forward(0, h_in[0], start=3)
+
+
 # ------------------------------------------------------------------------------ errors (5)
 def test_float_and_partial_presets_rejected(weights):
     from brevitas_models.build import build_model

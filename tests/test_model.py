@@ -130,3 +130,19 @@ def test_preset_defaults_are_the_documented_recipes():
         quant_preset("w3")
     with pytest.raises(ValueError, match="rotation"):
         quant_preset("float", rotation="spin")
+
+
+def test_calibrated_model_cache_restores_the_exact_model(tmp_path):
+    from brevitas_models.build import build_model
+    spec = tiny_spec("flexllm-w4a4")
+    first = build_model(tiny_weights(), spec, cache_dir=tmp_path)
+    files = list(tmp_path.glob("flexllm-w4a4-*.pt"))
+    assert len(files) == 1
+    second = build_model(tiny_weights(), spec, cache_dir=tmp_path)
+    assert second.rotated and second.layers[0].mlp.online_hadamard.enabled
+    ids = text_windows(1, 32)
+    with torch.no_grad():
+        assert torch.equal(first(ids)[0], second(ids)[0])
+    # A different recipe is a different cache entry.
+    build_model(tiny_weights(), tiny_spec("flexllm-w4a4", gptq=False), cache_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
