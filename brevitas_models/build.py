@@ -20,16 +20,18 @@ from .text import encode, load_text, windows
 
 
 def calibration_windows(weights: LoadedWeights, spec: QuantSpec, text: Optional[str] = None) -> torch.Tensor:
-    """The last ``spec.calibration_tokens`` tokens of the text as [N, calibration_ctx] windows."""
+    """The last ``spec.calibration_tokens`` tokens of the text as [N, ctx] windows, ctx =
+    calibration_ctx capped by the model's maximum position."""
     tokens = encode(weights.tokenizer, text if text is not None else load_text())
     need = spec.calibration_tokens
     if tokens.numel() < need:
         raise ValueError(f"calibration needs {need} tokens, the text has {tokens.numel()}")
-    return windows(tokens[tokens.numel() - need:], min(spec.calibration_ctx, need))
+    ctx = min(spec.calibration_ctx, need, weights.arch.max_position_embeddings)
+    return windows(tokens[tokens.numel() - need:], ctx)
 
 
 # Bump when a change to rotation/calibration/GPTQ makes earlier cached models stale.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 def default_cache_dir() -> Optional[Path]:

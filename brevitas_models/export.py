@@ -325,29 +325,97 @@ def _constants_to_initializers(model) -> None:
         g.node.extend(keep)
 
 
-def _large_model_transform(model):
-    """Brevitas model transform for the external-data path: the onnxoptimizer passes Brevitas would run
-    (in Python: onnxoptimizer round-trips a > 2 GiB model through two extra temporary copies), the static
-    folding, and every initialiser >= 1 KiB marked as external data in ``DATA_NAME`` (Brevitas' final
-    ``onnx.save`` then writes the data file next to the model and a small ``model.onnx``)."""
-    from onnx.external_data_helper import convert_model_to_external_data
-    _constants_to_initializers(model)
-    _fold_static_subgraphs(model)
-    convert_model_to_external_data(model, all_tensors_to_one_file=True, location=DATA_NAME,
-                                   size_threshold=1024, convert_attribute=False)
-    return model
+def _attach_external_weights(model, state: Dict[str, torch.Tensor], data_path: Path, user_inputs) -> None:
+    """Turn the graph inputs that are wrapper parameters/buffers (``export_params=False``) into
+    initialisers whose data is streamed from the torch tensors straight into ``data_path`` (no
+    in-memory copy of the weights in protobuf)."""
+    from onnx import TensorProto, helper
+    g = model.graph
+    keep, params = [], []
+    for vi in g.input:
+        (keep if vi.name in user_inputs else params).append(vi)
+    missing = [vi.name for vi in params if vi.name not in state]
+    if missing:
+        raise RuntimeError(f"export: graph inputs {missing[:5]} are neither stage inputs nor wrapper state")
+    with open(data_path, "ab") as f:
+        for vi in params:
+            t = state[vi.name].detach().contiguous()
+            arr = t.numpy()
+            offset = f.tell()
+            f.write(memoryview(arr).cast("B"))
+            init = TensorProto(name=vi.name, dims=list(arr.shape),
+                               data_type=helper.np_dtype_to_tensor_dtype(arr.dtype),
+                               data_location=TensorProto.EXTERNAL)
+            for key, value in (("location", data_path.name), ("offset", str(offset)),
+                               ("length", str(arr.nbytes))):
+                entry = init.external_data.add()
+                entry.key, entry.value = key, value
+            g.initializer.append(init)
+    del g.input[:]
+    g.input.extend(keep)
 
 
-def _external_data_manager():
-    """``QONNXManager`` (what ``brevitas.export.export_qonnx(..., dynamo=False)`` runs) with the
-    onnxoptimizer step replaced by :func:`_large_model_transform`."""
+def _mark_external(model, location: str, size_threshold: int = 1024) -> None:
+    """Mark the remaining in-proto initialisers >= ``size_threshold`` bytes as external data in
+    ``location`` (``onnx.save`` appends them to the file). ``onnx``'s ``convert_model_to_external_data``
+    is not used: it refuses when a file of that name exists in the *current* directory."""
+    from onnx.external_data_helper import set_external_data
+    for init in model.graph.initializer:
+        if init.HasField("raw_data") and len(init.raw_data) >= size_threshold:
+            set_external_data(init, location)
+
+
+def _reset_export_handlers(module: nn.Module) -> None:
+    """Detach the Brevitas export handlers from every quant proxy (their state before any export).
+
+    Brevitas leaves them attached after an export, and its QONNX weight handler keeps
+    ``quant_weight_values``, an unused fake-quantized copy of every weight, for as long as it lives. A
+    fresh handler per export also lets the big-model path install its own weight handler."""
+    for m in module.modules():
+        if getattr(m, "export_handler", None) is not None:
+            m.export_handler = None
+
+
+def _external_data_manager(transform):
+    """``QONNXManager`` (what ``brevitas.export.export_qonnx(..., dynamo=False)`` runs) for big models:
+    the onnxoptimizer step replaced by ``transform`` (onnxoptimizer round-trips a > 2 GiB model through
+    two extra temporary copies), and a weight handler that does not keep Brevitas' unused copy of every
+    fake-quantized weight during the export (5 GB for Llama-3.2-1B)."""
+    from brevitas.export.onnx.qonnx.handler import BrevitasWeightQuantProxyHandler
     from brevitas.export.onnx.qonnx.manager import QONNXManager
+
+    class LeanWeightQuantProxyHandler(BrevitasWeightQuantProxyHandler):
+
+        def prepare_for_export(self, module):
+            super().prepare_for_export(module)
+            self.quant_weight_values = None
 
     class QONNXExternalDataManager(QONNXManager):
         run_onnx_passes = False
-        model_transforms = [_large_model_transform]
+        model_transforms = [transform]
+        handlers = [LeanWeightQuantProxyHandler if h is BrevitasWeightQuantProxyHandler else h
+                    for h in QONNXManager.handlers]
 
     return QONNXExternalDataManager
+
+
+@contextlib.contextmanager
+def _torchscript_shape_inference(enabled: bool):
+    """Switch the TorchScript exporter's per-node ONNX shape inference. It serialises every node with its
+    constant inputs (whole weight matrices) into a temporary proto, twice per export: for Llama-3.2-1B
+    that is most of the export time and several GB of peak memory. Traced shapes are complete here
+    (static shapes, batch 1), and the exported graphs are identical with it on or off (checked)."""
+    try:
+        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
+    except ImportError:  # other torch layout: leave the exporter as it is
+        yield
+        return
+    old = GLOBALS.onnx_shape_inference
+    GLOBALS.onnx_shape_inference = enabled
+    try:
+        yield
+    finally:
+        GLOBALS.onnx_shape_inference = old
 
 
 def _graph_bytes(module: nn.Module) -> int:
@@ -362,35 +430,64 @@ def _graph_bytes(module: nn.Module) -> int:
 
 def _export(wrapper: nn.Module, args: Tuple[torch.Tensor, ...], path: Path, input_names, output_names,
             external_data: bool, opset_version: int) -> None:
+    """Export ``wrapper`` to ``path`` (and ``DATA_NAME`` next to it with external data).
+
+    Small graphs: ``brevitas.export.export_qonnx`` (TorchScript, Brevitas' onnxoptimizer passes), then
+    :func:`_fold_static_subgraphs`. Big graphs (external data): the same QONNX manager with
+    ``export_params=False`` -- the weights leave torch as graph inputs and are streamed into
+    ``model.onnx.data`` by a model transform, so neither torch nor Brevitas ever holds a protobuf copy of
+    them (Brevitas re-loads the exported file; torch would write one file per tensor above 2 GiB)."""
     import onnx
     from brevitas.export import export_qonnx
     # dynamo=False: TorchScript exporter (torch.onnx.export defaults to dynamo in torch >= 2.9).
     kwargs = dict(args=args, input_names=input_names, output_names=output_names, dynamo=False,
-                  opset_version=opset_version, keep_initializers_as_inputs=False, do_constant_folding=True)
-    with _export_mode(wrapper):
+                  opset_version=opset_version, keep_initializers_as_inputs=False)
+    _reset_export_handlers(wrapper)
+    with _export_mode(wrapper), _finally(_reset_export_handlers, wrapper), _torchscript_shape_inference(False):
         if not external_data:
-            export_qonnx(wrapper, export_path=str(path), **kwargs)
+            export_qonnx(wrapper, export_path=str(path), do_constant_folding=True, **kwargs)
             model = onnx.load(str(path))
             _fold_static_subgraphs(model)
             onnx.save(model, str(path))
             return
-        # torch's TorchScript exporter writes one external file per tensor next to the model when the
-        # proto exceeds 2 GiB; export into a scratch directory and keep only model.onnx + model.onnx.data.
         scratch = path.parent / (path.name + ".export-tmp")
         if scratch.exists():
             shutil.rmtree(scratch)
         scratch.mkdir(parents=True)
+        state = dict(wrapper.state_dict(keep_vars=False))
+        user_inputs = set(input_names)
+
+        def transform(model):
+            _attach_external_weights(model, state, scratch / DATA_NAME, user_inputs)
+            _constants_to_initializers(model)
+            _fold_static_subgraphs(model)
+            _mark_external(model, DATA_NAME)
+            return model
+
         try:
-            _external_data_manager().export(wrapper, export_path=str(scratch / ONNX_NAME), **kwargs)
+            # No constant folding: folded parameters (e.g. transposed float weights) would exist only
+            # inside the exporter, not in the wrapper's state to stream from. qonnx cleanup folds them.
+            _external_data_manager(transform).export(
+                wrapper, export_path=str(scratch / ONNX_NAME), export_params=False, do_constant_folding=False,
+                **kwargs)
             os.replace(scratch / ONNX_NAME, path)
             os.replace(scratch / DATA_NAME, path.parent / DATA_NAME)
         finally:
+            del state
             shutil.rmtree(scratch, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------
 # public API
 # ------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _finally(fn, *args):
+    try:
+        yield
+    finally:
+        fn(*args)
+
 
 def _check_stage(stage):
     if stage not in STAGES:

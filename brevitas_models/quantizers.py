@@ -40,6 +40,23 @@ class _NegativeMin(brevitas.jit.ScriptModule):
         return -torch.min(x, dim=-1, keepdim=True)[0]
 
 
+class _MinMaxRange(brevitas.jit.ScriptModule):
+    """max - min over the reduced dim. Brevitas' AbsMinMax clamps min at zero (so an all-positive
+    token would get scale max/15 instead of the paper's (max - min)/15); this one does not."""
+    __constants__ = ['stats_reduce_dim', 'keepdim']
+
+    def __init__(self, stats_reduce_dim=None, keepdim: bool = False, dtype=None, device=None) -> None:
+        super().__init__()
+        self.stats_reduce_dim = stats_reduce_dim
+        self.keepdim = keepdim
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.stats_reduce_dim is None:
+            return torch.max(x) - torch.min(x)
+        return (torch.max(x, dim=self.stats_reduce_dim, keepdim=self.keepdim)[0] -
+                torch.min(x, dim=self.stats_reduce_dim, keepdim=self.keepdim)[0])
+
+
 class RuntimePerTokenZeroPoint(nn.Module):
     """Run-time zero point = -min(x)/scale per token, kept as a float (no rounding, no abs)."""
 
@@ -85,6 +102,7 @@ class Uint4PerTokenDynamicAsym(DynamicActProxyMixin, ShiftedUint8ActPerTensorFlo
     scaling_impl = RuntimeDynamicStatsScaling
     scaling_stats_input_view_shape_impl = OverOutputFeaturesView
     scaling_stats_op = StatsOp.MIN_MAX
+    scaling_stats_impl = _MinMaxRange
     scaling_per_output_channel = True
     dynamic_scaling_broadcastable_fn = _per_row_broadcast
     permute_dims = None

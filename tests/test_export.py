@@ -4,12 +4,13 @@ import time
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 import pytest
 import torch
 
 import brevitas.nn as qnn
 from brevitas_models.export import DATA_NAME, ONNX_NAME, REFERENCE_NAME, export_stage, stage_io_names
-from brevitas_models.export_ops import dynamic_token_quant
+from brevitas_models.export_ops import dynamic_token_quant, static_quant
 from brevitas_models.quantizers import dynamic_input_quant
 from tests.helpers import text_tokens, tiny_model, tiny_weights
 
@@ -144,8 +145,21 @@ def test_reference_is_the_brevitas_model_on_text(models, exports):
     np.testing.assert_array_equal(ref["past_key_1"], past[1][0].numpy())
     np.testing.assert_array_equal(ref["new_value_0"], new[0][1].numpy())
     np.testing.assert_array_equal(ref["logits"], logits[:, -1].numpy())
-    # the export switched nothing permanently
+    # the export switched nothing permanently and left no Brevitas export handler behind
     assert not any(getattr(m, "export_mode", False) for m in model.modules())
+    assert not any(getattr(m, "export_handler", None) is not None for m in model.modules())
+    # the int8 re-marking of the past K/V is the identity on the model's K/V values
+    raw = onnx.load(info["onnx"])
+    inits = {i.name: numpy_helper.to_array(i) for i in raw.graph.initializer}
+    for i in range(ARCH.num_layers):
+        for kind, short in (("key", "k"), ("value", "v")):
+            scale = inits[f"{short}_scale_{i}"]
+            assert scale.shape == (1, ARCH.num_kv_heads, 1, 1)
+            past_kv = torch.from_numpy(ref[f"past_{kind}_{i}"])
+            marked = static_quant(past_kv, torch.from_numpy(scale))
+            assert torch.equal(marked, past_kv)
+            codes = past_kv / torch.from_numpy(scale)
+            assert torch.equal(codes, codes.round()) and codes.abs().max() <= 128
 
 
 def _producer(model, name):

@@ -146,3 +146,17 @@ def test_calibrated_model_cache_restores_the_exact_model(tmp_path):
     # A different recipe is a different cache entry.
     build_model(tiny_weights(), tiny_spec("flexllm-w4a4", gptq=False), cache_dir=tmp_path)
     assert len(list(tmp_path.glob("*.pt"))) == 2
+
+
+def test_uint4_asym_uses_the_true_min_for_one_signed_tokens():
+    """Scale (max - min)/15 and zero = min also when a token is all positive or all negative."""
+    import brevitas.nn as qnn
+    from brevitas_models.quantizers import Uint4PerTokenDynamicAsym
+    q = qnn.QuantIdentity(act_quant=Uint4PerTokenDynamicAsym, return_quant_tensor=True)
+    x = torch.tensor([[[1.0, 2.0, 4.0, 16.0], [-3.0, 1.0, 2.0, 0.5], [-5.0, -4.0, -2.0, -1.0]]])
+    y = q(x)
+    mn, mx = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
+    s = (mx - mn) / 15
+    assert torch.allclose(y.scale, s)
+    assert torch.allclose(y.value, torch.clamp(torch.round((x - mn) / s), 0, 15) * s + mn, atol=1e-6)
+    assert torch.allclose(y.value[0, 0], x[0, 0])  # 1, 2, 4, 16 lie on the grid 1 + k
