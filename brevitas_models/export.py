@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .export_ops import hadamard_constant, static_quant
+from .export_ops import LeanQuantOp, clear_hadamard_cache, hadamard_constant, static_quant
 from .model import LlamaModel, OnlineHadamard, TokenQuant, causal_mask
 
 __all__ = ["STAGES", "DEFAULT_PREFILL_LEN", "DEFAULT_DECODE_PAST", "OPSET_VERSION", "EXTERNAL_DATA_THRESHOLD",
@@ -380,7 +380,10 @@ def _external_data_manager(transform):
     """``QONNXManager`` (what ``brevitas.export.export_qonnx(..., dynamo=False)`` runs) for big models:
     the onnxoptimizer step replaced by ``transform`` (onnxoptimizer round-trips a > 2 GiB model through
     two extra temporary copies), and a weight handler that does not keep Brevitas' unused copy of every
-    fake-quantized weight during the export (5 GB for Llama-3.2-1B)."""
+    fake-quantized weight during the export (5 GB for Llama-3.2-1B) and traces the weight ``Quant`` with
+    :class:`~brevitas_models.export_ops.LeanQuantTorchScriptFn` (same node, same values, no memory kept
+    alive per weight during tracing)."""
+    from brevitas.export.onnx.qonnx.function import BrevitasQuantOp
     from brevitas.export.onnx.qonnx.handler import BrevitasWeightQuantProxyHandler
     from brevitas.export.onnx.qonnx.manager import QONNXManager
 
@@ -389,6 +392,8 @@ def _external_data_manager(transform):
         def prepare_for_export(self, module):
             super().prepare_for_export(module)
             self.quant_weight_values = None
+            if getattr(self, "quant_op", None) is BrevitasQuantOp:
+                self.quant_op = LeanQuantOp
 
     class QONNXExternalDataManager(QONNXManager):
         run_onnx_passes = False
@@ -397,25 +402,6 @@ def _external_data_manager(transform):
                     for h in QONNXManager.handlers]
 
     return QONNXExternalDataManager
-
-
-@contextlib.contextmanager
-def _torchscript_shape_inference(enabled: bool):
-    """Switch the TorchScript exporter's per-node ONNX shape inference. It serialises every node with its
-    constant inputs (whole weight matrices) into a temporary proto, twice per export: for Llama-3.2-1B
-    that is most of the export time and several GB of peak memory. Traced shapes are complete here
-    (static shapes, batch 1), and the exported graphs are identical with it on or off (checked)."""
-    try:
-        from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
-    except ImportError:  # other torch layout: leave the exporter as it is
-        yield
-        return
-    old = GLOBALS.onnx_shape_inference
-    GLOBALS.onnx_shape_inference = enabled
-    try:
-        yield
-    finally:
-        GLOBALS.onnx_shape_inference = old
 
 
 def _graph_bytes(module: nn.Module) -> int:
@@ -443,7 +429,7 @@ def _export(wrapper: nn.Module, args: Tuple[torch.Tensor, ...], path: Path, inpu
     kwargs = dict(args=args, input_names=input_names, output_names=output_names, dynamo=False,
                   opset_version=opset_version, keep_initializers_as_inputs=False)
     _reset_export_handlers(wrapper)
-    with _export_mode(wrapper), _finally(_reset_export_handlers, wrapper), _torchscript_shape_inference(False):
+    with _export_mode(wrapper), _finally(_reset_export_handlers, wrapper), _finally(clear_hadamard_cache):
         if not external_data:
             export_qonnx(wrapper, export_path=str(path), do_constant_folding=True, **kwargs)
             model = onnx.load(str(path))

@@ -64,7 +64,7 @@ class TokenQuant(nn.Module):
             return x
         if self.export_mode:
             from .export_ops import dynamic_token_quant
-            return dynamic_token_quant(x, self.kind)
+            return dynamic_token_quant(x, self.kind, quant_identity=self.quant)
         return self.quant(x)
 
 

@@ -47,6 +47,12 @@ def load_source(source: Optional[str], architecture: Optional[Dict[str, Any]] = 
         if architecture:
             arch = LlamaArch.from_dict({**dataclasses.asdict(arch), **architecture})
         return LoadedWeights(arch, random_state_dict(arch), ByteTokenizer(arch.vocab_size), source)
+    if architecture:
+        allowed = {"num_layers"}
+        bad = sorted(set(architecture) - allowed)
+        if bad:
+            raise ValueError(f"Model.Architecture: key(s) {bad} cannot override a loaded checkpoint "
+                             f"({source}); only {sorted(allowed)} can")
     if kind in ("gguf", "gguf-package"):
         from .loaders.gguf import find_package_gguf, load_gguf, load_gguf_tokenizer
         path = find_package_gguf(value) if kind == "gguf-package" else value
@@ -57,11 +63,6 @@ def load_source(source: Optional[str], architecture: Optional[Dict[str, Any]] = 
         arch, sd = load_hf_dir(value)
         tok = load_hf_tokenizer(value)
     if architecture:
-        allowed = {"num_layers"}
-        bad = sorted(set(architecture) - allowed)
-        if bad:
-            raise ValueError(f"Model.Architecture: key(s) {bad} cannot override a loaded checkpoint "
-                             f"({source}); only {sorted(allowed)} can")
         n = architecture["num_layers"]
         if not isinstance(n, int) or not 0 < n <= arch.num_layers:
             raise ValueError(f"Model.Architecture.num_layers must be 1..{arch.num_layers}, got {n!r}")

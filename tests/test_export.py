@@ -10,7 +10,8 @@ import torch
 
 import brevitas.nn as qnn
 from brevitas_models.export import DATA_NAME, ONNX_NAME, REFERENCE_NAME, export_stage, stage_io_names
-from brevitas_models.export_ops import dynamic_token_quant, static_quant
+from brevitas_models.export_ops import (LeanQuantTorchScriptFn, dynamic_quant_config, dynamic_token_quant,
+                                        static_quant)
 from brevitas_models.quantizers import dynamic_input_quant
 from tests.helpers import text_tokens, tiny_model, tiny_weights
 
@@ -70,13 +71,38 @@ def test_dynamic_token_quant_is_bit_identical_to_brevitas(kind):
         for seed in range(20):
             x = _token_batch(seed)
             expected = quant(x)
-            got = dynamic_token_quant(x, kind)
+            got = dynamic_token_quant(x, kind, quant_identity=quant)   # as TokenQuant in export mode
             assert torch.equal(got, expected), (kind, seed, float((got - expected).abs().max()))
+            assert torch.equal(dynamic_token_quant(x, kind), expected)  # the documented defaults
+
+
+@pytest.mark.parametrize("bits,signed,narrow", [(4, True, True), (8, True, False), (8, False, False),
+                                                (4, False, False), (4, False, True)])
+def test_lean_quant_fn_equals_brevitas_fn(bits, signed, narrow):
+    """The big-model export traces weight Quant nodes with LeanQuantTorchScriptFn: same values."""
+    from brevitas.export.onnx.qonnx.function import BrevitasQuantTorchScriptFn
+    g = torch.Generator().manual_seed(bits)
+    x = torch.randn(64, 96, generator=g) * 3
+    x[0, :8] = torch.arange(8) * 0.5 - 2
+    scale = torch.rand(64, 1, generator=g) * 0.3 + 0.05
+    zp = torch.zeros(()) if signed else torch.rand(64, 1, generator=g) * 7
+    args = (x, scale, zp, torch.tensor(float(bits)), narrow, signed, "ROUND")
+    assert torch.equal(LeanQuantTorchScriptFn.apply(*args), BrevitasQuantTorchScriptFn.apply(*args))
 
 
 def test_dynamic_token_quant_unknown_kind():
     with pytest.raises(ValueError, match="uint3"):
         dynamic_token_quant(torch.zeros(1, 4), "uint3")
+
+
+def test_unsupported_dynamic_quantizer_is_refused():
+    """A quantizer whose arithmetic the export does not reproduce raises instead of exporting wrongly."""
+    from brevitas.core.stats.stats_op import AbsAve
+    from brevitas_models.quantizers import Int8PerTokenDynamic
+    odd = type("Int8PerTokenAbsAve", (Int8PerTokenDynamic,), {"scaling_stats_impl": AbsAve})
+    quant = qnn.QuantIdentity(act_quant=odd)
+    with pytest.raises(NotImplementedError, match="AbsAve"):
+        dynamic_quant_config(quant)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -159,7 +185,7 @@ def test_reference_is_the_brevitas_model_on_text(models, exports):
             marked = static_quant(past_kv, torch.from_numpy(scale))
             assert torch.equal(marked, past_kv)
             codes = past_kv / torch.from_numpy(scale)
-            assert torch.equal(codes, codes.round()) and codes.abs().max() <= 128
+            assert torch.allclose(codes, codes.round(), rtol=0, atol=1e-4) and codes.abs().max() <= 128
 
 
 def _producer(model, name):
