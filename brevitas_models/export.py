@@ -383,17 +383,27 @@ def _external_data_manager(transform):
     fake-quantized weight during the export (5 GB for Llama-3.2-1B) and traces the weight ``Quant`` with
     :class:`~brevitas_models.export_ops.LeanQuantTorchScriptFn` (same node, same values, no memory kept
     alive per weight during tracing)."""
-    from brevitas.export.onnx.qonnx.function import BrevitasQuantOp
+    from brevitas.export.onnx.qonnx.function import BrevitasBinaryQuantOp
     from brevitas.export.onnx.qonnx.handler import BrevitasWeightQuantProxyHandler
     from brevitas.export.onnx.qonnx.manager import QONNXManager
 
     class LeanWeightQuantProxyHandler(BrevitasWeightQuantProxyHandler):
+        """Brevitas 0.13.4's ``prepare_for_export`` without ``quant_weight_values`` (a second full
+        fake-quantization of the weight, kept alive and never used), tracing with LeanQuantOp."""
 
         def prepare_for_export(self, module):
-            super().prepare_for_export(module)
-            self.quant_weight_values = None
-            if getattr(self, "quant_op", None) is BrevitasQuantOp:
-                self.quant_op = LeanQuantOp
+            if not module.is_quant_enabled:
+                return
+            first_qweight = module.tracked_module_list[0].quant_weight()
+            self.validate(first_qweight.bit_width, first_qweight.zero_point)
+            self.symbolic_kwargs = {
+                'scale': first_qweight.scale,
+                'zero_point': first_qweight.zero_point,
+                'bit_width': first_qweight.bit_width,
+                'narrow_range': module.is_narrow_range,
+                'signed': first_qweight.signed,
+                'rounding_mode': 'ROUND'}
+            self.quant_op = BrevitasBinaryQuantOp if self.symbolic_kwargs['bit_width'] == 1 else LeanQuantOp
 
     class QONNXExternalDataManager(QONNXManager):
         run_onnx_passes = False

@@ -335,6 +335,7 @@ def test_export_errors(models, tmp_path, kwargs, match):
 # ------------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.ci
 def test_smollm2_two_layers_both_stages(tmp_path):
     from brevitas_models.build import build_model
     from brevitas_models.quant_presets import quant_preset

@@ -164,23 +164,13 @@ def _gguf_name(hf: str) -> str:
 
 
 def _llama3_rope_factors(arch: LlamaArch) -> np.ndarray:
-    """llama.cpp convert_hf_to_gguf.py: rope_freqs.weight for rope_type llama3."""
-    rs, dim = arch.rope_scaling, arch.head_dim
-    freqs = 1.0 / (arch.rope_theta ** (np.arange(0, dim, 2, dtype=np.float32) / dim))
-    low_wl = rs.original_max_position_embeddings / rs.low_freq_factor
-    high_wl = rs.original_max_position_embeddings / rs.high_freq_factor
-    out = []
-    for f in freqs:
-        wl = 2 * math.pi / f
-        if wl < high_wl:
-            out.append(1.0)
-        elif wl > low_wl:
-            out.append(rs.factor)
-        else:
-            s = (rs.original_max_position_embeddings / wl - rs.low_freq_factor) / (
-                rs.high_freq_factor - rs.low_freq_factor)
-            out.append(1 / ((1 - s) / rs.factor + s))
-    return np.asarray(out, dtype=np.float32)
+    """rope_freqs.weight as llama.cpp writes it for rope_type llama3: the ratio of unscaled to scaled
+    inverse frequencies, taken from our HF-equivalent RoPE (tested against transformers)."""
+    import dataclasses as _dc
+    from brevitas_models.rope import inverse_frequencies
+    scaled = inverse_frequencies(arch).double()
+    plain = inverse_frequencies(_dc.replace(arch, rope_scaling=None)).double()
+    return (plain / scaled).numpy().astype(np.float32)
 
 
 def _write_gguf(path, arch: LlamaArch, sd, architecture="llama", drop=(), extra_kv=None):
