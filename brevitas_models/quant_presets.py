@@ -59,7 +59,7 @@ class QuantSpec:
 
 PRESETS: Dict[str, QuantSpec] = {
     "float": QuantSpec("float"),
-    "w8a8": QuantSpec("w8a8", weight_bits=8, input_quant="int8"),
+    "w8a8": QuantSpec("w8a8", weight_bits=8, input_quant="int8", rotation="hadamard"),
     "w4a8": QuantSpec("w4a8", weight_bits=4, input_quant="int8", rotation="hadamard", gptq=True),
     "flexllm-w4a4": QuantSpec("flexllm-w4a4", weight_bits=4, input_quant="uint4_asym", qkv_bits=8,
                               softmax_bits=8, rotation="hadamard", gptq=True),
