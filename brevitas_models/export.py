@@ -34,6 +34,10 @@ prefill on ``tokens[:P]`` for the past K/V, then ``tokens[P]`` at position P).
 Dynamic per-token input quantizers are exported as in-graph scale / zero-point computations feeding
 QONNX ``Quant`` nodes (docs/qonnx-dynamic-quant.md); the online Hadamard R4 as a MatMul with a
 constant matrix.
+
+qonnx execution of the graph reproduces the reference up to float32 summation order, except where a
+value sits within ~1e-5 quantization steps of a rounding boundary: then one uint4 code flips and, in
+an early layer, spreads through K/V (measured and explained in docs/qonnx-dynamic-quant.md, section 8).
 """
 
 from __future__ import annotations
@@ -190,6 +194,14 @@ def _export_mode(module: nn.Module):
                 del m.export_mode
             else:
                 m.export_mode = old
+
+
+@contextlib.contextmanager
+def _finally(fn, *args):
+    try:
+        yield
+    finally:
+        fn(*args)
 
 
 _FOLD_OPS = {"Identity", "Shape", "Slice", "Concat", "Gather", "Unsqueeze", "Squeeze", "Cast", "Reshape",
@@ -476,14 +488,6 @@ def _export(wrapper: nn.Module, args: Tuple[torch.Tensor, ...], path: Path, inpu
 # ------------------------------------------------------------------------------------------------
 # public API
 # ------------------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def _finally(fn, *args):
-    try:
-        yield
-    finally:
-        fn(*args)
-
 
 def _check_stage(stage):
     if stage not in STAGES:

@@ -17,6 +17,7 @@ Every quantization point is a Brevitas module and disappears when its QuantSpec 
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import List, Optional, Tuple
 
@@ -118,6 +119,13 @@ class QuantLinearUnit(nn.Module):
         return self.linear(self.input_quant(x))
 
 
+@functools.lru_cache(maxsize=8)
+def _hadamard_t(size: int, dtype: torch.dtype) -> torch.Tensor:
+    """H^T of one size, shared by every layer (8192 x 8192 float32 is 256 MB, once)."""
+    from .hadamard import hadamard_matrix
+    return torch.from_numpy(hadamard_matrix(size).T.copy()).to(dtype)
+
+
 class OnlineHadamard(nn.Module):
     """R4: x -> x @ H^T with H the orthonormal Hadamard matrix of the last dim; identity when disabled."""
 
@@ -135,10 +143,7 @@ class OnlineHadamard(nn.Module):
             return hadamard_matmul(x)
         # A dense matmul with the cached H^T is several times faster in PyTorch than the butterfly
         # network; the bit-true golden model uses the butterfly order the hardware implements.
-        if getattr(self, "_h_t", None) is None or self._h_t.dtype != x.dtype:
-            from .hadamard import hadamard_matrix
-            self._h_t = torch.from_numpy(hadamard_matrix(self.size).T.copy()).to(x.dtype)
-        return torch.matmul(x, self._h_t)
+        return torch.matmul(x, _hadamard_t(self.size, x.dtype))
 
 
 class Attention(nn.Module):
