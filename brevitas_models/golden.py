@@ -161,7 +161,7 @@ from .fp32 import (F32, accumulator_bits, int_matmul, quant_int8_sym, quant_stat
                    rmsnorm, rope, silu, softmax_masked)
 from .hadamard import fast_hadamard_transform_np
 
-__all__ = ["GoldenModel", "KVCache", "LinearParams", "LayerParams", "INPUT_QUANT_KINDS"]
+__all__ = ["GoldenModel", "KVCache", "LinearParams", "LayerParams", "INPUT_QUANT_KINDS", "attention_constants"]
 
 INPUT_QUANT_KINDS = ("uint4_asym", "int8")
 _INPUT_QMAX = {"uint4_asym": 15, "int8": 128}     # max |code| of a quantized linear input
@@ -211,6 +211,18 @@ class LinearParams:
         return accumulator_bits(self.acc_bound)
 
 
+def attention_constants(s_q, s_k, s_v, s_p, softmax_scale: float, group: int) -> Dict[str, np.ndarray]:
+    """The f32 attention constants of the contract, from the per-head static scales:
+    ``c_q = f32(f64(softmax_scale) / f64(s_q))``, ``inv_k = 1/s_k``, ``inv_v = 1/s_v``, ``inv_p = 1/s_p``,
+    ``qk_scale = s_q * s_k[h // group]``, ``pv_scale = s_p * s_v[h // group]`` (f32 operations)."""
+    s_q, s_k, s_v, s_p = (np.ascontiguousarray(v, dtype=np.float32).reshape(-1) for v in (s_q, s_k, s_v, s_p))
+    one = np.float32(1.0)
+    kv_of = np.arange(s_q.shape[0]) // group
+    return {"c_q": (np.float64(softmax_scale) / s_q.astype(np.float64)).astype(np.float32),
+            "inv_k": one / s_k, "inv_v": one / s_v, "inv_p": one / s_p,
+            "qk_scale": s_q * s_k[kv_of], "pv_scale": s_p * s_v[kv_of]}
+
+
 @dataclass
 class LayerParams:
     input_norm: np.ndarray
@@ -239,14 +251,9 @@ class LayerParams:
             if not np.all(np.isfinite(v)) or np.any(v <= 0):
                 raise ValueError(f"static scale {name} must be finite and > 0, got {v}")
             setattr(self, name, v)
-        one = np.float32(1.0)
-        self.c_q = (np.float64(softmax_scale) / self.s_q.astype(np.float64)).astype(np.float32)
-        self.inv_k = one / self.s_k
-        self.inv_v = one / self.s_v
-        self.inv_p = one / self.s_p
-        kv_of = np.arange(self.s_q.shape[0]) // group
-        self.qk_scale = self.s_q * self.s_k[kv_of]
-        self.pv_scale = self.s_p * self.s_v[kv_of]
+        c = attention_constants(self.s_q, self.s_k, self.s_v, self.s_p, softmax_scale, group)
+        self.c_q, self.inv_k, self.inv_v, self.inv_p = c["c_q"], c["inv_k"], c["inv_v"], c["inv_p"]
+        self.qk_scale, self.pv_scale = c["qk_scale"], c["pv_scale"]
         return self
 
     def linears(self):

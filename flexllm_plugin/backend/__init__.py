@@ -1,0 +1,1 @@
+"""The hls4ml side of flexllm: backend, layer classes, templates, optimizer passes, writer."""

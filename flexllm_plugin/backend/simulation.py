@@ -1,0 +1,124 @@
+"""C simulation of a FlexLLM stage kernel from Python (the backend's ``predict``).
+
+The compiled library exports ``<project>_csim`` (written by the FlexLLM writer), which calls the kernel
+top function exactly as the host does on the FPGA: token ids, run-time token count and start position,
+the three parameter images and the int8 KV cache (``[layers][kv_heads][max_context][head_dim]``, K and V
+separately), returning the last token's logits.
+
+``predict(model, x)`` takes the stage graph's inputs (a dict by ONNX input name, a list in graph order,
+or just the token ids) and returns a dict by ONNX output name: ``logits`` and the new K/V entries
+dequantized like the graph (``code * scale``), plus the raw int8 codes under ``<name>.codes`` when
+``return_codes=True``. Past K/V inputs (decode graphs) are re-quantized to codes (exact on the int8
+grid) and written to the cache before the call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+from .memory import load_images
+
+
+def _graph_io(model):
+    onnx_model = model.config.config.get("OnnxModel")
+    if onnx_model is None or isinstance(onnx_model, (str, Path)):
+        import onnx
+        onnx_model = onnx.load(str(onnx_model))
+    inits = {i.name for i in onnx_model.graph.initializer}
+    inputs = [i.name for i in onnx_model.graph.input if i.name not in inits]
+    outputs = [o.name for o in onnx_model.graph.output]
+    return inputs, outputs
+
+
+def _layers(model, cls):
+    return [layer for layer in model.get_layers() if layer.class_name == cls]
+
+
+def _ptr(arr, ctype):
+    return arr.ctypes.data_as(ctypes.POINTER(ctype))
+
+
+def _images(model):
+    cache = getattr(model, "_flexllm_images", None)
+    if cache is None:
+        cache = load_images(Path(model.config.get_output_dir()) / "weights")
+        model._flexllm_images = cache
+    return cache
+
+
+def predict(model, x, position=None, return_codes=False):
+    if model._top_function_lib is None:
+        raise RuntimeError("FlexLLM: call compile() before predict()")
+    in_names, out_names = _graph_io(model)
+    if isinstance(x, dict):
+        feeds = dict(x)
+    elif isinstance(x, (list, tuple)):
+        if len(x) != len(in_names):
+            raise ValueError(f"FlexLLM predict: {len(x)} inputs given, the graph has {in_names}")
+        feeds = dict(zip(in_names, x))
+    else:
+        feeds = {in_names[0]: x}
+    missing = [n for n in in_names if n not in feeds]
+    if missing:
+        raise ValueError(f"FlexLLM predict: missing graph inputs {missing}")
+
+    cfg = model.config.config["FlexLLM"]
+    max_ctx = int(cfg["MaxContext"])
+    emb = _layers(model, "FlexEmbedding")[0]
+    max_tokens = int(emb.get_attr("n_tokens"))
+    ids = np.ascontiguousarray(np.asarray(feeds[in_names[0]]).reshape(-1), dtype=np.int32)
+    n = ids.size
+    if not 1 <= n <= max_tokens:
+        raise ValueError(f"FlexLLM predict: {n} tokens, the kernel takes 1..{max_tokens}")
+    if np.any(ids < 0) or np.any(ids >= emb.get_attr("vocab_size")):
+        raise ValueError("FlexLLM predict: token id outside the vocabulary")
+    ids = np.concatenate([ids, np.zeros(max_tokens - n, dtype=np.int32)])
+
+    attn = sorted(_layers(model, "FlexAttention"), key=lambda a: a.get_attr("cache_index"))
+    kvh, hd = attn[0].get_attr("kv_heads"), attn[0].get_attr("head_dim")
+    k_cache = np.zeros((len(attn), kvh, max_ctx, hd), dtype=np.int8)
+    v_cache = np.zeros_like(k_cache)
+    past = 0
+    for layer in attn:
+        if len(layer.inputs) < 5:
+            continue
+        i = layer.get_attr("cache_index")
+        for cache, inp, scale in ((k_cache, layer.inputs[3], layer.get_attr("s_k")),
+                                  (v_cache, layer.inputs[4], layer.get_attr("s_v"))):
+            vals = np.asarray(feeds[inp], dtype=np.float32).reshape(kvh, -1, hd)
+            codes = np.rint(vals / scale.reshape(kvh, 1, 1))
+            if not np.array_equal(codes.astype(np.float32) * scale.reshape(kvh, 1, 1), vals):
+                raise ValueError(f"FlexLLM predict: input '{inp}' is not on the int8 grid of its K/V scale")
+            past = vals.shape[1]
+            cache[i, :, :past] = np.clip(codes, -128, 127).astype(np.int8)
+    if position is None:
+        position = int(np.asarray(feeds["position"]).reshape(-1)[0]) if "position" in feeds else past
+    if position + n > max_ctx:
+        raise ValueError(f"FlexLLM predict: positions {position}..{position + n - 1} exceed the KV cache "
+                         f"capacity of {max_ctx} tokens")
+
+    images = _images(model)
+    vocab = int(_layers(model, "FlexQuantLinear")[-1].get_attr("n_out"))
+    logits = np.zeros(vocab, dtype=np.float32)
+    fn = getattr(model._top_function_lib, f"{model.config.get_project_name()}_csim")
+    fn.restype = ctypes.c_int
+    rc = fn(_ptr(ids, ctypes.c_int32), ctypes.c_int(n), ctypes.c_int(position),
+            _ptr(images["wmem"], ctypes.c_uint8), _ptr(images["fmem"], ctypes.c_float),
+            _ptr(images["embed"], ctypes.c_float), _ptr(k_cache, ctypes.c_int8), _ptr(v_cache, ctypes.c_int8),
+            _ptr(logits, ctypes.c_float))
+    if rc != 0:
+        raise RuntimeError(f"FlexLLM kernel C simulation returned error code {rc}")
+
+    result = {_layers(model, "FlexQuantLinear")[-1].outputs[0]: logits.reshape(1, -1)}
+    for layer in attn:
+        i = layer.get_attr("cache_index")
+        for cache, out, scale in ((k_cache, layer.outputs[1], layer.get_attr("s_k")),
+                                  (v_cache, layer.outputs[2], layer.get_attr("s_v"))):
+            codes = cache[i, :, position:position + n].copy()
+            result[out] = (codes.astype(np.float32) * scale.reshape(kvh, 1, 1))[None]
+            if return_codes:
+                result[out + ".codes"] = codes
+    return result

@@ -1,0 +1,1 @@
+"""ONNX handlers: fused flexllm QONNX ops -> FlexLLM hls4ml layer dictionaries."""

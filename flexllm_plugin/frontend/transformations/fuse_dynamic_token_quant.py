@@ -1,0 +1,87 @@
+"""Dynamic per-token input quantizer subgraph + QONNX ``Quant`` -> ``DynamicTokenQuant``
+(docs/qonnx-dynamic-quant.md, section 4).
+
+uint4_asym: ``Quant(x, s, zp, b, signed=0)`` with ``s = Div(Clip(Sub(ReduceMax(x), ReduceMin(x)), lo), 2^b-1)``
+and ``zp = Div(Neg(ReduceMin(x)), s)``.
+int8: ``Quant(x, s, 0, b, signed=1)`` with ``s = Div(Clip(ReduceMax(Abs(x)), lo), 2^(b-1))``.
+Reductions over the last axis with keepdims; ``lo`` (the Clip minimum) becomes ``range_min``."""
+
+import numpy as np
+
+from ._fusion import FusionTransformation
+from ._graph import QONNX_QUANT_DOMAINS, attr, is_last_axis_reduce
+
+
+def _clip_min(idx, clip):
+    """Lower bound of a Clip with only a constant minimum, else None."""
+    if clip is None:
+        return None
+    if len(clip.input) > 2 and clip.input[2]:
+        return None
+    if len(clip.input) < 2 or not clip.input[1]:
+        lo = attr(clip, "min")   # opset < 11
+        return None if lo is None or attr(clip, "max") is not None else float(lo)
+    return idx.scalar(clip.input[1])
+
+
+class FuseDynamicTokenQuant(FusionTransformation):
+    def match(self, rw, node):
+        idx = rw.idx
+        if node.op_type != "Quant" or node.domain not in QONNX_QUANT_DOMAINS or len(node.input) != 4:
+            return
+        x, scale, zp, bits_name = node.input
+        if idx.is_const(scale):
+            return                      # static quantizer
+        bits = idx.scalar(bits_name)
+        if bits is None or bits != int(bits):
+            return
+        if str(attr(node, "rounding_mode", "ROUND")).upper() not in ("ROUND", "HALF_EVEN"):
+            return
+        bits = int(bits)
+        signed, narrow = int(attr(node, "signed", 1)), int(attr(node, "narrow", 0))
+        shape = idx.shape(x)
+        rank = len(shape) if shape else None
+        div = idx.prod(scale, "Div")
+        if div is None:
+            return
+        threshold = idx.scalar(div.input[1])
+        clip = idx.prod(div.input[0], "Clip")
+        lo = _clip_min(idx, clip)
+        if lo is None:
+            return
+        stat = clip.input[0]
+        chain = [div, clip]
+        if signed == 0:
+            kind = "uint4_asym"
+            sub = idx.prod(stat, "Sub")
+            if sub is None or threshold != float(2 ** bits - 1):
+                return
+            rmax, rmin = idx.prod(sub.input[0], "ReduceMax"), idx.prod(sub.input[1], "ReduceMin")
+            zdiv = idx.prod(zp, "Div")
+            neg = zdiv and idx.prod(zdiv.input[0], "Neg")
+            if rmax is None or rmin is None or neg is None or zdiv.input[1] != scale or neg.input[0] != rmin.output[0]:
+                return
+            if rmax.input[0] != x or rmin.input[0] != x:
+                return
+            if not (is_last_axis_reduce(idx, rmax, rank) and is_last_axis_reduce(idx, rmin, rank)):
+                return
+            chain += [sub, rmax, rmin, neg, zdiv]
+        else:
+            kind = "int8"
+            rmax = idx.prod(stat, "ReduceMax")
+            abs_ = rmax and idx.prod(rmax.input[0], "Abs")
+            zval = idx.const(zp)
+            if abs_ is None or abs_.input[0] != x or zval is None or np.any(zval != 0):
+                return
+            if not is_last_axis_reduce(idx, rmax, rank) or threshold != float(2 ** (bits - 1)):
+                return
+            chain += [rmax, abs_]
+        chain.append(node)
+        for n in chain[:-1]:
+            if not idx.only_used_by(n.output[0], chain):
+                return
+        if rw.claimed(chain):
+            return
+        rw.replace(chain, rw.make_node("DynamicTokenQuant", [x], [node.output[0]], chain, kind=kind,
+                                       bit_width=bits, signed=signed, narrow=narrow,
+                                       range_min=float(np.float32(lo))))

@@ -1,0 +1,45 @@
+"""``MatMul(x, H)`` with ``H`` a constant equal to ``hadamard_constant(n)`` (the online R4 rotation) ->
+``OnlineHadamard``. A MatMul with any other constant is left alone (then reported unsupported)."""
+
+import numpy as np
+
+from ._fusion import FusionTransformation
+
+_REFERENCE = {}
+
+
+def hadamard_reference(n: int):
+    """``brevitas_models.export_ops.hadamard_constant(n)`` as numpy (``hadamard_matrix(n).T`` in float64,
+    transposed, rounded to float32 once: the same computation), or None if ``n`` has no supported
+    Hadamard construction."""
+    if n not in _REFERENCE:
+        try:
+            from brevitas_models.hadamard import hadamard_matrix
+            _REFERENCE[n] = np.ascontiguousarray(hadamard_matrix(n).T).astype(np.float32)
+        except Exception:       # unsupported order (or brevitas_models unavailable)
+            _REFERENCE[n] = None
+    return _REFERENCE[n]
+
+
+def is_hadamard_constant(value) -> bool:
+    if value is None or value.ndim != 2 or value.shape[0] != value.shape[1] or value.dtype != np.float32:
+        return False
+    n = value.shape[0]
+    # cheap pre-check before building the reference: entries are +-1/sqrt(n)
+    if not np.allclose(np.abs(value), 1.0 / np.sqrt(n), rtol=1e-6, atol=0):
+        return False
+    ref = hadamard_reference(n)
+    return ref is not None and np.array_equal(value, ref)
+
+
+class FuseOnlineHadamard(FusionTransformation):
+    def match(self, rw, node):
+        idx = rw.idx
+        if node.op_type != "MatMul" or node.domain != "":
+            return
+        x, mat = node.input
+        value = idx.const(mat)
+        if idx.is_const(x) or not is_hadamard_constant(value):
+            return
+        mat = rw.initializer_for(mat, value, mat)
+        rw.replace([node], rw.make_node("OnlineHadamard", [x, mat], [node.output[0]], [node], n=int(value.shape[0])))

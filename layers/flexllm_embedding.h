@@ -1,0 +1,30 @@
+// flexllm_embedding.h: token embedding lookup from a [vocab][d] fp32 table in external memory.
+#pragma once
+
+#include "flexllm_types.h"
+
+namespace flexllm {
+
+// row[k] = table[token][k], k < d (one burst).
+template <int MAX_D>
+void embedding_row(const float *table, int token, int d, float row[MAX_D]) {
+    const long long base = (long long)token * d;
+EMBEDDING_ROW:
+    for (int k = 0; k < d; ++k) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_D
+#pragma HLS PIPELINE II = 1
+        row[k] = table[base + k];
+    }
+}
+
+// x[t] = table[ids[t]] for t < n_tokens.
+template <int MAX_T, int MAX_D>
+void embedding(const float *table, const int ids[MAX_T], int n_tokens, int d, float x[MAX_T][MAX_D]) {
+EMBEDDING_TOKENS:
+    for (int t = 0; t < n_tokens; ++t) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_T
+        embedding_row<MAX_D>(table, ids[t], d, x[t]);
+    }
+}
+
+}  // namespace flexllm

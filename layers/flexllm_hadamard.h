@@ -1,0 +1,113 @@
+// flexllm_hadamard.h: fast Hadamard transform (online R4 rotation before down_proj).
+//
+// n = m * p with p = 2^log2_p and (m, p) = brevitas_models.hadamard.hadamard_factor(n); each row
+// x is viewed as X[c][d] = x[c * p + d] (c < m, d < p). Operation order (== fast_hadamard_transform_np):
+//   1. butterflies over d for half-widths h = 1, 2, 4, ..., p/2 (ascending):
+//        (X[c][d], X[c][d + h]) <- (u + v, u - v)   for every d with (d & h) == 0
+//   2. if m > 1: Y[a][d] = s(a,0) * X[0][d];  Y[a][d] = Y[a][d] + s(a,c) * X[c][d], c = 1 .. m-1
+//      with s = small_hadamard(m) (+-1, passed as an m x m int8 table, row-major, stride m)
+//   3. y = Y * scale,  scale = f32(1 / sqrt(double(n))) (hadamard_scale(n), computed offline)
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "flexllm_types.h"
+
+namespace flexllm {
+
+// f32(1 / sqrt(n)) computed in double and rounded once (host / offline constant).
+inline float hadamard_scale(int n) { return (float)(1.0 / std::sqrt((double)n)); }
+
+// +-1 times x, exact (including the sign of zero): s * x in fp32.
+inline float signed_copy(int8_t s, float x) {
+#pragma HLS INLINE
+    return s > 0 ? x : -x;
+}
+
+// One row: y[0 .. n-1] = H x with n = m << log2_p (x is copied first, so y may alias x).
+template <int MAX_N, int MAX_M>
+void hadamard_transform(const float x[MAX_N], int m, int log2_p, const int8_t sign[MAX_M * MAX_M], float scale,
+                        float y[MAX_N]) {
+    constexpr int MAX_LOG2_P = log2_floor(MAX_N);
+    (void)MAX_LOG2_P;  // loop tripcount only
+    const int p = 1 << log2_p;
+    const int n = m * p;
+    float buf[MAX_N];
+
+HADAMARD_COPY:
+    for (int i = 0; i < n; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_N
+#pragma HLS PIPELINE II = 1
+        buf[i] = x[i];
+    }
+
+    // 1. Butterflies; within a stage the pairs are disjoint, so the updates are independent.
+HADAMARD_STAGES:
+    for (int s = 0; s < log2_p; ++s) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_LOG2_P
+        const int h = 1 << s;
+    HADAMARD_PAIRS:
+        for (int i = 0; i < (n >> 1); ++i) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_N / 2
+#pragma HLS PIPELINE II = 1
+#pragma HLS DEPENDENCE variable = buf inter false
+            const int c = i >> (log2_p - 1);           // block (p / 2 pairs per block)
+            const int j = i & ((p >> 1) - 1);           // pair index inside the block
+            const int d = ((j >> s) << (s + 1)) | (j & (h - 1));
+            const int lo = c * p + d;
+            const float u = buf[lo];
+            const float v = buf[lo + h];
+            buf[lo] = u + v;
+            buf[lo + h] = u - v;
+        }
+    }
+
+    // 2./3. Small-factor mix, ascending c, then the scale.
+    if (m == 1) {
+    HADAMARD_SCALE:
+        for (int i = 0; i < n; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_N
+#pragma HLS PIPELINE II = 1
+            y[i] = buf[i] * scale;
+        }
+        return;
+    }
+    constexpr int MAX_P = MAX_N;
+    float acc[MAX_P];
+HADAMARD_MIX_OUT:
+    for (int a = 0; a < m; ++a) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_M
+    HADAMARD_MIX_IN:
+        for (int c = 0; c < m; ++c) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_M
+            const int8_t sac = sign[a * m + c];
+        HADAMARD_MIX_ELEMENTS:
+            for (int d = 0; d < p; ++d) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_N / MAX_M
+#pragma HLS PIPELINE II = 1
+                const float term = signed_copy(sac, buf[c * p + d]);
+                acc[d] = c == 0 ? term : acc[d] + term;
+            }
+        }
+    HADAMARD_MIX_SCALE:
+        for (int d = 0; d < p; ++d) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_N / MAX_M
+#pragma HLS PIPELINE II = 1
+            y[a * p + d] = acc[d] * scale;
+        }
+    }
+}
+
+// n_tokens rows of x [MAX_T][MAX_N] (y may alias x).
+template <int MAX_T, int MAX_N, int MAX_M>
+void hadamard_rows(const float x[MAX_T][MAX_N], int n_tokens, int m, int log2_p, const int8_t sign[MAX_M * MAX_M],
+                   float scale, float y[MAX_T][MAX_N]) {
+HADAMARD_TOKENS:
+    for (int t = 0; t < n_tokens; ++t) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_T
+        hadamard_transform<MAX_N, MAX_M>(x[t], m, log2_p, sign, scale, y[t]);
+    }
+}
+
+}  // namespace flexllm

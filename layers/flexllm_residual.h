@@ -1,0 +1,50 @@
+// flexllm_residual.h: residual stream update h = h + a (one fp32 add per element), its out-of-place
+// form, and the row copy that selects the last token.
+#pragma once
+
+#include "flexllm_types.h"
+
+namespace flexllm {
+
+template <int MAX_T, int MAX_D>
+void residual_add(float h[MAX_T][MAX_D], const float a[MAX_T][MAX_D], int n_tokens, int d) {
+RESIDUAL_TOKENS:
+    for (int t = 0; t < n_tokens; ++t) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_T
+    RESIDUAL_ELEMENTS:
+        for (int k = 0; k < d; ++k) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_D
+#pragma HLS PIPELINE II = 1
+            h[t][k] = h[t][k] + a[t][k];
+        }
+    }
+}
+
+// y = a + b (out of place; fp32 addition is commutative, so the order of a and b does not matter).
+template <int MAX_T, int MAX_D>
+void residual_sum(const float a[MAX_T][MAX_D], const float b[MAX_T][MAX_D], int n_tokens, int d,
+                  float y[MAX_T][MAX_D]) {
+RESIDUAL_SUM_TOKENS:
+    for (int t = 0; t < n_tokens; ++t) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_T
+    RESIDUAL_SUM_ELEMENTS:
+        for (int k = 0; k < d; ++k) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_D
+#pragma HLS PIPELINE II = 1
+            y[t][k] = a[t][k] + b[t][k];
+        }
+    }
+}
+
+// y = x[row][0 .. d-1] (e.g. the last token's hidden state before the final norm and the LM head).
+template <int MAX_T, int MAX_D>
+void copy_row(const float x[MAX_T][MAX_D], int row, int d, float y[MAX_D]) {
+COPY_ROW:
+    for (int k = 0; k < d; ++k) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_D
+#pragma HLS PIPELINE II = 1
+        y[k] = x[row][k];
+    }
+}
+
+}  // namespace flexllm

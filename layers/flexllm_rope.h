@@ -1,0 +1,50 @@
+// flexllm_rope.h: rotary position embedding, rotate-half convention (HF Llama).
+//
+//   y[i] = (x[i] * cos[P][i]) + (rot(x)[i] * sin[P][i]),  rot(x) = [-x[d/2 .. d-1], x[0 .. d/2-1]]
+//
+// Tables cos/sin are [max_positions][head_dim] fp32 in external memory, indexed by the absolute
+// position P. == brevitas_models.fp32.rope.
+#pragma once
+
+#include "flexllm_types.h"
+
+namespace flexllm {
+
+// One head vector of even length hd with table rows cos_row / sin_row. y must not alias x.
+template <int MAX_HD>
+void rope_apply(const float x[MAX_HD], const float cos_row[MAX_HD], const float sin_row[MAX_HD], int hd,
+                float y[MAX_HD]) {
+    const int half = hd >> 1;
+ROPE:
+    for (int i = 0; i < hd; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_HD
+#pragma HLS PIPELINE II = 1
+        const float rot = i < half ? -x[i + half] : x[i - half];
+        y[i] = (x[i] * cos_row[i]) + (rot * sin_row[i]);
+    }
+}
+
+// Copy the table rows of position pos (burst reads from external memory).
+template <int MAX_HD>
+void rope_load_tables(const float *cos_table, const float *sin_table, int pos, int hd, float cos_row[MAX_HD],
+                      float sin_row[MAX_HD]) {
+    const long long base = (long long)pos * hd;
+ROPE_LOAD:
+    for (int i = 0; i < hd; ++i) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_HD
+#pragma HLS PIPELINE II = 1
+        cos_row[i] = cos_table[base + i];
+        sin_row[i] = sin_table[base + i];
+    }
+}
+
+// Head vector at absolute position pos, tables in external memory.
+template <int MAX_HD>
+void rope_at(const float x[MAX_HD], const float *cos_table, const float *sin_table, int pos, int hd,
+             float y[MAX_HD]) {
+    float c[MAX_HD], s[MAX_HD];
+    rope_load_tables<MAX_HD>(cos_table, sin_table, pos, hd, c, s);
+    rope_apply<MAX_HD>(x, c, s, hd, y);
+}
+
+}  // namespace flexllm

@@ -1,0 +1,105 @@
+// flexllm_token_quant.h: per-token dynamic quantization of linear inputs and static quantization.
+//
+//   quantize_uint4_asym_row   mn = min x, mx = max x, s = (mx - mn) / 15, inv = 1 / s,
+//                             q = clamp(rint((x - mn) * inv), 0, 15); zero = mn
+//   quantize_int8_sym_row     a = max |x|, s = a / 128, inv = 1 / s, q = clamp(rint(x * inv), -128, 127)
+//   guard (both)              s < 2^-126  ->  s = 1, q = 0
+//   quant_static              clamp(rint(x * mult), lo, hi)
+//
+// == brevitas_models.fp32.quant_uint4_asym / quant_int8_sym / quant_static.
+#pragma once
+
+#include "flexllm_math.h"
+#include "flexllm_reduce.h"
+#include "flexllm_types.h"
+
+namespace flexllm {
+
+// One row x[0 .. d-1] (d >= 1) -> uint4 codes (in uint8_t), scale, zero (= min).
+template <int MAX_D>
+void quantize_uint4_asym_row(const float x[MAX_D], int d, uint8_t q[MAX_D], float &scale, float &zero) {
+    const float mn = row_min<MAX_D>(x, d);
+    const float mx = row_max<MAX_D>(x, d);
+    float s = (mx - mn) / 15.0f;
+    const bool guard = s < F32_MIN_NORMAL;
+    if (guard) s = 1.0f;
+    const float inv = 1.0f / s;
+QUANT_UINT4:
+    for (int k = 0; k < d; ++k) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_D
+#pragma HLS PIPELINE II = 1
+        q[k] = guard ? (uint8_t)0 : (uint8_t)round_clamp((x[k] - mn) * inv, 0, 15);
+    }
+    scale = s;
+    zero = mn;
+}
+
+// One row x[0 .. d-1] -> int8 codes, scale.
+template <int MAX_D>
+void quantize_int8_sym_row(const float x[MAX_D], int d, int8_t q[MAX_D], float &scale) {
+    const float a = row_absmax<MAX_D>(x, d);
+    float s = a / 128.0f;
+    const bool guard = s < F32_MIN_NORMAL;
+    if (guard) s = 1.0f;
+    const float inv = 1.0f / s;
+QUANT_INT8:
+    for (int k = 0; k < d; ++k) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_D
+#pragma HLS PIPELINE II = 1
+        q[k] = guard ? (int8_t)0 : (int8_t)round_clamp(x[k] * inv, -128, 127);
+    }
+    scale = s;
+}
+
+// Kind-generic row quantizer: token_quantizer<KIND>::row(x, d, q, scale, zero); zero = 0 for int8.
+template <int KIND>
+struct token_quantizer;
+
+template <>
+struct token_quantizer<INPUT_UINT4_ASYM> {
+    template <int MAX_D>
+    static void row(const float x[MAX_D], int d, uint8_t q[MAX_D], float &scale, float &zero) {
+#pragma HLS INLINE
+        quantize_uint4_asym_row<MAX_D>(x, d, q, scale, zero);
+    }
+};
+
+template <>
+struct token_quantizer<INPUT_INT8_SYM> {
+    template <int MAX_D>
+    static void row(const float x[MAX_D], int d, int8_t q[MAX_D], float &scale, float &zero) {
+#pragma HLS INLINE
+        quantize_int8_sym_row<MAX_D>(x, d, q, scale);
+        zero = 0.0f;
+    }
+};
+
+// n_tokens rows of x [MAX_T][MAX_D] -> codes [MAX_T][MAX_D], scale [MAX_T], zero [MAX_T].
+template <int MAX_T, int MAX_D, int KIND>
+void quantize_tokens(const float x[MAX_T][MAX_D], int n_tokens, int d,
+                     typename input_code<KIND>::type q[MAX_T][MAX_D], float scale[MAX_T],
+                     float zero[MAX_T]) {
+QUANT_TOKENS:
+    for (int t = 0; t < n_tokens; ++t) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_T
+        token_quantizer<KIND>::template row<MAX_D>(x[t], d, q[t], scale[t], zero[t]);
+    }
+}
+
+// Static quantization with a precomputed fp32 multiplier: clamp(rint(x * mult), lo, hi).
+inline int quant_static(float x, float mult, int lo, int hi) {
+#pragma HLS INLINE
+    return round_clamp(x * mult, lo, hi);
+}
+
+template <int MAX_N, typename CODE_T>
+void quant_static_row(const float x[MAX_N], int n, float mult, int lo, int hi, CODE_T q[MAX_N]) {
+QUANT_STATIC:
+    for (int k = 0; k < n; ++k) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_N
+#pragma HLS PIPELINE II = 1
+        q[k] = (CODE_T)quant_static(x[k], mult, lo, hi);
+    }
+}
+
+}  // namespace flexllm

@@ -1,0 +1,204 @@
+// C-simulation driver composing the layers/ modules into a whole Llama forward pass (embedding,
+// decoder layers with KV cache, final norm, lm_head), checked against GoldenModel end to end.
+// It doubles as the reference composition of the library for a kernel top function.
+// Usage: drv_model model <output file> < inputs   (format: tests/test_layers_csim.py::_model_payload)
+#include <string>
+
+#include "csim_io.h"
+#include "flexllm_activation.h"
+#include "flexllm_attention.h"
+#include "flexllm_embedding.h"
+#include "flexllm_hadamard.h"
+#include "flexllm_linear.h"
+#include "flexllm_residual.h"
+#include "flexllm_rmsnorm.h"
+#include "flexllm_token_quant.h"
+
+using namespace flexllm;
+
+namespace {
+
+constexpr int MAX_T = 16;      // tokens per call
+constexpr int W = 512;         // activation row buffer (>= hidden, heads * head_dim, ffn, vocab)
+constexpr int MAX_CTX = 64;    // KV cache positions
+constexpr int MAX_HD = 32;
+constexpr int MAX_HEADS = 8;
+constexpr int MAX_KV_HEADS = 4;
+constexpr int MAX_LAYERS = 3;
+constexpr int MAX_M = 32;      // Hadamard small factor
+
+struct linear_params {
+    std::vector<uint8_t> w;
+    std::vector<float> scale, wsum;
+    int d_in = 0, d_out = 0;
+};
+
+struct layer_params {
+    std::vector<float> input_norm, post_norm;
+    linear_params q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj;
+    attention_scales<MAX_HEADS, MAX_KV_HEADS> scales;
+};
+
+struct model_params {
+    int bits, kind, n_layers, hidden, n_heads, n_kv_heads, head_dim, ffn, vocab, n_pos, r4, max_ctx;
+    float eps;
+    std::vector<float> embed, cos_t, sin_t, final_norm;
+    int had_m = 1, had_log2_p = 0;
+    int8_t had_sign[MAX_M * MAX_M];
+    float had_scale = 1.0f;
+    linear_params lm_head;
+    layer_params layers[MAX_LAYERS];
+};
+
+void read_linear(linear_params &p, int d_in, int d_out, int bits) {
+    p.d_in = d_in;
+    p.d_out = d_out;
+    const int row_bytes = bits == 4 ? (d_in + 1) / 2 : d_in;
+    p.w = csim::read_vec<uint8_t>((size_t)d_out * row_bytes);
+    p.scale = csim::read_vec<float>(d_out);
+    p.wsum = csim::read_vec<float>(d_out);
+}
+
+// Activation buffers [MAX_T][W].
+float h[MAX_T][W], xn[MAX_T][W], qf[MAX_T][W], kf[MAX_T][W], vf[MAX_T][W], ao[MAX_T][W], tmp[MAX_T][W],
+    gate[MAX_T][W], up[MAX_T][W], act[MAX_T][W];
+float tok_scale[MAX_T], tok_zero[MAX_T];
+
+template <int BITS, int KIND>
+struct model_runner {
+    typedef linear_config<MAX_T, W, W, 2, 3, 5, BITS, KIND> lin;  // one engine for every linear
+    typedef attention_config<MAX_CTX, MAX_T, MAX_HD, MAX_HEADS, MAX_KV_HEADS, W, 2, 2> att;
+    typedef typename lin::code_t code_t;
+    static code_t codes[MAX_T][W];
+
+    static void quantize(const float x[MAX_T][W], int n, int d) {
+        quantize_tokens<MAX_T, W, KIND>(x, n, d, codes, tok_scale, tok_zero);
+    }
+
+    static void apply(const linear_params &p, float y[MAX_T][W], int n) {
+        linear<lin>(codes, tok_scale, tok_zero, p.w.data(), p.scale.data(), p.wsum.data(), y, n, p.d_in, p.d_out);
+    }
+
+    static void layer(const model_params &m, int i, int8_t *k_cache, int8_t *v_cache, const kv_cache_geometry &geo,
+                      int n, int position) {
+        const layer_params &L = m.layers[i];
+        const int d = m.hidden, qd = m.n_heads * m.head_dim;
+        rmsnorm<MAX_T, W>(h, L.input_norm.data(), m.eps, n, d, xn);
+        quantize(xn, n, d);  // shared by q, k, v
+        apply(L.q_proj, qf, n);
+        apply(L.k_proj, kf, n);
+        apply(L.v_proj, vf, n);
+        attention<att>(qf, kf, vf, m.cos_t.data(), m.sin_t.data(), L.scales, k_cache, v_cache, geo, i, ao, n,
+                       position, m.n_heads);
+        quantize(ao, n, qd);
+        apply(L.o_proj, tmp, n);
+        residual_add<MAX_T, W>(h, tmp, n, d);
+        rmsnorm<MAX_T, W>(h, L.post_norm.data(), m.eps, n, d, xn);
+        quantize(xn, n, d);  // shared by gate, up
+        apply(L.gate_proj, gate, n);
+        apply(L.up_proj, up, n);
+        silu_mul_rows<MAX_T, W>(gate, up, n, m.ffn, act);
+        if (m.r4) hadamard_rows<MAX_T, W, MAX_M>(act, n, m.had_m, m.had_log2_p, m.had_sign, m.had_scale, act);
+        quantize(act, n, m.ffn);
+        apply(L.down_proj, tmp, n);
+        residual_add<MAX_T, W>(h, tmp, n, d);
+    }
+
+    static void forward(const model_params &m, const int ids[MAX_T], int n, int position, int8_t *k_cache,
+                        int8_t *v_cache, const kv_cache_geometry &geo, float logits[MAX_T][W]) {
+        embedding<MAX_T, W>(m.embed.data(), ids, n, m.hidden, h);
+        for (int i = 0; i < m.n_layers; ++i) layer(m, i, k_cache, v_cache, geo, n, position);
+        rmsnorm<MAX_T, W>(h, m.final_norm.data(), m.eps, n, m.hidden, xn);
+        quantize(xn, n, m.hidden);
+        apply(m.lm_head, logits, n);
+    }
+};
+
+template <int BITS, int KIND>
+typename model_runner<BITS, KIND>::code_t model_runner<BITS, KIND>::codes[MAX_T][W];
+
+float logits[MAX_T][W];
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    csim::open_output(argc, argv);
+    csim::require(std::string(argv[1]) == "model", "unknown op");
+    static model_params m;
+    m.bits = csim::read_int();
+    m.kind = csim::read_int();
+    m.n_layers = csim::read_int();
+    m.hidden = csim::read_int();
+    m.n_heads = csim::read_int();
+    m.n_kv_heads = csim::read_int();
+    m.head_dim = csim::read_int();
+    m.ffn = csim::read_int();
+    m.vocab = csim::read_int();
+    m.n_pos = csim::read_int();
+    m.r4 = csim::read_int();
+    m.max_ctx = csim::read_int();
+    m.eps = csim::read_float();
+    const int qd = m.n_heads * m.head_dim, kvd = m.n_kv_heads * m.head_dim;
+    csim::require(m.n_layers <= MAX_LAYERS && m.hidden <= W && qd <= W && m.ffn <= W && m.vocab <= W &&
+                      m.head_dim <= MAX_HD && m.n_heads <= MAX_HEADS && m.n_kv_heads <= MAX_KV_HEADS &&
+                      m.max_ctx <= MAX_CTX,
+                  "model: size");
+    m.embed = csim::read_vec<float>((size_t)m.vocab * m.hidden);
+    m.cos_t = csim::read_vec<float>((size_t)m.n_pos * m.head_dim);
+    m.sin_t = csim::read_vec<float>((size_t)m.n_pos * m.head_dim);
+    if (m.r4) {
+        m.had_m = csim::read_int();
+        m.had_log2_p = csim::read_int();
+        csim::require(m.had_m <= MAX_M && (m.had_m << m.had_log2_p) == m.ffn, "model: hadamard size");
+        csim::read(m.had_sign, (size_t)m.had_m * m.had_m);
+        m.had_scale = csim::read_float();
+    }
+    m.final_norm = csim::read_vec<float>(m.hidden);
+    read_linear(m.lm_head, m.hidden, m.vocab, m.bits);
+    for (int i = 0; i < m.n_layers; ++i) {
+        layer_params &L = m.layers[i];
+        L.input_norm = csim::read_vec<float>(m.hidden);
+        L.post_norm = csim::read_vec<float>(m.hidden);
+        read_linear(L.q_proj, m.hidden, qd, m.bits);
+        read_linear(L.k_proj, m.hidden, kvd, m.bits);
+        read_linear(L.v_proj, m.hidden, kvd, m.bits);
+        read_linear(L.o_proj, qd, m.hidden, m.bits);
+        read_linear(L.gate_proj, m.hidden, m.ffn, m.bits);
+        read_linear(L.up_proj, m.hidden, m.ffn, m.bits);
+        read_linear(L.down_proj, m.ffn, m.hidden, m.bits);
+        csim::read(L.scales.c_q, m.n_heads);
+        csim::read(L.scales.inv_k, m.n_kv_heads);
+        csim::read(L.scales.inv_v, m.n_kv_heads);
+        csim::read(L.scales.qk, m.n_heads);
+        csim::read(L.scales.inv_p, m.n_heads);
+        csim::read(L.scales.pv, m.n_heads);
+    }
+    kv_cache_geometry geo;
+    geo.n_kv_heads = m.n_kv_heads;
+    geo.max_ctx = m.max_ctx;
+    geo.head_dim = m.head_dim;
+    const size_t cache_n = (size_t)m.n_layers * m.n_kv_heads * m.max_ctx * m.head_dim;
+    std::vector<int8_t> k_cache(cache_n, 0), v_cache(cache_n, 0);
+
+    // Calls: prefill / chunked prefill / decode steps, all through the same engines.
+    const int n_calls = csim::read_int();
+    for (int c = 0; c < n_calls; ++c) {
+        const int n = csim::read_int(), position = csim::read_int();
+        csim::require(n >= 1 && n <= MAX_T && position + n <= m.max_ctx && position + n <= m.n_pos, "model: call");
+        int ids[MAX_T];
+        csim::read(ids, n);
+        if (m.bits == 4 && m.kind == INPUT_UINT4_ASYM)
+            model_runner<4, INPUT_UINT4_ASYM>::forward(m, ids, n, position, k_cache.data(), v_cache.data(), geo, logits);
+        else if (m.bits == 4 && m.kind == INPUT_INT8_SYM)
+            model_runner<4, INPUT_INT8_SYM>::forward(m, ids, n, position, k_cache.data(), v_cache.data(), geo, logits);
+        else if (m.bits == 8 && m.kind == INPUT_INT8_SYM)
+            model_runner<8, INPUT_INT8_SYM>::forward(m, ids, n, position, k_cache.data(), v_cache.data(), geo, logits);
+        else
+            csim::fail("model: unsupported bits / kind");
+        csim::write_rows(logits, n, m.vocab);
+    }
+    csim::write(k_cache.data(), cache_n);
+    csim::write(v_cache.data(), cache_n);
+    std::fclose(csim::out_file());
+    return 0;
+}

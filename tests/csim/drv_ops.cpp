@@ -1,0 +1,281 @@
+// C-simulation driver for the element-wise / row modules of layers/ (one op per invocation).
+// Usage: drv_ops <op> <output file> < inputs   (formats: tests/test_layers_csim.py)
+#include <cstring>
+#include <string>
+
+#include "csim_io.h"
+#include "flexllm_activation.h"
+#include "flexllm_embedding.h"
+#include "flexllm_hadamard.h"
+#include "flexllm_kv_cache.h"
+#include "flexllm_math.h"
+#include "flexllm_reduce.h"
+#include "flexllm_residual.h"
+#include "flexllm_rmsnorm.h"
+#include "flexllm_rope.h"
+#include "flexllm_sampling.h"
+#include "flexllm_softmax.h"
+#include "flexllm_token_quant.h"
+#include "flexllm_weights.h"
+
+using namespace flexllm;
+
+namespace {
+
+constexpr int MAX_T = 16;
+constexpr int MAX_D = 8192;
+constexpr int MAX_M = 64;
+constexpr int MAX_HD = 128;
+constexpr int MAX_V = 8192;
+constexpr int MAX_K = 64;
+constexpr int MAX_CTX = 256;
+
+float xa[MAX_T][MAX_D], xb[MAX_T][MAX_D], xc[MAX_T][MAX_D];
+uint8_t qu[MAX_T][MAX_D];
+int8_t qi[MAX_T][MAX_D];
+float row_a[MAX_D];
+
+// rows, n, x[rows][n] -> sum4, row_min, row_max, row_absmax (f32 each, per row)
+void op_reduce() {
+    const int rows = csim::read_int(), n = csim::read_int();
+    csim::require(rows <= MAX_T && n <= MAX_D, "reduce: size");
+    csim::read_rows(xa, rows, n);
+    for (int r = 0; r < rows; ++r) {
+        csim::write1(sum4<MAX_D>(xa[r], n));
+        sum4_accumulator acc;  // streaming form must agree
+        for (int k = 0; k < n; ++k) acc.add(k, xa[r][k]);
+        csim::write1(acc.result());
+        csim::write1(n ? row_min<MAX_D>(xa[r], n) : 0.0f);
+        csim::write1(n ? row_max<MAX_D>(xa[r], n) : 0.0f);
+        csim::write1(row_absmax<MAX_D>(xa[r], n));
+    }
+}
+
+// n, x[n] -> rint_even, rint_even_arith, exp32, silu (f32 each)
+void op_scalar() {
+    const int n = csim::read_int();
+    std::vector<float> x = csim::read_vec<float>(n);
+    for (int i = 0; i < n; ++i) csim::write1(rint_even(x[i]));
+    for (int i = 0; i < n; ++i) csim::write1(rint_even_arith(x[i]));
+    for (int i = 0; i < n; ++i) csim::write1(exp32(x[i]));
+    for (int i = 0; i < n; ++i) csim::write1(silu(x[i]));
+}
+
+// kind, rows, d, x -> codes [rows][d] (u8 / i8), scale [rows], zero [rows]
+void op_token_quant() {
+    const int kind = csim::read_int(), rows = csim::read_int(), d = csim::read_int();
+    csim::require(rows <= MAX_T && d <= MAX_D && d >= 1, "token_quant: size");
+    csim::read_rows(xa, rows, d);
+    float s[MAX_T], z[MAX_T];
+    if (kind == INPUT_UINT4_ASYM) {
+        quantize_tokens<MAX_T, MAX_D, INPUT_UINT4_ASYM>(xa, rows, d, qu, s, z);
+        csim::write_rows(qu, rows, d);
+    } else {
+        quantize_tokens<MAX_T, MAX_D, INPUT_INT8_SYM>(xa, rows, d, qi, s, z);
+        csim::write_rows(qi, rows, d);
+    }
+    csim::write(s, rows);
+    csim::write(z, rows);
+}
+
+// n, mult, lo, hi, x[n] -> int32 codes (scalar form) and the same through quant_static_row (int32)
+void op_quant_static() {
+    const int n = csim::read_int();
+    const float mult = csim::read_float();
+    const int lo = csim::read_int(), hi = csim::read_int();
+    csim::require(n <= MAX_D, "quant_static: size");
+    csim::read(row_a, n);
+    static int32_t codes[MAX_D];
+    for (int i = 0; i < n; ++i) csim::write1((int32_t)quant_static(row_a[i], mult, lo, hi));
+    quant_static_row<MAX_D, int32_t>(row_a, n, mult, lo, hi, codes);
+    csim::write(codes, n);
+}
+
+// rows, d, eps, x, w -> y
+void op_rmsnorm() {
+    const int rows = csim::read_int(), d = csim::read_int();
+    const float eps = csim::read_float();
+    csim::require(rows <= MAX_T && d <= MAX_D, "rmsnorm: size");
+    csim::read_rows(xa, rows, d);
+    csim::read(row_a, d);
+    rmsnorm<MAX_T, MAX_D>(xa, row_a, eps, rows, d, xb);
+    csim::write_rows(xb, rows, d);
+}
+
+// rows, n_valid [rows], inv_p, x [rows][n_valid[r]] (ragged) -> per row: p via softmax_prefix,
+// p via softmax_quant_prefix (max from row_max), p_int (u8)
+void op_softmax() {
+    const int rows = csim::read_int();
+    std::vector<int32_t> n_valid = csim::read_vec<int32_t>(rows);
+    const float inv_p = csim::read_float();
+    static uint8_t codes[MAX_D];
+    for (int r = 0; r < rows; ++r) {
+        const int n = n_valid[r];
+        csim::require(n >= 1 && n <= MAX_D, "softmax: size");
+        csim::read(row_a, n);
+        for (int u = 0; u < n; ++u) xa[0][u] = row_a[u];
+        softmax_prefix<MAX_D>(xa[0], n);
+        csim::write(xa[0], n);
+        softmax_quant_prefix<MAX_D>(row_a, n, row_max<MAX_D>(row_a, n), inv_p, codes);
+        csim::write(row_a, n);
+        csim::write(codes, n);
+    }
+}
+
+// n_pos, hd, rows, cos [n_pos][hd], sin, pos [rows], x [rows][hd] -> y [rows][hd]
+void op_rope() {
+    const int n_pos = csim::read_int(), hd = csim::read_int(), rows = csim::read_int();
+    csim::require(hd <= MAX_HD && rows <= MAX_T, "rope: size");
+    std::vector<float> cos_t = csim::read_vec<float>((size_t)n_pos * hd);
+    std::vector<float> sin_t = csim::read_vec<float>((size_t)n_pos * hd);
+    std::vector<int32_t> pos = csim::read_vec<int32_t>(rows);
+    for (int r = 0; r < rows; ++r) {
+        float x[MAX_HD], y[MAX_HD];
+        csim::read(x, hd);
+        rope_at<MAX_HD>(x, cos_t.data(), sin_t.data(), pos[r], hd, y);
+        csim::write(y, hd);
+    }
+}
+
+// rows, d, gate, up -> silu_mul, residual_sum, copy_row (last row of gate), residual_add
+void op_silu_residual() {
+    const int rows = csim::read_int(), d = csim::read_int();
+    csim::require(rows <= MAX_T && d <= MAX_D, "silu: size");
+    csim::read_rows(xa, rows, d);
+    csim::read_rows(xb, rows, d);
+    silu_mul_rows<MAX_T, MAX_D>(xa, xb, rows, d, xc);
+    csim::write_rows(xc, rows, d);
+    residual_sum<MAX_T, MAX_D>(xa, xb, rows, d, xc);
+    csim::write_rows(xc, rows, d);
+    copy_row<MAX_T, MAX_D>(xa, rows - 1, d, row_a);
+    csim::write(row_a, d);
+    residual_add<MAX_T, MAX_D>(xa, xb, rows, d);
+    csim::write_rows(xa, rows, d);
+}
+
+// vocab, d, table [vocab][d], n, ids [n] -> x [n][d]
+void op_embedding() {
+    const int vocab = csim::read_int(), d = csim::read_int();
+    std::vector<float> table = csim::read_vec<float>((size_t)vocab * d);
+    const int n = csim::read_int();
+    csim::require(n <= MAX_T && d <= MAX_D, "embedding: size");
+    int ids[MAX_T];
+    csim::read(ids, n);
+    embedding<MAX_T, MAX_D>(table.data(), ids, n, d, xa);
+    csim::write_rows(xa, n, d);
+}
+
+// rows, m, log2_p, sign [m][m] int8, scale, x [rows][n] -> y [rows][n] (and in place, must agree)
+void op_hadamard() {
+    const int rows = csim::read_int(), m = csim::read_int(), log2_p = csim::read_int();
+    const int n = m << log2_p;
+    csim::require(rows <= MAX_T && n <= MAX_D && m <= MAX_M, "hadamard: size");
+    static int8_t sign[MAX_M * MAX_M];
+    csim::read(sign, (size_t)m * m);
+    const float scale = csim::read_float();
+    csim::require(scale == hadamard_scale(n), "hadamard: scale differs from hadamard_scale(n)");
+    csim::read_rows(xa, rows, n);
+    hadamard_rows<MAX_T, MAX_D, MAX_M>(xa, rows, m, log2_p, sign, scale, xb);
+    csim::write_rows(xb, rows, n);
+    hadamard_rows<MAX_T, MAX_D, MAX_M>(xa, rows, m, log2_p, sign, scale, xa);
+    csim::write_rows(xa, rows, n);
+}
+
+// n, k, inv_t, state, logits [n] -> argmax (i32), top-k index (i32), new state (u32)
+void op_sampling() {
+    const int n = csim::read_int(), k = csim::read_int();
+    const float inv_t = csim::read_float();
+    uint32_t state = csim::read1<uint32_t>();
+    csim::require(n <= MAX_V, "sampling: size");
+    csim::read(row_a, n);
+    csim::write1((int32_t)greedy_argmax<MAX_V>(row_a, n));
+    const int idx = sample_top_k<MAX_V, MAX_K>(row_a, n, k, inv_t, state);
+    csim::write1((int32_t)idx);
+    csim::write1(state);
+}
+
+// state, count -> count x (state u32, uniform f32)
+void op_xorshift() {
+    uint32_t state = csim::read1<uint32_t>();
+    const int count = csim::read_int();
+    for (int i = 0; i < count; ++i) {
+        state = xorshift32_next(state);
+        csim::write1(state);
+        csim::write1(uniform_from_state(state));
+    }
+}
+
+// bits, d_out, d_in, packed -> codes [d_out][d_in] via unpack_weight_row, then via weight_code
+template <int BITS>
+void unpack_all(const uint8_t *w, int d_out, int d_in) {
+    for (int j = 0; j < d_out; ++j) {
+        unpack_weight_row<BITS, MAX_D>(w, j, d_in, qi[0]);
+        csim::write(qi[0], d_in);
+    }
+    for (int j = 0; j < d_out; ++j)
+        for (int k = 0; k < d_in; ++k) csim::write1(weight_code<BITS>(w, j, k, d_in));
+}
+
+void op_weights() {
+    const int bits = csim::read_int(), d_out = csim::read_int(), d_in = csim::read_int();
+    csim::require(d_in <= MAX_D, "weights: size");
+    const int row_bytes = bits == 4 ? weight_format<4>::row_bytes(d_in) : weight_format<8>::row_bytes(d_in);
+    std::vector<uint8_t> w = csim::read_vec<uint8_t>((size_t)d_out * row_bytes);
+    if (bits == 4)
+        unpack_all<4>(w.data(), d_out, d_in);
+    else
+        unpack_all<8>(w.data(), d_out, d_in);
+}
+
+// n_layers, n_kv_heads, max_ctx, hd, cache, n_writes x (layer, kv_head, pos, row[hd]),
+// then (layer, kv_head, n_rows) -> cache after the writes, rows read with kv_read_rows / kv_read_row
+void op_kv_cache() {
+    kv_cache_geometry g;
+    const int n_layers = csim::read_int();
+    g.n_kv_heads = csim::read_int();
+    g.max_ctx = csim::read_int();
+    g.head_dim = csim::read_int();
+    csim::require(g.head_dim <= MAX_HD && g.max_ctx <= MAX_CTX, "kv_cache: size");
+    std::vector<int8_t> cache = csim::read_vec<int8_t>((size_t)n_layers * g.n_kv_heads * g.max_ctx * g.head_dim);
+    const int n_writes = csim::read_int();
+    for (int i = 0; i < n_writes; ++i) {
+        const int layer = csim::read_int(), kh = csim::read_int(), pos = csim::read_int();
+        int8_t row[MAX_HD];
+        csim::read(row, g.head_dim);
+        kv_write_row<MAX_HD>(cache.data(), g, layer, kh, pos, row);
+    }
+    const int layer = csim::read_int(), kh = csim::read_int(), n_rows = csim::read_int();
+    csim::write(cache.data(), cache.size());
+    static int8_t buf[MAX_CTX][MAX_HD];
+    kv_read_rows<MAX_CTX, MAX_HD>(cache.data(), g, layer, kh, n_rows, buf);
+    csim::write_rows(buf, n_rows, g.head_dim);
+    for (int u = 0; u < n_rows; ++u) {
+        int8_t row[MAX_HD];
+        kv_read_row<MAX_HD>(cache.data(), g, layer, kh, u, row);
+        csim::write(row, g.head_dim);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    csim::open_output(argc, argv);
+    const std::string op = argv[1];
+    if (op == "reduce") op_reduce();
+    else if (op == "scalar") op_scalar();
+    else if (op == "token_quant") op_token_quant();
+    else if (op == "quant_static") op_quant_static();
+    else if (op == "rmsnorm") op_rmsnorm();
+    else if (op == "softmax") op_softmax();
+    else if (op == "rope") op_rope();
+    else if (op == "silu_residual") op_silu_residual();
+    else if (op == "embedding") op_embedding();
+    else if (op == "hadamard") op_hadamard();
+    else if (op == "sampling") op_sampling();
+    else if (op == "xorshift") op_xorshift();
+    else if (op == "weights") op_weights();
+    else if (op == "kv_cache") op_kv_cache();
+    else csim::fail("unknown op");
+    std::fclose(csim::out_file());
+    return 0;
+}
