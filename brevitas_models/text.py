@@ -19,6 +19,14 @@ def pydoc_topics_text() -> str:
     return "\n\n".join(topics.values())
 
 
+def default_prompt_text() -> str:
+    """A real-text prompt for demos and the generated C-sim testbench: the first paragraph of the pydoc
+    topics ("Assert statements are a convenient way ...")."""
+    text = pydoc_topics_text()
+    start = text.index("Assert statements")
+    return text[start:text.index("\n\n", start)].replace("\n", " ")
+
+
 def load_text(path: Optional[str] = None) -> str:
     if path is None:
         return pydoc_topics_text()

@@ -100,6 +100,26 @@ def cmd_run(args) -> dict:
             "ppl_ratio": ppl_quant["ppl"] / ppl_float["ppl"], "export": exports}
 
 
+def cmd_build(args) -> dict:
+    from .project.builder import build_project
+    cfg = load_config(args.config)
+    if args.layers is not None:
+        arch_over = dict(cfg["Model"]["Architecture"] or {})
+        arch_over["num_layers"] = args.layers
+        cfg.data["Model"]["Architecture"] = arch_over
+    return build_project(cfg, args.out, log=_log(args.quiet))
+
+
+def cmd_verify(args) -> dict:
+    from .project.verify import verify
+    return verify(args.outdir, args.prompt, args.max_new_tokens, log=_log(args.quiet))
+
+
+def cmd_generate(args) -> dict:
+    from .project.verify import generate
+    return generate(args.outdir, args.prompt, args.max_new_tokens, args.top_k, args.temperature, args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="flexllm", description="FlexLLM: Brevitas Llama -> QONNX -> U280")
     sub = p.add_subparsers(dest="command", required=True)
@@ -136,12 +156,34 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("build", help="generate the U280 Vitis project (kernels, weights, host, build files)")
+    sp.add_argument("config")
+    sp.add_argument("--out", default=None, type=Path, help="output directory (default: the config's OutputDir)")
+    sp.add_argument("--layers", type=int, default=None, help="build only the first N decoder layers")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_build)
+
+    for name, func, helptext in (("verify", cmd_verify, "C-simulate a built project against the golden model"),
+                                 ("generate", cmd_generate, "print the text the C simulation generates")):
+        sp = sub.add_parser(name, help=helptext)
+        sp.add_argument("outdir", type=Path)
+        sp.add_argument("--prompt", required=True)
+        sp.add_argument("--max-new-tokens", type=int, default=32)
+        if name == "generate":
+            sp.add_argument("--top-k", type=int, default=1)
+            sp.add_argument("--temperature", type=float, default=1.0)
+            sp.add_argument("--seed", type=int, default=1)
+        sp.add_argument("--json", action="store_true")
+        sp.add_argument("--quiet", action="store_true")
+        sp.set_defaults(func=func)
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("max_tokens", "ctx", "seq_len", "layers"):
+    for name in ("max_tokens", "ctx", "seq_len", "layers", "max_new_tokens"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             print(f"flexllm: error: --{name.replace('_', '-')} must be positive, got {value}", file=sys.stderr)

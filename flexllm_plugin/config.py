@@ -80,6 +80,7 @@ SCHEMA: Dict[str, Any] = {
     },
     "Prefill": {
         "MaxSeqLen": (1024, _int(1)),
+        "ChunkTokens": (32, _int(1)),
         "TP": (8, _int(1)),
         "WP": (24, _int(1)),
         "FFNPorts": (3, _int(1, 32)),
@@ -93,6 +94,7 @@ SCHEMA: Dict[str, Any] = {
         "KVParallel": (32, _int(1)),
         "Sampling": ("greedy", _choice("greedy", "top-k")),
         "TopK": (1, _int(1)),
+        "Temperature": (1.0, _float_pos),
     },
     "HMT": {
         "Enabled": (False, _bool),

@@ -47,4 +47,19 @@ COPY_ROW:
     }
 }
 
+// y[t] = x[t] for t < n_tokens (the residual stream handed from one decoder layer to the next).
+template <int MAX_T, int MAX_D>
+void copy_rows(const float x[MAX_T][MAX_D], int n_tokens, int d, float y[MAX_T][MAX_D]) {
+COPY_ROWS_TOKENS:
+    for (int t = 0; t < n_tokens; ++t) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_T
+    COPY_ROWS_ELEMENTS:
+        for (int k = 0; k < d; ++k) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_D
+#pragma HLS PIPELINE II = 1
+            y[t][k] = x[t][k];
+        }
+    }
+}
+
 }  // namespace flexllm

@@ -1,17 +1,32 @@
-// flexllm_weights.h: packed integer weight storage in external memory.
+// flexllm_weights.h: packed integer weight storage in external memory (HBM), wide multi-port layout.
 //
-// Layout (written by brevitas_models.packing.pack_weights): row-major [d_out][row_bytes], rows
-// contiguous, so a block of consecutive output rows is one contiguous burst.
-//   int8: row_bytes = d_in, byte k = code k (two's complement).
-//   int4: row_bytes = ceil(d_in / 2); byte k/2 holds code k (k even) in bits 3..0 and code k+1 in
-//         bits 7..4, two's-complement nibbles; for odd d_in the last high nibble is 0.
+// Codes (written by brevitas_models.packing.pack_weights_ports):
+//   int8: one code per byte (two's complement), byte k = code k of the row.
+//   int4: two codes per byte: byte k/2 holds code k (k even) in bits 3..0 and code k+1 in bits 7..4,
+//         two's-complement nibbles; for odd d_in the last high nibble is 0.
+// Words: memory is read in 512-bit words (wide_word_t, 64 bytes, one AXI beat of a 512-bit m_axi
+//   port). Byte b of a row is byte b % 64 of the row's word b / 64, little-endian (byte 0 = bits
+//   [7:0]), so code i of a word sits in bits [BITS*i + BITS-1 : BITS*i] (i < codes_per_word = 128
+//   for int4, 64 for int8). Every row is padded with zero bytes to row_words = ceil(row_bytes / 64).
+// Ports: a matrix of d_out rows is split over PORTS weight ports (HBM pseudo-channels) by output
+//   row: row j lives in port j % PORTS at row slot j / PORTS (word offset slot * row_words inside
+//   the port's slice). Every port's slice has rows_per_port = ceil(d_out / PORTS) slots (missing
+//   rows, j >= d_out, are zero), so all slices have the same size slice_words = rows_per_port *
+//   row_words and a matrix lives at the SAME word offset w_off in every port: port p's slice is
+//   w[p] + w_off. Rows of a block of consecutive output rows come from consecutive slots of every
+//   port, so each port streams its slice in one sequential burst.
 #pragma once
 
 #include <cstdint>
 
+#include "ap_int.h"
 #include "flexllm_types.h"
 
 namespace flexllm {
+
+typedef ap_uint<512> wide_word_t;  // one weight word = one beat of a 512-bit AXI port
+constexpr int WORD_BYTES = 64;
+constexpr int WORD_BITS = 8 * WORD_BYTES;
 
 template <int BITS>
 struct weight_format;
@@ -20,25 +35,42 @@ template <>
 struct weight_format<4> {
     static constexpr int bits = 4;
     static constexpr int codes_per_byte = 2;
-    static constexpr int max_abs = 8;  // -8 is representable (symmetric narrow weights use +-7)
-    static int row_bytes(int d_in) {
-#pragma HLS INLINE
-        return (d_in + 1) >> 1;
-    }
-    static constexpr int max_row_bytes(int max_in) { return (max_in + 1) / 2; }
+    static constexpr int codes_per_word = WORD_BYTES * 2;  // 128
+    static constexpr int max_abs = 8;                      // -8 is storable (narrow weights use +-7)
 };
 
 template <>
 struct weight_format<8> {
     static constexpr int bits = 8;
     static constexpr int codes_per_byte = 1;
+    static constexpr int codes_per_word = WORD_BYTES;  // 64
     static constexpr int max_abs = 128;
-    static int row_bytes(int d_in) {
-#pragma HLS INLINE
-        return d_in;
-    }
-    static constexpr int max_row_bytes(int max_in) { return max_in; }
 };
+
+// ---- sizes (bits = 4 or 8; valid both at compile time and at run time) ---------------------------
+
+// Bytes of one packed row of d_in codes (without the word padding).
+constexpr int weight_row_bytes(int d_in, int bits) { return bits == 4 ? (d_in + 1) / 2 : d_in; }
+
+// 512-bit words of one padded row.
+constexpr int weight_row_words(int d_in, int bits) { return ceil_div(weight_row_bytes(d_in, bits), WORD_BYTES); }
+
+// Row slots of every port's slice: ceil(d_out / ports).
+constexpr int weight_rows_per_port(int d_out, int ports) { return ceil_div(d_out, ports); }
+
+// Words of every port's slice of a d_out x d_in matrix (same in every port).
+constexpr long long weight_slice_words(int d_out, int d_in, int bits, int ports) {
+    return (long long)weight_rows_per_port(d_out, ports) * weight_row_words(d_in, bits);
+}
+
+// Port and slot of output row j, and the word offset of row j inside its port's slice.
+constexpr int weight_port_of_row(int j, int ports) { return j % ports; }
+constexpr int weight_slot_of_row(int j, int ports) { return j / ports; }
+constexpr long long weight_row_word_offset(int j, int d_in, int bits, int ports) {
+    return (long long)weight_slot_of_row(j, ports) * weight_row_words(d_in, bits);
+}
+
+// ---- codes ---------------------------------------------------------------------------------------
 
 // Sign-extend the low / high nibble of a packed int4 byte.
 // ((v ^ 8) - 8) maps the nibble 0..15 to -8..7 (two's complement).
@@ -52,55 +84,85 @@ inline int8_t int4_high(uint8_t b) {
     return (int8_t)(((b >> 4) ^ 8) - 8);
 }
 
-// Code c of byte b: c = 0 (low / only code) or 1 (high nibble of an int4 byte).
+// Code i of a 64-bit lane of a word (0 <= i < 64 / BITS), two's complement.
 template <int BITS>
-inline int8_t weight_code_of_byte(uint8_t b, int c);
-
-template <>
-inline int8_t weight_code_of_byte<4>(uint8_t b, int c) {
+inline int8_t weight_code_of_lane(const ap_uint<64> &lane, int i) {
 #pragma HLS INLINE
-    return c == 0 ? int4_low(b) : int4_high(b);
+    const ap_int<BITS> v = lane.range(BITS * i + BITS - 1, BITS * i);
+    return (int8_t)v.to_int();
 }
 
-template <>
-inline int8_t weight_code_of_byte<8>(uint8_t b, int c) {
-#pragma HLS INLINE
-    (void)c;
-    return (int8_t)b;
-}
-
-// Offset of row j in a packed matrix with d_in inputs.
+// Code i (0 <= i < codes_per_word) of a word: bits [BITS*i + BITS-1 : BITS*i], two's complement.
+// Extracted through the 64-bit lane holding it (cheap in C simulation; with i a constant after
+// unrolling both selects are wiring in hardware).
 template <int BITS>
-inline long long weight_row_offset(int j, int d_in) {
+inline int8_t weight_code_of_word(const wide_word_t &word, int i) {
 #pragma HLS INLINE
-    return (long long)j * weight_format<BITS>::row_bytes(d_in);
+    constexpr int CPL = 64 / BITS;  // codes per 64-bit lane
+    const int l = i / CPL;
+    const ap_uint<64> lane = word.range(64 * l + 63, 64 * l);
+    return weight_code_of_lane<BITS>(lane, i - l * CPL);
 }
 
-// Code w[j][k] read directly from packed memory (random access; engines stream rows instead).
+// All codes_per_word codes of a word (out[i] = code i): the unpack stage of the engines.
 template <int BITS>
-inline int8_t weight_code(const uint8_t *w, int j, int k, int d_in) {
+void weight_unpack_word(const wide_word_t &word, int8_t out[weight_format<BITS>::codes_per_word]) {
 #pragma HLS INLINE
-    const long long row = weight_row_offset<BITS>(j, d_in);
-    if (BITS == 4) return weight_code_of_byte<BITS>(w[row + (k >> 1)], k & 1);
-    return weight_code_of_byte<BITS>(w[row + k], 0);
-}
-
-// Unpack row j (d_in codes) into out[0 .. d_in-1] with one sequential burst over its bytes.
-template <int BITS, int MAX_IN>
-void unpack_weight_row(const uint8_t *w, int j, int d_in, int8_t out[MAX_IN]) {
-    const long long base = weight_row_offset<BITS>(j, d_in);
-    const int nbytes = weight_format<BITS>::row_bytes(d_in);
-    constexpr int MAX_BYTES = weight_format<BITS>::max_row_bytes(MAX_IN);
-    (void)MAX_BYTES;  // loop tripcount only
-UNPACK_ROW:
-    for (int b = 0; b < nbytes; ++b) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_BYTES
-#pragma HLS PIPELINE II = 1
-        const uint8_t byte = w[base + b];
-        for (int c = 0; c < weight_format<BITS>::codes_per_byte; ++c) {
+    constexpr int CPL = 64 / BITS;
+UNPACK_LANES:
+    for (int l = 0; l < WORD_BITS / 64; ++l) {
 #pragma HLS UNROLL
-            const int k = b * weight_format<BITS>::codes_per_byte + c;
-            if (k < d_in) out[k] = weight_code_of_byte<BITS>(byte, c);
+        const ap_uint<64> lane = word.range(64 * l + 63, 64 * l);
+        for (int i = 0; i < CPL; ++i) {
+#pragma HLS UNROLL
+            out[l * CPL + i] = weight_code_of_lane<BITS>(lane, i);
+        }
+    }
+}
+
+// Word of port `port` at word index `idx` of the matrix (w[p] + w_off + idx). An array of m_axi
+// pointers cannot be indexed at run time in hardware (each pointer is a different AXI port), so
+// the port is selected by an unrolled loop whose index is a constant in every copy.
+template <int PORTS>
+inline wide_word_t read_port_word(const wide_word_t *const w[PORTS], int port, long long idx) {
+#pragma HLS INLINE
+    wide_word_t word = 0;
+    for (int p = 0; p < PORTS; ++p) {
+#pragma HLS UNROLL
+        if (p == port) word = w[p][idx];
+    }
+    return word;
+}
+
+// Code w[j][k] read directly from the port layout (random access; engines stream whole slices).
+// w[p] + w_off is port p's slice of the matrix.
+template <int BITS, int PORTS>
+inline int8_t weight_code(const wide_word_t *const w[PORTS], long long w_off, int j, int k, int d_in) {
+#pragma HLS INLINE
+    constexpr int CPW = weight_format<BITS>::codes_per_word;
+    const long long idx = w_off + weight_row_word_offset(j, d_in, BITS, PORTS) + k / CPW;
+    const wide_word_t word = read_port_word<PORTS>(w, weight_port_of_row(j, PORTS), idx);
+    return weight_code_of_word<BITS>(word, k % CPW);
+}
+
+// Unpack row j (d_in codes) into out[0 .. d_in-1] with one sequential burst over its words.
+template <int BITS, int PORTS, int MAX_IN>
+void unpack_weight_row(const wide_word_t *const w[PORTS], long long w_off, int j, int d_in, int8_t out[MAX_IN]) {
+    constexpr int CPW = weight_format<BITS>::codes_per_word;
+    constexpr int MAX_WORDS = weight_row_words(MAX_IN, BITS);
+    (void)MAX_WORDS;  // loop tripcount only
+    const long long base = w_off + weight_row_word_offset(j, d_in, BITS, PORTS);
+    const int port = weight_port_of_row(j, PORTS);
+    const int n_words = weight_row_words(d_in, BITS);
+UNPACK_ROW:
+    for (int wd = 0; wd < n_words; ++wd) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_WORDS
+#pragma HLS PIPELINE II = 1
+        const wide_word_t word = read_port_word<PORTS>(w, port, base + wd);
+        for (int c = 0; c < CPW; ++c) {
+#pragma HLS UNROLL
+            const int k = wd * CPW + c;
+            if (k < d_in) out[k] = weight_code_of_word<BITS>(word, c);
         }
     }
 }

@@ -74,11 +74,11 @@ def test_project_layout_and_manifest(preset_model, tmp_path):
     _, hm, _ = _convert(model, "decode", DECODE_P, tmp_path)
     prj = tmp_path / "decode" / "prj"
     src = (prj / "firmware" / "tiny_decode.cpp").read_text()
-    assert "#pragma HLS INTERFACE m_axi port=wmem" in src and "flexllm::attention<" in src
+    assert "#pragma HLS INTERFACE m_axi port=w0" in src and "flexllm::attention<" in src
     headers = {p.name for p in (prj / "firmware" / "flexllm").glob("*.h")}
     assert {"flexllm_linear.h", "flexllm_attention.h", "flexllm_rmsnorm.h"} <= headers
     images = load_images(prj / "weights")
-    assert images["wmem"].dtype == np.uint8 and images["fmem"].dtype == np.float32
+    assert images["wmem_p0"].dtype == np.uint8 and images["fmem"].dtype == np.float32
     # a corrupted image is detected by the manifest check
     data = (prj / "weights" / "fmem.bin").read_bytes()
     (prj / "weights" / "fmem.bin").write_bytes(data[:-4] + b"\0\0\0\1")
@@ -92,3 +92,30 @@ def test_predict_rejects_context_beyond_the_cache(preset_model, tmp_path):
     ids = ref[info["input_names"][0]]
     with pytest.raises(ValueError, match="KV cache"):
         hm.predict({"input_ids": ids}, position=4)      # positions 4..11 > 8 (prefill RoPE table)
+
+
+@pytest.mark.parametrize("stage", ["prefill", "decode"])
+def test_two_layer_graph_folds_into_one_block(stage, tmp_path):
+    """Temporal reuse: a 2-layer graph becomes ONE block in a layer loop; both layers' KV entries and the
+    logits stay bit-exact, and the kernel source contains the block once."""
+    torch.set_num_threads(1)
+    model = tiny_model("flexllm-w4a4")
+    seq_len = PREFILL_L if stage == "prefill" else DECODE_P
+    info, hm, ref = _convert(model, stage, seq_len, tmp_path, layers=2)
+    src = (tmp_path / stage / "prj" / "firmware" / f"tiny_{stage}.cpp").read_text()
+    assert src.count("flexllm::attention<") == 1 and "for (int l = 0; l < N_LAYERS; ++l)" in src
+    assert "constexpr int N_LAYERS = 2;" in (tmp_path / stage / "prj" / "firmware" / f"tiny_{stage}.h").read_text()
+    out = hm.predict([ref[n] for n in info["input_names"]], return_codes=True)
+    golden = GoldenModel.from_brevitas(truncated_model(model, 2))
+    toks = text_tokens()[:64].numpy()
+    if stage == "prefill":
+        logits, _, trace = golden.prefill(toks[:seq_len], trace=True)
+        logits = logits.reshape(seq_len, -1)[-1]
+    else:
+        _, kv, _ = golden.prefill(toks[:seq_len])
+        logits, _, trace = golden.decode(int(toks[seq_len]), seq_len, kv, trace=True)
+    np.testing.assert_array_equal(_bits(out["logits"].reshape(-1)), _bits(np.asarray(logits).reshape(-1)))
+    for layer in (0, 1):
+        key, value = info["output_names"][1 + 2 * layer: 3 + 2 * layer]
+        np.testing.assert_array_equal(out[key + ".codes"], trace[f"layers.{layer}.self_attn.k_int"])
+        np.testing.assert_array_equal(out[value + ".codes"], trace[f"layers.{layer}.self_attn.v_int"])

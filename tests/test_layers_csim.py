@@ -29,7 +29,8 @@ import pytest
 from brevitas_models import fp32
 from brevitas_models.golden import GoldenModel, KVCache, LayerParams, LinearParams
 from brevitas_models.hadamard import fast_hadamard_transform_np, hadamard_factor, small_hadamard
-from brevitas_models.packing import pack_weights, packed_row_bytes, unpack_weights
+from brevitas_models.packing import (WORD_BYTES, pack_weights, pack_weights_ports, packed_row_bytes, row_words,
+                                     rows_per_port, slice_words, unpack_weights, unpack_weights_ports)
 from brevitas_models.sampling import sample_top_k, uniform_from_state, xorshift32
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -452,7 +453,7 @@ def random_weights(rng, d_out, d_in, bits, full_range=True):
 
 @pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("d_in", [1, 2, 7, 96, 161])
-def test_weight_packing(csim, bits, d_in):
+def test_weight_packing(bits, d_in):
     rng = rng_for("w", bits, d_in)
     w = random_weights(rng, 13, d_in, bits)
     packed = pack_weights(w, bits)
@@ -462,8 +463,33 @@ def test_weight_packing(csim, bits, d_in):
         assert not (packed[:, -1] >> 4).any(), "odd d_in: last high nibble must be 0"
     if bits == 4 and d_in >= 2:
         assert packed[0, 0] == ((int(w[0, 0]) & 15) | ((int(w[0, 1]) & 15) << 4))
-    out = csim.run("ops", "weights", bits, 13, d_in, packed)
-    a, b = out.take(np.int8, (13, d_in)), out.take(np.int8, (13, d_in))
+
+
+@pytest.mark.parametrize("ports", [1, 2, 3, 4])
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("d_out,d_in", [(13, 1), (13, 161), (2, 128), (7, 129), (9, 64), (5, 300)])
+def test_weight_ports_layout(csim, ports, bits, d_out, d_in):
+    """pack_weights_ports: the documented word / port / slot layout, its inverse, and the C++ readers
+    (unpack_weight_row, weight_code) read back the same codes from the port memories."""
+    rng = rng_for("wports", ports, bits, d_out, d_in)
+    w = random_weights(rng, d_out, d_in, bits)
+    packed = pack_weights_ports(w, bits, ports)
+    rw, rpp = row_words(d_in, bits), rows_per_port(d_out, ports)
+    assert rw == -(-packed_row_bytes(d_in, bits) // 64) and rpp == -(-d_out // ports)
+    assert packed.dtype == np.uint8 and packed.shape == (ports, slice_words(d_out, d_in, bits, ports) * WORD_BYTES)
+    assert packed.shape[1] == rpp * rw * 64
+    assert np.array_equal(unpack_weights_ports(packed, d_out, d_in, bits), w)
+    rows, rb = pack_weights(w, bits), packed_row_bytes(d_in, bits)
+    slots = packed.reshape(ports, rpp, rw * 64)
+    for j in range(rpp * ports):                      # row j: port j % ports, slot j // ports
+        got = slots[j % ports, j // ports]
+        if j < d_out:
+            assert np.array_equal(got[:rb], rows[j]) and not got[rb:].any(), f"row {j}"
+        else:
+            assert not got.any(), f"missing row {j} must be zero"
+    w_off = 3
+    out = csim.run("ops", "weights", bits, ports, d_out, d_in, w_off, packed)
+    a, b = out.take(np.int8, (d_out, d_in)), out.take(np.int8, (d_out, d_in))
     out.done()
     assert_ints(a, w, "unpack_weight_row")
     assert_ints(b, w, "weight_code")
@@ -474,6 +500,10 @@ def test_weight_packing_rejects_out_of_range():
         pack_weights(np.array([[8]], dtype=np.int8), 4)
     with pytest.raises(ValueError):
         pack_weights(np.zeros((2, 2), np.int8), 3)
+    with pytest.raises(ValueError):
+        pack_weights_ports(np.zeros((2, 2), np.int8), 4, 0)
+    with pytest.raises(ValueError):
+        pack_weights_ports(np.array([[-9]], dtype=np.int8), 4, 2)
 
 
 def test_kv_cache(csim):
@@ -501,8 +531,12 @@ def test_kv_cache(csim):
 # linear engine
 # ------------------------------------------------------------------------------------------------
 
-LINEAR_SHAPES = [  # (n_tokens, d_in, d_out): decode and prefill, sizes not multiples of the lanes
-    (1, 96, 160), (7, 160, 96), (16, 33, 17), (3, 576, 64), (2, 1536, 40), (1, 8192, 12), (5, 2048, 23)]
+LINEAR_SHAPES = [  # (n_tokens, d_in, d_out): decode and prefill, sizes not multiples of the lanes / ports;
+    # d_in 128 / 129: int4 rows of exactly one word / one byte into a second word; d_out < ports
+    (1, 96, 160), (7, 160, 96), (16, 33, 17), (3, 576, 64), (2, 1536, 40), (1, 8192, 12), (5, 2048, 23),
+    (1, 128, 2), (3, 129, 3)]
+# (TOKEN_LANES, OUT_LANES, IN_LANES, PORTS) of tests/csim/drv_linear.cpp `lanes<ID>`
+LINEAR_LANES = [(1, 4, 16, 4), (3, 5, 7, 1), (4, 6, 10, 3), (2, 6, 33, 2)]
 BITS_KINDS = [(4, UINT4), (4, INT8), (8, INT8), (8, UINT4)]
 
 
@@ -513,7 +547,7 @@ def golden_linear(w, w_scale, bits, kind, q, s, z):
     return lp, y, acc
 
 
-@pytest.mark.parametrize("lanes", [0, 1, 2], ids=["TP1-BP4-WP16", "TP3-BP5-WP7", "TP4-BP6-WP10"])
+@pytest.mark.parametrize("lanes", range(len(LINEAR_LANES)), ids=["TP{}-BP{}-WP{}-P{}".format(*c) for c in LINEAR_LANES])
 @pytest.mark.parametrize("bits,kind", BITS_KINDS, ids=["w4-uint4", "w4-int8", "w8-int8", "w8-uint4"])
 @pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_linear(csim, lanes, bits, kind, shape):
@@ -529,8 +563,9 @@ def test_linear(csim, lanes, bits, kind, shape):
     w = random_weights(rng, d_out, d_in, bits)
     w_scale = (rng.uniform(0.5, 2.0, d_out) / (2 ** (bits - 1) * math.sqrt(d_in))).astype(F32)
     lp, y_ref, acc_ref = golden_linear(w, w_scale, bits, kind, q, s, z)
-    out = csim.run("linear", "linear", lanes, bits, kind, n, d_in, d_out, q, s,
-                   z if z is not None else np.zeros(n, F32), pack_weights(w, bits), lp.w_scale,
+    ports, w_off = LINEAR_LANES[lanes][3], 5            # the slice sits after 5 garbage words
+    out = csim.run("linear", "linear", lanes, ports, bits, kind, n, d_in, d_out, w_off, q, s,
+                   z if z is not None else np.zeros(n, F32), pack_weights_ports(w, bits, ports), lp.w_scale,
                    lp.wsum if kind == UINT4 else np.zeros(d_out, F32))
     y, acc = out.take(F32, (n, d_out)), out.take(np.int32, (n, d_out))
     out.done()
@@ -707,14 +742,17 @@ def random_golden(rng, bits, kind, r4, hidden, H, KVH, hd, ffn, vocab, n_layers,
                        layers=layers, rope_cos=cos, rope_sin=sin)
 
 
+MODEL_PORTS = 3                          # drv_model.cpp PORTS
+
+
 def _model_payload(g: GoldenModel, max_ctx: int, calls):
     kind = UINT4 if g.input_quant == "uint4_asym" else INT8
 
     def lin(lp):
-        return [pack_weights(lp.w_int, lp.w_bits), lp.w_scale,
+        return [pack_weights_ports(lp.w_int, lp.w_bits, MODEL_PORTS), lp.w_scale,
                 lp.wsum if kind == UINT4 else np.zeros(lp.d_out, F32)]
 
-    items = [g.weight_bits, kind, g.num_layers, g.hidden_size, g.num_heads, g.num_kv_heads, g.head_dim,
+    items = [g.weight_bits, kind, MODEL_PORTS, g.num_layers, g.hidden_size, g.num_heads, g.num_kv_heads, g.head_dim,
              g.intermediate_size, g.vocab_size, g.max_positions, int(g.r4), max_ctx, g.eps,
              g.embed, g.rope_cos, g.rope_sin]
     if g.r4:

@@ -4,7 +4,7 @@ It subclasses hls4ml's :class:`~hls4ml.backends.VitisBackend` (the stock Vitis f
 and untouched) and adds its own flows:
 
 ``flexllm:convert``          validate that every layer is a FlexLLM layer, drop constant layers,
-                             fold head views and RoPE into attention, assign KV-cache slots, size the
+                             fold head views and RoPE into attention, fold the decoder blocks (temporal reuse), size the
                              on-chip buffers, plan the external-memory images
 ``flexllm:apply_templates``  per-layer C++ (config structs and function calls, ``backend/passes/templates.py``)
 ``flexllm:ip``               (default) the two above
@@ -35,7 +35,7 @@ class FlexLLMBackend(VitisBackend):
     # ---- flows ------------------------------------------------------------------------------------
     def _register_flows(self):
         convert = register_flow("convert", ["flexllm:validate_flexllm_graph", "flexllm:remove_constant_layers",
-                                            "flexllm:fold_head_views", "flexllm:assign_kv_cache_slots",
+                                            "flexllm:fold_head_views", "flexllm:fold_decoder_blocks",
                                             "flexllm:size_buffers", "flexllm:plan_memory"],
                                 backend=self.name)
         templates = register_flow("apply_templates", self._get_layer_templates, requires=[convert],
@@ -61,7 +61,8 @@ class FlexLLMBackend(VitisBackend):
 
     # ---- configuration ----------------------------------------------------------------------------
     def create_initial_config(self, part=U280_PART, clock_period=DEFAULT_CLOCK_NS, clock_uncertainty="27%",
-                              io_type="io_parallel", max_context=None, lanes=None, namespace=None, **_):
+                              io_type="io_parallel", max_context=None, lanes=None, flexllm=None, namespace=None,
+                              **_):
         """Initial hls4ml configuration for a FlexLLM stage.
 
         Args:
@@ -70,6 +71,8 @@ class FlexLLMBackend(VitisBackend):
             io_type: only ``io_parallel`` (the kernels move tensors through on-chip buffers and m_axi).
             max_context: KV-cache capacity in tokens (default: the RoPE table length of the graph).
             lanes: engine parallelism (``flexllm_plugin.convert.LANE_KEYS``), e.g. ``{"OutLanes": 16}``.
+            flexllm: further entries of the ``FlexLLM`` config section (the project builder passes
+                ``LayerParams`` (golden per-layer parameters of all layers), ``RopeTables``, ``WeightPorts``).
         """
         from .registration import ensure_registered
 
@@ -82,7 +85,7 @@ class FlexLLMBackend(VitisBackend):
             "ClockUncertainty": clock_uncertainty,
             "IOType": "io_parallel",
             "HLSConfig": {},
-            "FlexLLM": {"MaxContext": max_context, **dict(lanes or {})},
+            "FlexLLM": {"MaxContext": max_context, **dict(lanes or {}), **dict(flexllm or {})},
             "WriterConfig": {"Namespace": namespace, "WriteWeightsTxt": False, "WriteTar": False},
         }
 

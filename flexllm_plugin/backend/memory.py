@@ -2,7 +2,9 @@
 
 Three images, each a flat array the kernel reads through one pointer (an m_axi port on the FPGA):
 
-``wmem``   uint8    packed integer weights (int4: two codes per byte, see ``brevitas_models.packing``)
+``wmem_p{i}`` uint8  packed integer weights, one image per weight port (HBM pseudo-channel): every
+                    matrix is split over the ports by output row and lives at the same 512-bit-word
+                    offset in each (``brevitas_models.packing.pack_weights_ports``)
 ``fmem``   float32  per-channel weight scales, zero-offset row sums, norm weights, RoPE tables,
                     attention constants
 ``embed``  float32  the embedding table ``[vocab, hidden]``
@@ -23,10 +25,18 @@ from typing import Dict, List
 import numpy as np
 
 from brevitas_models.golden import LinearParams, attention_constants
-from brevitas_models.packing import pack_weights
+from brevitas_models.packing import pack_weights_ports
 
 ALIGN_BYTES = 64
-IMAGES = {"wmem": np.uint8, "fmem": np.float32, "embed": np.float32}
+FLOAT_IMAGES = ("fmem", "embed")
+
+
+def image_dtype(name: str):
+    if name in FLOAT_IMAGES:
+        return np.float32
+    if name.startswith("wmem_p") and name[6:].isdigit():
+        return np.uint8
+    raise KeyError(f"unknown memory image {name!r}")
 MANIFEST_NAME = "manifest.json"
 
 
@@ -36,21 +46,24 @@ class ManifestError(ValueError):
 
 @dataclass
 class MemoryPlan:
-    chunks: Dict[str, List[np.ndarray]] = field(default_factory=lambda: {k: [] for k in IMAGES})
-    sizes: Dict[str, int] = field(default_factory=lambda: {k: 0 for k in IMAGES})
+    ports: int = 1
+    chunks: Dict[str, List[np.ndarray]] = field(default_factory=dict)
+    sizes: Dict[str, int] = field(default_factory=dict)
     tensors: Dict[str, dict] = field(default_factory=dict)
     _dedup: Dict[tuple, int] = field(default_factory=dict)
 
-    def place(self, image: str, name: str, array: np.ndarray) -> int:
+    def place(self, image: str, name: str, array: np.ndarray, dedup: bool = True) -> int:
         """Append ``array`` (flattened, cast to the image type) to ``image``; return its element offset."""
-        dt = IMAGES[image]
+        dt = image_dtype(image)
+        self.chunks.setdefault(image, [])
+        self.sizes.setdefault(image, 0)
         arr = np.ascontiguousarray(array)
         flat = arr.astype(dt, copy=False).reshape(-1)
         if flat.dtype == np.float32 and arr.dtype != np.float32:
             raise TypeError(f"{name}: expected float32 data for image {image}, got {arr.dtype}")
         digest = hashlib.sha256(flat.tobytes()).hexdigest()
         key = (image, digest, flat.size)
-        if key in self._dedup:
+        if dedup and key in self._dedup:
             offset = self._dedup[key]
         else:
             itemsize = np.dtype(dt).itemsize
@@ -61,27 +74,45 @@ class MemoryPlan:
             offset = self.sizes[image] + pad
             self.chunks[image].append(flat)
             self.sizes[image] = offset + flat.size
-            self._dedup[key] = offset
+            if dedup:
+                self._dedup[key] = offset
         self.tensors[name] = {"image": image, "offset": int(offset), "shape": list(arr.shape),
                               "dtype": str(np.dtype(dt)), "elements": int(flat.size), "sha256": digest}
         return int(offset)
 
+    def place_ports(self, name: str, slices: np.ndarray, dedup: bool = True) -> int:
+        """Place one slice per weight port (``slices`` [ports, bytes], bytes a multiple of 64) at the same
+        offset of every ``wmem_p{i}`` image; return that offset in 512-bit words."""
+        if slices.shape[0] != self.ports or slices.shape[1] % ALIGN_BYTES:
+            raise ValueError(f"{name}: {slices.shape} is not {self.ports} port slices of whole 64-byte words")
+        offsets = {self.place(f"wmem_p{i}", f"{name}@p{i}", slices[i], dedup) for i in range(self.ports)}
+        if len(offsets) != 1:
+            raise AssertionError(f"{name}: port slices at different offsets {sorted(offsets)}")
+        return offsets.pop() // ALIGN_BYTES
+
+    def image_names(self) -> List[str]:
+        return [f"wmem_p{i}" for i in range(self.ports)] + list(FLOAT_IMAGES)
+
     def image(self, name: str) -> np.ndarray:
-        parts = self.chunks[name]
-        tail = (-self.sizes[name]) % (ALIGN_BYTES // np.dtype(IMAGES[name]).itemsize)
-        data = parts + ([np.zeros(tail, dtype=IMAGES[name])] if tail or not parts else [])
-        return np.concatenate(data) if data else np.zeros(0, dtype=IMAGES[name])
+        dt = image_dtype(name)
+        parts = self.chunks.get(name, [])
+        tail = (-self.sizes.get(name, 0)) % (ALIGN_BYTES // np.dtype(dt).itemsize)
+        data = parts + ([np.zeros(tail, dtype=dt)] if tail or not parts else [])
+        if not parts:        # an empty image still gets one 64-byte word (a buffer of size 0 is invalid)
+            data = [np.zeros(ALIGN_BYTES // np.dtype(dt).itemsize, dtype=dt)]
+        return np.concatenate(data)
 
     def write(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         files = {}
-        for name in IMAGES:
+        for name in self.image_names():
             data = self.image(name)
             path = directory / f"{name}.bin"
             data.tofile(path)
             files[name] = {"file": path.name, "elements": int(data.size), "dtype": str(data.dtype),
                            "sha256": hashlib.sha256(data.tobytes()).hexdigest()}
-        manifest = {"alignment_bytes": ALIGN_BYTES, "images": files, "tensors": self.tensors}
+        manifest = {"alignment_bytes": ALIGN_BYTES, "weight_ports": self.ports, "images": files,
+                    "tensors": self.tensors}
         (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 
@@ -109,42 +140,86 @@ def load_images(directory) -> Dict[str, np.ndarray]:
     return images
 
 
-def _linear(layer):
-    lp = LinearParams(layer.name, layer.get_attr("w_int"), layer.get_attr("w_scale"), layer.get_attr("weight_bits"))
-    return lp.finalize(layer.get_attr("input_kind"))
+def _layer_sets(layer, n_layers):
+    """The per-layer parameter dicts of a block layer (``per_layer``), or its own attributes once."""
+    per_layer = layer.get_attr("per_layer")
+    if per_layer is not None:
+        if len(per_layer) != n_layers:
+            raise ValueError(f"layer '{layer.name}': {len(per_layer)} parameter sets for {n_layers} layers")
+        return per_layer
+    return None
 
 
 def plan_model_memory(model) -> MemoryPlan:
-    """Place every parameter of every FlexLLM layer; store offsets as layer attributes."""
-    plan = MemoryPlan()
+    """Place every parameter of every FlexLLM layer; store offsets as layer attributes.
+
+    A block layer (temporal reuse) gets every tensor once per decoder layer, at a fixed stride, and its
+    offset attribute is the C++ expression ``base + l * stride`` (``l`` = the kernel's layer loop index).
+    """
+    cfg = model.config.config.setdefault("FlexLLM", {})
+    n_layers = int(cfg.get("NumLayers") or 1)
+    plan = MemoryPlan(ports=int(cfg.get("WeightPorts") or 1))
     max_rows = 0
+
+    def put(layer, key, image, name, arrays):
+        """Place ``arrays`` (one per layer, or a single array) and record ``<key>`` on the layer."""
+        place = plan.place_ports if image == "wmem" else (lambda n, a, dedup=True: plan.place(image, n, a, dedup))
+        if not isinstance(arrays, list):
+            layer.set_attr(key, str(place(f"{layer.name}.{name}", arrays)))
+            return
+        offsets = [place(f"{layer.name}.{name}[{l}]", a, dedup=False) for l, a in enumerate(arrays)]
+        stride = offsets[1] - offsets[0] if len(offsets) > 1 else 0
+        if any(o != offsets[0] + i * stride for i, o in enumerate(offsets)):
+            raise AssertionError(f"{layer.name}.{name}: per-layer copies not equally spaced")
+        layer.set_attr(key, f"{offsets[0]} + l * {stride}" if stride else str(offsets[0]))
+
     for layer in model.get_layers():
-        cls, name = layer.class_name, layer.name
+        cls = layer.class_name
+        sets = _layer_sets(layer, n_layers)
+
+        def values(key, _sets=sets, _layer=layer):
+            return [p[key] for p in _sets] if _sets is not None else _layer.get_attr(key)
+
         if cls == "FlexEmbedding":
-            layer.set_attr("table_off", plan.place("embed", f"{name}.table", layer.get_attr("table")))
+            put(layer, "table_off", "embed", "table", layer.get_attr("table"))
         elif cls == "FlexRMSNorm":
-            layer.set_attr("w_off", plan.place("fmem", f"{name}.weight", layer.get_attr("weight")))
+            w = values("weight")
+            put(layer, "w_off", "fmem", "weight", [np.asarray(x, dtype=np.float32) for x in w]
+                if isinstance(w, list) else np.asarray(w, dtype=np.float32))
         elif cls == "FlexQuantLinear":
-            lp = _linear(layer)
-            packed = pack_weights(lp.w_int, lp.w_bits)
-            layer.set_attr("row_bytes", int(packed.shape[1]))
-            layer.set_attr("acc_bits", int(lp.acc_bits))
-            layer.set_attr("w_off", plan.place("wmem", f"{name}.w_packed", packed))
-            layer.set_attr("s_off", plan.place("fmem", f"{name}.w_scale", lp.w_scale))
-            layer.set_attr("z_off", plan.place("fmem", f"{name}.w_zsum", lp.wsum))
+            kind, bits = layer.get_attr("input_kind"), layer.get_attr("weight_bits")
+            w_ints, w_scales = values("w_int"), values("w_scale")
+            single = not isinstance(w_ints, list)
+            lps = [LinearParams(layer.name, w, s, bits).finalize(kind)
+                   for w, s in zip([w_ints] if single else w_ints, [w_scales] if single else w_scales)]
+            packed = [pack_weights_ports(lp.w_int, lp.w_bits, plan.ports) for lp in lps]
+            layer.set_attr("acc_bits", int(max(lp.acc_bits for lp in lps)))
+            pick = (lambda xs: xs[0]) if single else (lambda xs: xs)
+            put(layer, "w_off", "wmem", "w_packed", pick(packed))
+            put(layer, "s_off", "fmem", "w_scale", pick([lp.w_scale for lp in lps]))
+            put(layer, "z_off", "fmem", "w_zsum", pick([lp.wsum for lp in lps]))
         elif cls == "FlexAttention":
             cos, sin = layer.get_attr("rope_cos"), layer.get_attr("rope_sin")
             if cos is None:
-                raise ValueError(f"attention '{name}' has no RoPE tables (fold_head_views did not run?)")
-            layer.set_attr("cos_off", plan.place("fmem", f"{name}.rope_cos", cos))
-            layer.set_attr("sin_off", plan.place("fmem", f"{name}.rope_sin", sin))
+                raise ValueError(f"attention '{layer.name}' has no RoPE tables (fold_head_views did not run?)")
+            if cfg.get("RopeTables") is not None:
+                # the model's own tables (e.g. all positions of the context, where a prefill graph only
+                # carries its L rows): they must agree bit for bit with the graph's rows
+                cos_o, sin_o = (np.asarray(t, dtype=np.float32) for t in cfg["RopeTables"])
+                rows = min(cos.shape[0], cos_o.shape[0])
+                if not (np.array_equal(cos[:rows], cos_o[:rows]) and np.array_equal(sin[:rows], sin_o[:rows])):
+                    raise ValueError(f"attention '{layer.name}': the supplied RoPE tables differ from the graph's")
+                cos, sin = cos_o, sin_o
+            put(layer, "cos_off", "fmem", "rope_cos", cos)
+            put(layer, "sin_off", "fmem", "rope_sin", sin)
             max_rows = max(max_rows, int(cos.shape[0]))
             group = layer.get_attr("heads") // layer.get_attr("kv_heads")
-            consts = attention_constants(layer.get_attr("s_q"), layer.get_attr("s_k"), layer.get_attr("s_v"),
-                                         layer.get_attr("s_p"), layer.get_attr("softmax_scale"), group)
-            for key, arr in consts.items():
-                layer.set_attr(f"{key}_off", plan.place("fmem", f"{name}.{key}", arr))
-    cfg = model.config.config.setdefault("FlexLLM", {})
+            scales = {k: values(k) for k in ("s_q", "s_k", "s_v", "s_p")}
+            n = len(scales["s_q"]) if isinstance(scales["s_q"], list) else None
+            consts = [attention_constants(*(scales[k][l] if n else scales[k] for k in ("s_q", "s_k", "s_v", "s_p")),
+                                          layer.get_attr("softmax_scale"), group) for l in range(n or 1)]
+            for key in consts[0]:
+                put(layer, f"{key}_off", "fmem", key, [c[key] for c in consts] if n else consts[0][key])
     max_ctx = cfg.get("MaxContext") or max_rows
     if not max_ctx:
         raise ValueError("FlexLLM: cannot size the KV cache (no RoPE table and no MaxContext in the config)")

@@ -2,7 +2,7 @@
 
 The compiled library exports ``<project>_csim`` (written by the FlexLLM writer), which calls the kernel
 top function exactly as the host does on the FPGA: token ids, run-time token count and start position,
-the three parameter images and the int8 KV cache (``[layers][kv_heads][max_context][head_dim]``, K and V
+the parameter images (one per weight port, ``fmem``, ``embed``) and the int8 KV cache (``[layers][kv_heads][max_context][head_dim]``, K and V
 separately), returning the last token's logits.
 
 ``predict(model, x)`` takes the stage graph's inputs (a dict by ONNX input name, a list in graph order,
@@ -77,23 +77,26 @@ def predict(model, x, position=None, return_codes=False):
         raise ValueError("FlexLLM predict: token id outside the vocabulary")
     ids = np.concatenate([ids, np.zeros(max_tokens - n, dtype=np.int32)])
 
-    attn = sorted(_layers(model, "FlexAttention"), key=lambda a: a.get_attr("cache_index"))
-    kvh, hd = attn[0].get_attr("kv_heads"), attn[0].get_attr("head_dim")
-    k_cache = np.zeros((len(attn), kvh, max_ctx, hd), dtype=np.int8)
+    attn = _layers(model, "FlexAttention")[0]
+    kvh, hd = attn.get_attr("kv_heads"), attn.get_attr("head_dim")
+    n_layers = int(cfg.get("NumLayers") or 1)
+    kv_names = attn.get_attr("kv_names")
+    per_layer = attn.get_attr("per_layer") or [{k: attn.get_attr(k) for k in ("s_k", "s_v")}]
+    k_cache = np.zeros((n_layers, kvh, max_ctx, hd), dtype=np.int8)
     v_cache = np.zeros_like(k_cache)
     past = 0
-    for layer in attn:
-        if len(layer.inputs) < 5:
-            continue
-        i = layer.get_attr("cache_index")
-        for cache, inp, scale in ((k_cache, layer.inputs[3], layer.get_attr("s_k")),
-                                  (v_cache, layer.inputs[4], layer.get_attr("s_v"))):
+    for l, names in enumerate(kv_names):
+        for cache, inp, scale in ((k_cache, names["inputs"][0] if names["inputs"] else None, per_layer[l]["s_k"]),
+                                  (v_cache, names["inputs"][1] if names["inputs"] else None, per_layer[l]["s_v"])):
+            if inp is None:
+                continue
             vals = np.asarray(feeds[inp], dtype=np.float32).reshape(kvh, -1, hd)
-            codes = np.rint(vals / scale.reshape(kvh, 1, 1))
-            if not np.array_equal(codes.astype(np.float32) * scale.reshape(kvh, 1, 1), vals):
+            scale = np.asarray(scale, dtype=np.float32).reshape(kvh, 1, 1)
+            codes = np.rint(vals / scale)
+            if not np.array_equal(codes.astype(np.float32) * scale, vals):
                 raise ValueError(f"FlexLLM predict: input '{inp}' is not on the int8 grid of its K/V scale")
             past = vals.shape[1]
-            cache[i, :, :past] = np.clip(codes, -128, 127).astype(np.int8)
+            cache[l, :, :past] = np.clip(codes, -128, 127).astype(np.int8)
     if position is None:
         position = int(np.asarray(feeds["position"]).reshape(-1)[0]) if "position" in feeds else past
     if position + n > max_ctx:
@@ -105,20 +108,23 @@ def predict(model, x, position=None, return_codes=False):
     logits = np.zeros(vocab, dtype=np.float32)
     fn = getattr(model._top_function_lib, f"{model.config.get_project_name()}_csim")
     fn.restype = ctypes.c_int
+    ports = [images[name] for name in sorted((k for k in images if k.startswith("wmem_p")), key=lambda k: int(k[6:]))]
+    port_ptrs = (ctypes.POINTER(ctypes.c_uint8) * len(ports))(*[_ptr(p, ctypes.c_uint8) for p in ports])
+    port_words = (ctypes.c_longlong * len(ports))(*[p.size // 64 for p in ports])
     rc = fn(_ptr(ids, ctypes.c_int32), ctypes.c_int(n), ctypes.c_int(position),
-            _ptr(images["wmem"], ctypes.c_uint8), _ptr(images["fmem"], ctypes.c_float),
+            port_ptrs, port_words, _ptr(images["fmem"], ctypes.c_float),
             _ptr(images["embed"], ctypes.c_float), _ptr(k_cache, ctypes.c_int8), _ptr(v_cache, ctypes.c_int8),
             _ptr(logits, ctypes.c_float))
     if rc != 0:
         raise RuntimeError(f"FlexLLM kernel C simulation returned error code {rc}")
 
     result = {_layers(model, "FlexQuantLinear")[-1].outputs[0]: logits.reshape(1, -1)}
-    for layer in attn:
-        i = layer.get_attr("cache_index")
-        for cache, out, scale in ((k_cache, layer.outputs[1], layer.get_attr("s_k")),
-                                  (v_cache, layer.outputs[2], layer.get_attr("s_v"))):
-            codes = cache[i, :, position:position + n].copy()
-            result[out] = (codes.astype(np.float32) * scale.reshape(kvh, 1, 1))[None]
+    for l, names in enumerate(kv_names):
+        for cache, out, scale in ((k_cache, names["outputs"][0], per_layer[l]["s_k"]),
+                                  (v_cache, names["outputs"][1], per_layer[l]["s_v"])):
+            codes = cache[l, :, position:position + n].copy()
+            scale = np.asarray(scale, dtype=np.float32).reshape(kvh, 1, 1)
+            result[out] = (codes.astype(np.float32) * scale)[None]
             if return_codes:
                 result[out + ".codes"] = codes
     return result

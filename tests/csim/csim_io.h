@@ -41,6 +41,15 @@ std::vector<T> read_vec(size_t n) {
     return v;
 }
 
+// n_words 64-byte little-endian words (byte b = bits [8b+7 : 8b]) into dst, for any word type with
+// range(hi, lo), e.g. flexllm::wide_word_t = ap_uint<512>.
+template <typename WORD>
+void read_words(WORD *dst, size_t n_words) {
+    std::vector<uint8_t> bytes = read_vec<uint8_t>(n_words * 64);
+    for (size_t i = 0; i < n_words; ++i)
+        for (int b = 0; b < 64; ++b) dst[i].range(8 * b + 7, 8 * b) = bytes[i * 64 + b];
+}
+
 // rows x cols values into dst[r][c] of a row-major array with row stride W.
 template <typename T, int W>
 void read_rows(T dst[][W], int rows, int cols) {

@@ -1,9 +1,12 @@
 // C-simulation driver for the linear engine (layers/flexllm_linear.h).
 // Usage: drv_linear linear <output file> < inputs
-// stdin: lanes_id, weight_bits, input_kind, n_tokens, d_in, d_out,
+// stdin: lanes_id, ports, weight_bits, input_kind, n_tokens, d_in, d_out, w_off,
 //        q [n][d_in] (u8 for uint4, i8 for int8), scale [n], zero [n],
-//        packed weights [d_out][row_bytes], w_scale [d_out], wsum [d_out]
+//        packed weights [ports][slice_words * 64] (brevitas_models.packing.pack_weights_ports),
+//        w_scale [d_out], wsum [d_out]
 // out:   y [n][d_out] f32, acc [n][d_out] i32 (through linear and linear_int)
+// Every port's memory holds w_off garbage words, the matrix slice, and one more garbage word, so a
+// read outside the slice changes the result.
 #include <string>
 
 #include "csim_io.h"
@@ -22,20 +25,25 @@ int8_t q_i8[MAX_T][MAX_IN];
 float y[MAX_T][MAX_OUT];
 int32_t acc[MAX_T][MAX_OUT];
 
-// Lane configurations (TP, BP, WP); ids 1 and 2 divide none of the test sizes.
+// Lane configurations (TP, BP, WP, PORTS); ids 1..3 divide none of the test sizes. The table is
+// mirrored by LINEAR_LANES in tests/test_layers_csim.py.
 template <int ID>
 struct lanes;
 template <>
 struct lanes<0> {
-    static constexpr int tp = 1, bp = 4, wp = 16;  // decode-like
+    static constexpr int tp = 1, bp = 4, wp = 16, ports = 4;  // decode-like, one slot per port and block
 };
 template <>
 struct lanes<1> {
-    static constexpr int tp = 3, bp = 5, wp = 7;
+    static constexpr int tp = 3, bp = 5, wp = 7, ports = 1;
 };
 template <>
 struct lanes<2> {
-    static constexpr int tp = 4, bp = 6, wp = 10;  // prefill-like
+    static constexpr int tp = 4, bp = 6, wp = 10, ports = 3;  // prefill-like, two slots per port
+};
+template <>
+struct lanes<3> {
+    static constexpr int tp = 2, bp = 6, wp = 33, ports = 2;  // three slots per port
 };
 
 template <int KIND>
@@ -46,31 +54,47 @@ template <>
 int8_t (&codes<INPUT_INT8_SYM>())[MAX_T][MAX_IN] { return q_i8; }
 
 template <int ID, int BITS, int KIND>
-void run(int n, int d_in, int d_out) {
-    typedef linear_config<MAX_T, MAX_IN, MAX_OUT, lanes<ID>::tp, lanes<ID>::bp, lanes<ID>::wp, BITS, KIND> cfg;
+void run(int n, int d_in, int d_out, int w_off) {
+    constexpr int P = lanes<ID>::ports;
+    typedef linear_config<MAX_T, MAX_IN, MAX_OUT, lanes<ID>::tp, lanes<ID>::bp, lanes<ID>::wp, BITS, KIND, P> cfg;
     auto &q = codes<KIND>();
     csim::read_rows(q, n, d_in);
     std::vector<float> scale = csim::read_vec<float>(n), zero = csim::read_vec<float>(n);
-    std::vector<uint8_t> w = csim::read_vec<uint8_t>((size_t)d_out * cfg::wfmt::row_bytes(d_in));
+    const long long slice = weight_slice_words(d_out, d_in, BITS, P);
+    wide_word_t garbage = 0;
+    for (int b = 0; b < WORD_BYTES; ++b) garbage.range(8 * b + 7, 8 * b) = 0xA5 ^ b;
+    std::vector<wide_word_t> mem[P];
+    const wide_word_t *w[P];
+    for (int p = 0; p < P; ++p) {
+        mem[p].assign((size_t)(w_off + slice + 1), garbage);
+        csim::read_words(mem[p].data() + w_off, (size_t)slice);
+        w[p] = mem[p].data();
+    }
     std::vector<float> w_scale = csim::read_vec<float>(d_out), wsum = csim::read_vec<float>(d_out);
     float s_buf[MAX_T], z_buf[MAX_T];
     for (int t = 0; t < n; ++t) {
         s_buf[t] = scale[t];
         z_buf[t] = zero[t];
     }
-    linear<cfg>(q, s_buf, z_buf, w.data(), w_scale.data(), wsum.data(), y, n, d_in, d_out);
-    linear_int<cfg>(q, w.data(), acc, n, d_in, d_out);
+    linear<cfg>(q, s_buf, z_buf, w, w_off, w_scale.data(), wsum.data(), y, n, d_in, d_out);
+    linear_int<cfg>(q, w, w_off, acc, n, d_in, d_out);
     csim::write_rows(y, n, d_out);
     csim::write_rows(acc, n, d_out);
 }
 
 template <int ID>
-void dispatch_bits_kind(int bits, int kind, int n, int d_in, int d_out) {
-    if (bits == 4 && kind == INPUT_UINT4_ASYM) run<ID, 4, INPUT_UINT4_ASYM>(n, d_in, d_out);
-    else if (bits == 4 && kind == INPUT_INT8_SYM) run<ID, 4, INPUT_INT8_SYM>(n, d_in, d_out);
-    else if (bits == 8 && kind == INPUT_UINT4_ASYM) run<ID, 8, INPUT_UINT4_ASYM>(n, d_in, d_out);
-    else if (bits == 8 && kind == INPUT_INT8_SYM) run<ID, 8, INPUT_INT8_SYM>(n, d_in, d_out);
+void dispatch_bits_kind(int bits, int kind, int n, int d_in, int d_out, int w_off) {
+    if (bits == 4 && kind == INPUT_UINT4_ASYM) run<ID, 4, INPUT_UINT4_ASYM>(n, d_in, d_out, w_off);
+    else if (bits == 4 && kind == INPUT_INT8_SYM) run<ID, 4, INPUT_INT8_SYM>(n, d_in, d_out, w_off);
+    else if (bits == 8 && kind == INPUT_UINT4_ASYM) run<ID, 8, INPUT_UINT4_ASYM>(n, d_in, d_out, w_off);
+    else if (bits == 8 && kind == INPUT_INT8_SYM) run<ID, 8, INPUT_INT8_SYM>(n, d_in, d_out, w_off);
     else csim::fail("linear: unsupported bits / kind");
+}
+
+template <int ID>
+void dispatch(int ports, int bits, int kind, int n, int d_in, int d_out, int w_off) {
+    csim::require(ports == lanes<ID>::ports, "linear: ports differ from the lanes table");
+    dispatch_bits_kind<ID>(bits, kind, n, d_in, d_out, w_off);
 }
 
 }  // namespace
@@ -78,13 +102,14 @@ void dispatch_bits_kind(int bits, int kind, int n, int d_in, int d_out) {
 int main(int argc, char **argv) {
     csim::open_output(argc, argv);
     csim::require(std::string(argv[1]) == "linear", "unknown op");
-    const int id = csim::read_int(), bits = csim::read_int(), kind = csim::read_int();
-    const int n = csim::read_int(), d_in = csim::read_int(), d_out = csim::read_int();
-    csim::require(n >= 1 && n <= MAX_T && d_in >= 1 && d_in <= MAX_IN && d_out >= 1 && d_out <= MAX_OUT,
+    const int id = csim::read_int(), ports = csim::read_int(), bits = csim::read_int(), kind = csim::read_int();
+    const int n = csim::read_int(), d_in = csim::read_int(), d_out = csim::read_int(), w_off = csim::read_int();
+    csim::require(n >= 1 && n <= MAX_T && d_in >= 1 && d_in <= MAX_IN && d_out >= 1 && d_out <= MAX_OUT && w_off >= 0,
                   "linear: size");
-    if (id == 0) dispatch_bits_kind<0>(bits, kind, n, d_in, d_out);
-    else if (id == 1) dispatch_bits_kind<1>(bits, kind, n, d_in, d_out);
-    else if (id == 2) dispatch_bits_kind<2>(bits, kind, n, d_in, d_out);
+    if (id == 0) dispatch<0>(ports, bits, kind, n, d_in, d_out, w_off);
+    else if (id == 1) dispatch<1>(ports, bits, kind, n, d_in, d_out, w_off);
+    else if (id == 2) dispatch<2>(ports, bits, kind, n, d_in, d_out, w_off);
+    else if (id == 3) dispatch<3>(ports, bits, kind, n, d_in, d_out, w_off);
     else csim::fail("linear: unknown lanes id");
     std::fclose(csim::out_file());
     return 0;

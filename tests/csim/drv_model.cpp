@@ -26,9 +26,15 @@ constexpr int MAX_HEADS = 8;
 constexpr int MAX_KV_HEADS = 4;
 constexpr int MAX_LAYERS = 3;
 constexpr int MAX_M = 32;      // Hadamard small factor
+constexpr int PORTS = 3;       // weight ports of the linear engine (== MODEL_PORTS of the test)
+
+// All linear weights share PORTS port memories (as the kernel's HBM images): every matrix's slices
+// are appended at the same word offset w_off in every port.
+std::vector<wide_word_t> wmem[PORTS];
+const wide_word_t *wport[PORTS];
 
 struct linear_params {
-    std::vector<uint8_t> w;
+    long long w_off = 0;
     std::vector<float> scale, wsum;
     int d_in = 0, d_out = 0;
 };
@@ -53,8 +59,12 @@ struct model_params {
 void read_linear(linear_params &p, int d_in, int d_out, int bits) {
     p.d_in = d_in;
     p.d_out = d_out;
-    const int row_bytes = bits == 4 ? (d_in + 1) / 2 : d_in;
-    p.w = csim::read_vec<uint8_t>((size_t)d_out * row_bytes);
+    const long long slice = weight_slice_words(d_out, d_in, bits, PORTS);
+    p.w_off = (long long)wmem[0].size();
+    for (int i = 0; i < PORTS; ++i) {
+        wmem[i].resize((size_t)(p.w_off + slice));
+        csim::read_words(wmem[i].data() + p.w_off, (size_t)slice);
+    }
     p.scale = csim::read_vec<float>(d_out);
     p.wsum = csim::read_vec<float>(d_out);
 }
@@ -66,7 +76,7 @@ float tok_scale[MAX_T], tok_zero[MAX_T];
 
 template <int BITS, int KIND>
 struct model_runner {
-    typedef linear_config<MAX_T, W, W, 2, 3, 5, BITS, KIND> lin;  // one engine for every linear
+    typedef linear_config<MAX_T, W, W, 2, 6, 5, BITS, KIND, PORTS> lin;  // one engine for every linear
     typedef attention_config<MAX_CTX, MAX_T, MAX_HD, MAX_HEADS, MAX_KV_HEADS, W, 2, 2> att;
     typedef typename lin::code_t code_t;
     static code_t codes[MAX_T][W];
@@ -76,7 +86,7 @@ struct model_runner {
     }
 
     static void apply(const linear_params &p, float y[MAX_T][W], int n) {
-        linear<lin>(codes, tok_scale, tok_zero, p.w.data(), p.scale.data(), p.wsum.data(), y, n, p.d_in, p.d_out);
+        linear<lin>(codes, tok_scale, tok_zero, wport, p.w_off, p.scale.data(), p.wsum.data(), y, n, p.d_in, p.d_out);
     }
 
     static void layer(const model_params &m, int i, int8_t *k_cache, int8_t *v_cache, const kv_cache_geometry &geo,
@@ -127,6 +137,7 @@ int main(int argc, char **argv) {
     static model_params m;
     m.bits = csim::read_int();
     m.kind = csim::read_int();
+    csim::require(csim::read_int() == PORTS, "model: weight ports");
     m.n_layers = csim::read_int();
     m.hidden = csim::read_int();
     m.n_heads = csim::read_int();
@@ -173,6 +184,7 @@ int main(int argc, char **argv) {
         csim::read(L.scales.inv_p, m.n_heads);
         csim::read(L.scales.pv, m.n_heads);
     }
+    for (int i = 0; i < PORTS; ++i) wport[i] = wmem[i].data();  // after the last append
     kv_cache_geometry geo;
     geo.n_kv_heads = m.n_kv_heads;
     geo.max_ctx = m.max_ctx;

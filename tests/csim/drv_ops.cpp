@@ -205,26 +205,44 @@ void op_xorshift() {
     }
 }
 
-// bits, d_out, d_in, packed -> codes [d_out][d_in] via unpack_weight_row, then via weight_code
-template <int BITS>
-void unpack_all(const uint8_t *w, int d_out, int d_in) {
+// bits, ports, d_out, d_in, w_off, packed [ports][slice_words * 64] (pack_weights_ports)
+//   -> codes [d_out][d_in] via unpack_weight_row, then via weight_code
+// Each port's memory holds w_off garbage words before the slice.
+template <int BITS, int PORTS>
+void unpack_all(int d_out, int d_in, int w_off) {
+    const long long slice = weight_slice_words(d_out, d_in, BITS, PORTS);
+    std::vector<wide_word_t> mem[PORTS];
+    const wide_word_t *w[PORTS];
+    for (int p = 0; p < PORTS; ++p) {
+        mem[p].assign((size_t)(w_off + slice), wide_word_t(-1));
+        csim::read_words(mem[p].data() + w_off, (size_t)slice);
+        w[p] = mem[p].data();
+    }
     for (int j = 0; j < d_out; ++j) {
-        unpack_weight_row<BITS, MAX_D>(w, j, d_in, qi[0]);
+        unpack_weight_row<BITS, PORTS, MAX_D>(w, w_off, j, d_in, qi[0]);
         csim::write(qi[0], d_in);
     }
     for (int j = 0; j < d_out; ++j)
-        for (int k = 0; k < d_in; ++k) csim::write1(weight_code<BITS>(w, j, k, d_in));
+        for (int k = 0; k < d_in; ++k) csim::write1(weight_code<BITS, PORTS>(w, w_off, j, k, d_in));
+}
+
+template <int BITS>
+void unpack_ports(int ports, int d_out, int d_in, int w_off) {
+    if (ports == 1) unpack_all<BITS, 1>(d_out, d_in, w_off);
+    else if (ports == 2) unpack_all<BITS, 2>(d_out, d_in, w_off);
+    else if (ports == 3) unpack_all<BITS, 3>(d_out, d_in, w_off);
+    else if (ports == 4) unpack_all<BITS, 4>(d_out, d_in, w_off);
+    else csim::fail("weights: ports");
 }
 
 void op_weights() {
-    const int bits = csim::read_int(), d_out = csim::read_int(), d_in = csim::read_int();
-    csim::require(d_in <= MAX_D, "weights: size");
-    const int row_bytes = bits == 4 ? weight_format<4>::row_bytes(d_in) : weight_format<8>::row_bytes(d_in);
-    std::vector<uint8_t> w = csim::read_vec<uint8_t>((size_t)d_out * row_bytes);
+    const int bits = csim::read_int(), ports = csim::read_int(), d_out = csim::read_int(), d_in = csim::read_int();
+    const int w_off = csim::read_int();
+    csim::require(d_in <= MAX_D && w_off >= 0, "weights: size");
     if (bits == 4)
-        unpack_all<4>(w.data(), d_out, d_in);
+        unpack_ports<4>(ports, d_out, d_in, w_off);
     else
-        unpack_all<8>(w.data(), d_out, d_in);
+        unpack_ports<8>(ports, d_out, d_in, w_off);
 }
 
 // n_layers, n_kv_heads, max_ctx, hd, cache, n_writes x (layer, kv_head, pos, row[hd]),

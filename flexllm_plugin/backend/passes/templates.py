@@ -102,11 +102,18 @@ class TokenQuantFunctionTemplate(_Function):
 
 # ---- quantized linear -----------------------------------------------------------------------------
 def linear_lanes(node):
-    """(token lanes, out lanes, in lanes): prefill TP x 1 x WP, decode (one token) 1 x BP x WP."""
+    """(token lanes, out lanes, in lanes): prefill TP x ports x WP, decode (one token) 1 x BP x WP.
+    Out lanes are rounded up to a multiple of the weight ports (each port feeds its own lanes); in
+    lanes are capped at the codes of one 512-bit word."""
+    ports = _cfg(node, "WeightPorts", 1)
     if _rows_of(node) > 1:
-        return (min(_cfg(node, "TokenLanes", 4), _rows_of(node)), _cfg(node, "PrefillOutLanes", 1),
-                _cfg(node, "PrefillInLanes", 8))
-    return 1, _cfg(node, "OutLanes", 4), _cfg(node, "InLanes", 16)
+        tl, ol, il = (min(_cfg(node, "TokenLanes", 4), _rows_of(node)), _cfg(node, "PrefillOutLanes", ports),
+                      _cfg(node, "PrefillInLanes", 8))
+    else:
+        tl, ol, il = 1, _cfg(node, "OutLanes", max(4, ports)), _cfg(node, "InLanes", 16)
+    ol = -(-ol // ports) * ports
+    codes_per_word = 128 if node.get_attr("weight_bits") == 4 else 64
+    return tl, ol, min(il, codes_per_word)
 
 
 class QuantLinearConfigTemplate(_Config):
@@ -120,7 +127,7 @@ class QuantLinearConfigTemplate(_Config):
                 f"{node.get_attr('acc_bits')}-bit accumulator bound\n"
                 f"typedef flexllm::linear_config<{_rows_of(node)}, {src.get_attr('buf_width')}, "
                 f"{node.get_attr('buf_width')}, {tl}, {ol}, {il}, {node.get_attr('weight_bits')}, "
-                f"{KIND_ENUM[node.get_attr('input_kind')]}> config{node.index};")
+                f"{KIND_ENUM[node.get_attr('input_kind')]}, {_cfg(node, 'WeightPorts', 1)}> config{node.index};")
 
 
 class QuantLinearFunctionTemplate(_Function):
@@ -129,7 +136,7 @@ class QuantLinearFunctionTemplate(_Function):
     def format(self, node):
         q = _in(node)
         return (f"{_decl(node)}\n"
-                f"flexllm::linear<config{node.index}>({q}, {q}_scale, {q}_zero, wmem + {node.get_attr('w_off')}, "
+                f"flexllm::linear<config{node.index}>({q}, {q}_scale, {q}_zero, wports, {node.get_attr('w_off')}, "
                 f"fmem + {node.get_attr('s_off')}, fmem + {node.get_attr('z_off')}, {_var(node)}, "
                 f"{node.get_attr('rows')}, {node.get_attr('n_in')}, {node.get_attr('n_out')});")
 
@@ -166,7 +173,8 @@ class AttentionFunctionTemplate(_Function):
                 f"const flexllm::kv_cache_geometry {out}_geo = {{{kvh}, {ctx}, {d}}};\n"
                 f"flexllm::attention<config{node.index}>({_in(node, 0)}, {_in(node, 1)}, {_in(node, 2)}, "
                 f"fmem + {node.get_attr('cos_off')}, fmem + {node.get_attr('sin_off')}, {sc}, k_cache, v_cache, "
-                f"{out}_geo, {node.get_attr('cache_index')}, {out}, {node.get_attr('rows')}, position, {h});")
+                f"{out}_geo, {'l' if node.get_attr('in_block') else node.get_attr('cache_index')}, {out}, "
+                f"{node.get_attr('rows')}, position, {h});")
 
 
 # ---- SwiGLU, residual, Hadamard, last token ---------------------------------------------------------

@@ -2,6 +2,10 @@
 
 :data:`FUSION_ORDER` is the order :func:`flexllm_plugin.frontend.fuse_llama` applies them in:
 
+0. ``HFFoldConstants``      fold constant-only subgraphs (HF exports: RoPE Cos/Sin, causal mask,
+                            repeat-kv Expand shapes; no-op on our exporter's graphs)
+   ``HFRemoveNoOpCast``     drop Cast(float32 -> float32) (HF exports: RMSNorm, softmax, RoPE)
+   ``HFMergeDuplicateQuant`` one Quant per (inputs, attributes) (HF exports: q/k/v, gate/up input quant)
 1. ``FuseRMSNorm``          Pow/ReduceMean/Add/Sqrt/Div/Mul/Mul            -> RMSNorm
 2. ``FuseDynamicTokenQuant`` per-token scale / zero-point subgraph + Quant  -> DynamicTokenQuant
 3. ``FuseQuantLinear``      weight Quant [-> Transpose] -> MatMul           -> QuantLinear (needs 2.)
@@ -11,7 +15,8 @@
 6. ``FuseSplitHeads``       Reshape -> Transpose(0,2,1,3)                  -> SplitHeads
 7. ``FuseRoPE``             Mul/Slice/Neg/Concat/Mul/Add (+ decode Gathers) -> RoPE
 8. ``FuseAttention``        scale/Q-K-V-P Quants/repeat-kv/MatMul/mask/Softmax/MatMul/merge -> QuantAttention
-                            (after 6. and 7.: it reads their outputs)
+                            (after 6. and 7.: it reads their outputs; also HF eager attention:
+                            power-of-two score scaling, Expand repeat-kv)
 9. ``FuseEmbedding``        Gather(table, ids)                             -> Embedding
                             (after 7., which leaves decode's cos/sin Gathers dead and removed)
 10. ``FuseLastToken``       Gather(x, -1, axis=1)                          -> LastToken
@@ -29,9 +34,13 @@ from .fuse_rmsnorm import FuseRMSNorm
 from .fuse_rope import FuseRoPE
 from .fuse_split_heads import FuseSplitHeads
 from .fuse_swiglu import FuseSwiGLU
+from .hf_fold_constants import HFFoldConstants
+from .hf_merge_duplicate_quant import HFMergeDuplicateQuant
+from .hf_remove_noop_cast import HFRemoveNoOpCast
 from .remove_dead_nodes import RemoveDeadNodes
 
-FUSION_ORDER = (FuseRMSNorm, FuseDynamicTokenQuant, FuseQuantLinear, FuseOnlineHadamard, FuseSwiGLU,
+FUSION_ORDER = (HFFoldConstants, HFRemoveNoOpCast, HFMergeDuplicateQuant,
+                FuseRMSNorm, FuseDynamicTokenQuant, FuseQuantLinear, FuseOnlineHadamard, FuseSwiGLU,
                 FuseSplitHeads, FuseRoPE, FuseAttention, FuseEmbedding, FuseLastToken, FuseResidualAdd)
 
 __all__ = [c.__name__ for c in FUSION_ORDER] + ["RemoveDeadNodes", "FUSION_ORDER"]

@@ -8,6 +8,10 @@ Matched from the ``Softmax`` (commutative operands in either order, every Quant 
     Softmax -> [Quant s_p] -> MatMul(., V) -> Transpose(0,2,1,3) -> Reshape(1,L,H*d) = attn
     v -> [Quant s_v] = v_new -> [Concat(past_value)] -> [repeat kv] -----^
 
+Hugging Face eager attention scales the scores instead: ``Mul(MatMul(q_rot, K^T), scaling)`` (no Q
+quantizer) is accepted when ``scaling`` is a power of two (then it equals ``MatMul(q_rot * scaling, K^T)``
+bit for bit); its repeat-kv is ``Reshape(Expand(Unsqueeze(src, 2), [1, KVH, rep, T, d]))``.
+
 The mask must equal ``ops.quant_attention.causal_mask`` (0 / float32 min) exactly. In decode graphs
 the past K (V) ``Quant`` must be present exactly when the K (V) quantizer is, with the same scale.
 Without a K (V) quantizer ``k_new`` is ``k_rot`` itself: its producer's output is then renamed so that
@@ -32,11 +36,20 @@ def _per_head(q, n):
     return [float(v) for v in s.reshape(-1)]
 
 
+def _exact_power_of_two(value) -> bool:
+    """``value`` is a positive float32 power of two (scaling by it is exact, so it commutes with MatMul)."""
+    if value is None:
+        return False
+    v = np.float32(value)
+    return bool(v > 0 and np.isfinite(v) and np.frexp(v)[0] == 0.5)
+
+
 class FuseAttention(FusionTransformation):
     def _repeat_kv(self, idx, t):
-        """(source, n_rep, nodes) for repeat-kv ``Reshape(Tile(Unsqueeze(src, 2)))`` or (t, 1, [])."""
+        """(source, n_rep, nodes) for repeat-kv ``Reshape(Tile(Unsqueeze(src, 2)))`` or (HF ``repeat_kv``)
+        ``Reshape(Expand(Unsqueeze(src, 2), [1, KVH, rep, T, d]))``, else (t, 1, [])."""
         rs = idx.prod(t, "Reshape")
-        tile = rs and idx.prod(rs.input[0], "Tile")
+        tile = rs and idx.prod(rs.input[0], ("Tile", "Expand"))
         unsq = tile and idx.prod(tile.input[0], "Unsqueeze")
         if unsq is None:
             return t, 1, []
@@ -49,6 +62,10 @@ class FuseAttention(FusionTransformation):
         if axes != [2] or reps is None or src_shape is None or out_shape is None or len(src_shape) != 4:
             return None
         reps = [int(v) for v in reps.reshape(-1)]
+        if tile.op_type == "Expand":    # target shape -> repeats (every other axis must keep its size)
+            if len(reps) != 5 or idx.shape(tile.output[0]) != reps:
+                return None
+            reps = [1, 1, reps[2], 1, 1] if [r for i, r in enumerate(reps) if i != 2] == src_shape else [0]
         if len(reps) != 5 or reps[:2] != [1, 1] or reps[3:] != [1, 1]:
             return None
         rep = reps[2]
@@ -90,30 +107,47 @@ class FuseAttention(FusionTransformation):
         else:
             scores_mm = scores
         qk = idx.prod(scores_mm, "MatMul")
+        post = None
         if qk is None:
-            return
+            # HF eager attention: Mul(MatMul(q, K^T), scaling)
+            post = idx.prod(scores_mm, "Mul")
+            split = post and commutative_split(idx, post, lambda t: idx.scalar(t) is not None)
+            if split is None:
+                return
+            post_scale, scores_mm = split
+            qk = idx.prod(scores_mm, "MatMul")
+            if qk is None or not _exact_power_of_two(idx.scalar(post_scale)):
+                return
+            nodes.append(post)
+            internal.append(post.output[0])
         nodes.append(qk)
         internal.append(qk.output[0])
         q_in, kt = qk.input
         # Q
         qq = static_quant(idx, idx.prod(q_in, "Quant"))
-        if qq is not None:
-            if qq["signed"] != 1 or qq["narrow"] != 0:
+        if post is not None:
+            # MatMul(q, K^T) * 2^k == MatMul(q * 2^k, K^T) bit for bit (no Q quantizer between them)
+            if idx.prod(q_in, "Quant") is not None:
                 return
-            nodes.append(qq["node"])
-            internal.append(q_in)
-            q_scaled = qq["x"]
+            scale_name, q_rot = post_scale, q_in
         else:
-            q_scaled = q_in
-        mul = idx.prod(q_scaled, "Mul")
-        if mul is None:
-            return
-        split = commutative_split(idx, mul, lambda t: idx.scalar(t) is not None)
-        if split is None:
-            return
-        scale_name, q_rot = split
-        nodes.append(mul)
-        internal.append(mul.output[0])
+            if qq is not None:
+                if qq["signed"] != 1 or qq["narrow"] != 0:
+                    return
+                nodes.append(qq["node"])
+                internal.append(q_in)
+                q_scaled = qq["x"]
+            else:
+                q_scaled = q_in
+            mul = idx.prod(q_scaled, "Mul")
+            if mul is None:
+                return
+            split = commutative_split(idx, mul, lambda t: idx.scalar(t) is not None)
+            if split is None:
+                return
+            scale_name, q_rot = split
+            nodes.append(mul)
+            internal.append(mul.output[0])
         # K
         tr = idx.prod(kt, "Transpose")
         if tr is None or list(attr(tr, "perm", [])) != [0, 1, 3, 2]:

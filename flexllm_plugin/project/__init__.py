@@ -1,0 +1,1 @@
+"""U280 (Vitis) project generation: stage kernels with temporal reuse, HBM memory plan, host, build files."""

@@ -1,0 +1,368 @@
+"""``flexllm build CONFIG``: a U280 Vitis project from one model and one config.
+
+Ordered steps (each a function below):
+
+1. ``build_reference``   the calibrated Brevitas model and its bit-true golden model (all layers);
+2. ``convert_stages``    export ONE decoder block per stage (prefill chunk, decode step) as QONNX, fuse it,
+                         convert it with the hls4ml FlexLLM backend, supplying the per-layer parameters of
+                         all N layers (temporal reuse; the backend proves every layer fits the block and
+                         that layer 0 equals the converted block bit for bit);
+3. ``plan_buffers``      HBM/DDR buffers: one weight image per weight port (HBM[0..BP-1]), fp32 parameter
+                         image(s), KV cache, embedding table (DDR[0]), token/logit I/O (DDR[1]); budgets
+                         checked (<= 32 HBM channels, <= 256 MB each);
+4. ``write_project``     kernels, headers, weight files + manifest, tokenizer file, C-sim testbench, Vitis
+                         HLS tcl, v++ link config, XRT host, Makefile, README -- into a temporary directory
+                         renamed onto OutputDir at the end (a failed build leaves nothing half written).
+
+The same inputs give a byte-identical project (no timestamps; deterministic ordering).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import numpy as np
+
+from ..config import ConfigError, FlexLLMConfig
+from .spec import (DDR_BANK_BYTES, HBM_CHANNEL_BYTES, HBM_CHANNELS, U280_PLATFORM, Buffer, Kernel,
+                   ProjectSpec)
+
+BUILD_INFO = "flexllm_build.json"
+CONFIG_COPY = "flexllm_config.yaml"
+DECODE_EXPORT_PAST = 3          # the decode graph is exported for one past length; any works
+
+
+def _noop(msg):
+    pass
+
+
+# ---- 1. reference models ---------------------------------------------------------------------------
+def build_reference(cfg: FlexLLMConfig, log: Callable = _noop):
+    from brevitas_models.build import build_model, default_cache_dir
+    from brevitas_models.golden import GoldenModel
+
+    weights = cfg.load_weights()
+    spec = cfg.quant_spec()
+    model = build_model(weights, spec, log=log, cache_dir=default_cache_dir())
+    model.eval()
+    try:
+        golden = GoldenModel.from_brevitas(model)
+    except ValueError as e:
+        raise ConfigError(f"Quantization.Preset {spec.name!r} cannot run on the FlexLLM hardware: {e}") from None
+    return weights, model, golden
+
+
+def check_sizes(cfg: FlexLLMConfig, golden) -> None:
+    p, d = cfg["Prefill"], cfg["Decode"]
+    if d["MaxContext"] > golden.max_positions:
+        raise ConfigError(f"Decode.MaxContext {d['MaxContext']} exceeds the model's {golden.max_positions} positions")
+    if p["MaxSeqLen"] > d["MaxContext"]:
+        raise ConfigError(f"Prefill.MaxSeqLen {p['MaxSeqLen']} exceeds Decode.MaxContext {d['MaxContext']}")
+    if p["ChunkTokens"] > p["MaxSeqLen"]:
+        raise ConfigError(f"Prefill.ChunkTokens {p['ChunkTokens']} exceeds Prefill.MaxSeqLen {p['MaxSeqLen']}")
+    if d["MaxNewTokens"] >= d["MaxContext"]:
+        raise ConfigError(f"Decode.MaxNewTokens {d['MaxNewTokens']} must be below Decode.MaxContext")
+    if d["Sampling"] == "top-k" and d["TopK"] < 2:
+        raise ConfigError("Decode.TopK must be >= 2 with Sampling: top-k")
+
+
+# ---- 2. stage conversion ---------------------------------------------------------------------------
+def stage_options(cfg: FlexLLMConfig, golden, stage: str) -> Dict:
+    p, d = cfg["Prefill"], cfg["Decode"]
+    ctx = int(d["MaxContext"])
+    opts = {"MaxContext": ctx, "LayerParams": golden.layers, "WeightPorts": int(d["BP"]),
+            "RopeTables": (golden.rope_cos[:ctx], golden.rope_sin[:ctx]),
+            "HeadLanes": int(d["HP"]), "KeyLanes": int(d["KVParallel"])}
+    if stage == "prefill":
+        opts.update({"TokenLanes": int(p["TP"]), "PrefillOutLanes": int(d["BP"]), "PrefillInLanes": int(p["WP"])})
+    else:
+        opts.update({"OutLanes": int(d["BP"]), "InLanes": int(d["WP"])})
+    return opts
+
+
+def convert_stages(cfg: FlexLLMConfig, weights, model, golden, workdir: Path, log: Callable = _noop) -> Dict:
+    import hls4ml
+
+    from brevitas_models.export import export_stage
+    from brevitas_models.text import encode, load_text
+
+    from ..backend.registration import ensure_registered
+    from ..frontend import fuse_llama
+
+    ensure_registered()
+    name = cfg["ProjectName"]
+    tokens = encode(weights.tokenizer, load_text())
+    seq = {"prefill": int(cfg["Prefill"]["ChunkTokens"]), "decode": DECODE_EXPORT_PAST}
+    out = {}
+    for stage in ("prefill", "decode"):
+        t0 = time.perf_counter()
+        info = export_stage(model, stage, workdir / stage, tokens, seq_len=seq[stage], layers=1)
+        fused = fuse_llama(info["onnx"])
+        hm = hls4ml.converters.convert_from_onnx_model(
+            fused.model, output_dir=str(workdir / f"{stage}_hls4ml"), project_name=f"{name}_{stage}_stage",
+            backend="FlexLLM", part=cfg["Part"], clock_period=cfg["ClockPeriod"],
+            flexllm=stage_options(cfg, golden, stage))
+        out[stage] = hm
+        log(f"{stage}: exported, fused and converted one decoder block in {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+# ---- 3. buffers ------------------------------------------------------------------------------------
+def plan_buffers(cfg: FlexLLMConfig, golden, plans: Dict) -> Dict:
+    """Images -> device buffers with memory banks. Returns {'buffers': [...], 'images': {name: array},
+    'fmem': {stage: buffer name}}."""
+    pre, dec = plans["prefill"], plans["decode"]
+    ports = pre.ports
+    images, buffers, fmem = {}, [], {}
+    for i in range(ports):
+        a, b = pre.image(f"wmem_p{i}"), dec.image(f"wmem_p{i}")
+        if not np.array_equal(a, b):
+            raise AssertionError(f"weight port {i}: prefill and decode images differ (planning is not stage-independent)")
+        images[f"weights_p{i}"] = a
+    if not np.array_equal(pre.image("embed"), dec.image("embed")):
+        raise AssertionError("prefill and decode embedding images differ")
+    images["embed"] = pre.image("embed")
+    fp, fd = pre.image("fmem"), dec.image("fmem")
+    if fp.shape == fd.shape and np.array_equal(fp, fd):
+        images["fmem"] = fp
+        fmem = {"prefill": "fmem", "decode": "fmem"}
+    else:
+        images["fmem_prefill"], images["fmem_decode"] = fp, fd
+        fmem = {"prefill": "fmem_prefill", "decode": "fmem_decode"}
+
+    d = cfg["Decode"]
+    hbm = 0
+    for i in range(ports):
+        buffers.append(Buffer(f"weights_p{i}", f"HBM[{hbm}]", int(images[f"weights_p{i}"].nbytes),
+                              f"weights/weights_p{i}.bin"))
+        hbm += 1
+    for key in sorted(k for k in images if k.startswith("fmem")):
+        buffers.append(Buffer(key, f"HBM[{hbm}]", int(images[key].nbytes), f"weights/{key}.bin"))
+        hbm += 1
+    kv_bytes = golden.num_layers * golden.num_kv_heads * int(d["MaxContext"]) * golden.head_dim
+    buffers.append(Buffer("k_cache", f"HBM[{hbm}]", kv_bytes))
+    buffers.append(Buffer("v_cache", f"HBM[{hbm + 1}]", kv_bytes))
+    hbm += 2
+    buffers.append(Buffer("embed", "DDR[0]", int(images["embed"].nbytes), "weights/embed.bin"))
+    vocab = golden.vocab_size
+    io = [("prompt_tokens", 4 * int(cfg["Prefill"]["MaxSeqLen"])), ("first_token", 64),
+          ("prefill_logits", 4 * vocab), ("out_tokens", 4 * int(d["MaxNewTokens"])), ("decode_logits", 4 * vocab)]
+    buffers += [Buffer(n, "DDR[1]", b) for n, b in io]
+    for b in buffers:
+        if b.file is not None:
+            b.sha256 = hashlib.sha256(images[b.name].tobytes()).hexdigest()
+    check_budgets(buffers)
+    return {"buffers": buffers, "images": images, "fmem": fmem}
+
+
+def check_budgets(buffers) -> None:
+    """At most 32 HBM pseudo-channels of 256 MB each; DDR banks of 16 GB; clear errors naming the bank."""
+    totals: Dict[str, int] = {}
+    for b in buffers:
+        totals[b.memory] = totals.get(b.memory, 0) + b.bytes
+    for mem, total in sorted(totals.items()):
+        kind, idx = mem[:-1].split("[")
+        idx = int(idx)
+        if kind == "HBM":
+            if idx >= HBM_CHANNELS:
+                raise ConfigError(f"memory plan needs {mem}: the U280 has {HBM_CHANNELS} HBM channels "
+                                  f"(HBM[0]..HBM[{HBM_CHANNELS - 1}]); reduce Decode.BP")
+            if total > HBM_CHANNEL_BYTES:
+                names = [b.name for b in buffers if b.memory == mem]
+                raise ConfigError(f"{mem} holds {total / 2**20:.1f} MB ({', '.join(names)}): over the 256 MB of "
+                                  "one HBM pseudo-channel; increase Decode.BP (weight ports)")
+        elif total > DDR_BANK_BYTES:
+            raise ConfigError(f"{mem} holds {total / 2**30:.2f} GB: over the 16 GB DDR4 bank")
+
+
+# ---- estimates -------------------------------------------------------------------------------------
+def estimates(cfg: FlexLLMConfig, golden, buffers) -> Dict:
+    """Analytical first-order figures (bandwidth / MAC bounds at the configured clock), not synthesis."""
+    p, d = cfg["Prefill"], cfg["Decode"]
+    f = 1e3 / float(cfg["ClockPeriod"])   # MHz
+    weight_bytes = sum(b.bytes for b in buffers if b.name.startswith("weights_p"))
+    macs = sum(lp.d_in * lp.d_out for _, lp in golden.linears())
+    port_bw = 64 * f * 1e6              # one 512-bit word per cycle per port
+    bw = int(d["BP"]) * port_bw
+    decode_s = weight_bytes / bw
+    prefill_macs_per_cycle = int(p["TP"]) * int(d["BP"]) * int(p["WP"])
+    return {
+        "clock_MHz": round(f, 1),
+        "weight_bytes": weight_bytes,
+        "weight_ports": int(d["BP"]),
+        "decode_weight_bandwidth_GBps": round(bw / 1e9, 1),
+        "decode_ms_per_token_bound": round(decode_s * 1e3, 3),
+        "decode_tokens_per_s_bound": round(1.0 / decode_s, 1),
+        "prefill_int_MACs_per_cycle": prefill_macs_per_cycle,
+        "prefill_ms_per_token_bound": round(macs / (prefill_macs_per_cycle * f * 1e6) * 1e3, 3),
+        "linear_MACs_per_token": macs,
+        "note": "first-order bounds from the configured lanes and ports (weights streamed once per token in "
+                "decode, MAC array bound in prefill); not synthesis results",
+    }
+
+
+# ---- tokenizer file --------------------------------------------------------------------------------
+def _byte_level_alphabet() -> Dict[str, int]:
+    """Inverse of the byte-level BPE alphabet (GPT-2 and Llama-3 style tokenizers): printable bytes map to
+    themselves, the other 68 bytes to code points 256, 257, ... in byte order."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[chr(b)] = b
+        else:
+            table[chr(256 + extra)] = b
+            extra += 1
+    return table
+
+
+def token_bytes(tokenizer, vocab_size: int) -> list:
+    """The raw bytes of every token id (byte-level BPE pieces mapped back to bytes; byte tokenizers:
+    the byte itself; anything else: the UTF-8 of its decoded text)."""
+    inverse = _byte_level_alphabet()
+    convert = getattr(tokenizer, "convert_ids_to_tokens", None)
+    out = []
+    for i in range(vocab_size):
+        if convert is None:
+            out.append(bytes([i]) if i < 256 else b"")
+            continue
+        piece = convert(i)
+        if piece is not None and piece and all(ch in inverse for ch in piece):
+            out.append(bytes(inverse[ch] for ch in piece))
+        else:
+            out.append(tokenizer.decode([i]).encode("utf-8"))
+    return out
+
+
+def tokenizer_file(tokenizer, vocab_size: int) -> bytes:
+    parts = [np.uint32(vocab_size).tobytes()]
+    for b in token_bytes(tokenizer, vocab_size):
+        parts += [np.uint32(len(b)).tobytes(), b]
+    return b"".join(parts)
+
+
+# ---- 4. project files ------------------------------------------------------------------------------
+def _atomic_replace(tmp: Path, out: Path) -> None:
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        os.replace(out, old / "prj")
+        os.replace(tmp, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, out)
+
+
+def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Dict, root: Path) -> ProjectSpec:
+    from ..backend.memory import ALIGN_BYTES
+    from ..resources import data_dir
+    from .kernels import decode_kernel, decode_ports, prefill_kernel, prefill_ports, stage_headers
+    from .testbench import testbench_source
+    from .vitis_files import write_vitis_files
+
+    name = cfg["ProjectName"]
+    d, p = cfg["Decode"], cfg["Prefill"]
+    fw = root / "firmware"
+    (fw / "flexllm").mkdir(parents=True)
+    for header in sorted(data_dir("layers").glob("*.h")):
+        shutil.copyfile(header, fw / "flexllm" / header.name)
+    ports = int(d["BP"])
+    kernels = []
+    for stage, make, port_fn in (("prefill", prefill_kernel, prefill_ports), ("decode", decode_kernel, decode_ports)):
+        hm = stages[stage]
+        for fname, text in stage_headers(hm):
+            (fw / fname).write_text(text)
+        src = f"firmware/{name}_{stage}.cpp"
+        (root / src).write_text(make(hm, f"{name}_{stage}", planned["fmem"][stage]))
+        kernel_ports = port_fn(ports, planned["fmem"][stage])
+        mem_of = {b.name: b.memory for b in planned["buffers"]}
+        for port in kernel_ports:
+            if port.kind == "m_axi":
+                port.memory = mem_of[port.buffer]
+        kernels.append(Kernel(f"{name}_{stage}", src, kernel_ports, round(1e3 / float(cfg["ClockPeriod"]), 3)))
+
+    wdir = root / "weights"
+    wdir.mkdir()
+    manifest = {"alignment_bytes": ALIGN_BYTES, "weight_ports": ports, "buffers": {}, "tensors": {}}
+    for b in planned["buffers"]:
+        if b.file is not None:
+            planned["images"][b.name].tofile(root / b.file)
+            manifest["buffers"][b.name] = {"file": b.file, "memory": b.memory, "bytes": b.bytes,
+                                           "dtype": str(planned["images"][b.name].dtype), "sha256": b.sha256}
+    for stage, hm in stages.items():
+        plan = hm.config.config["FlexLLM"]["MemoryPlan"]
+        image_to_buffer = {f"wmem_p{i}": f"weights_p{i}" for i in range(ports)}
+        image_to_buffer.update({"embed": "embed", "fmem": planned["fmem"][stage]})
+        for tname, t in sorted(plan.tensors.items()):
+            entry = dict(t, buffer=image_to_buffer[t["image"]])
+            manifest["tensors"][f"{stage}:{tname}"] = entry
+    (wdir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    (root / "tokenizer").mkdir()
+    (root / "tokenizer" / "tokens.bin").write_bytes(tokenizer_file(weights.tokenizer, golden.vocab_size))
+
+    eos = getattr(weights.tokenizer, "eos_token_id", None)
+    spec = ProjectSpec(
+        name=name, part=cfg["Part"], platform=U280_PLATFORM, kernels=kernels, buffers=planned["buffers"],
+        model={"vocab_size": golden.vocab_size, "hidden_size": golden.hidden_size, "num_layers": golden.num_layers,
+               "num_heads": golden.num_heads, "num_kv_heads": golden.num_kv_heads, "head_dim": golden.head_dim,
+               "intermediate_size": golden.intermediate_size, "quant_preset": cfg["Quantization"]["Preset"],
+               "input_quant": golden.input_quant, "weight_bits": golden.weight_bits,
+               "max_prompt": int(p["MaxSeqLen"]), "prefill_chunk": int(p["ChunkTokens"]),
+               "max_context": int(d["MaxContext"]), "max_new_tokens": int(d["MaxNewTokens"]),
+               "eos_token_id": int(eos) if isinstance(eos, (int, np.integer)) else None,
+               "sampling": "top_k" if d["Sampling"] == "top-k" else "greedy", "top_k": int(d["TopK"]),
+               "temperature": float(d["Temperature"]), "tokenizer_file": "tokenizer/tokens.bin",
+               "clock_mhz": round(1e3 / float(cfg["ClockPeriod"]), 3),
+               "lanes": {"prefill": {"TP": int(p["TP"]), "WP": int(p["WP"]), "ports": ports},
+                         "decode": {"BP": ports, "WP": int(d["WP"]), "HP": int(d["HP"]),
+                                    "KVParallel": int(d["KVParallel"])}}},
+        estimates=estimates(cfg, golden, planned["buffers"]))
+    (root / "csim").mkdir()
+    from brevitas_models.text import default_prompt_text
+    prompt_ids = list(weights.tokenizer.encode(default_prompt_text(), add_special_tokens=False))[:int(p["MaxSeqLen"])]
+    (root / "csim" / "prompt.txt").write_text(" ".join(str(int(t)) for t in prompt_ids) + "\n")
+    (root / "csim" / "testbench.cpp").write_text(
+        testbench_source(spec, kernels[0].ports, kernels[1].ports))
+    write_vitis_files(spec, root)
+    return spec
+
+
+def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Callable = _noop) -> Dict:
+    """Steps 1-4; returns a summary dict (timings, buffers, estimates)."""
+    t_start = time.perf_counter()
+    out = Path(out_dir or cfg.output_dir).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    weights, model, golden = build_reference(cfg, log)
+    check_sizes(cfg, golden)
+    t_model = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        with tempfile.TemporaryDirectory(prefix="flexllm_build_") as work:
+            stages = convert_stages(cfg, weights, model, golden, Path(work), log)
+            t_convert = time.perf_counter()
+            plans = {s: hm.config.config["FlexLLM"]["MemoryPlan"] for s, hm in stages.items()}
+            planned = plan_buffers(cfg, golden, plans)
+            spec = write_project(cfg, weights, golden, stages, planned, tmp)
+        if cfg.path is not None:
+            shutil.copyfile(cfg.path, tmp / CONFIG_COPY)
+        else:
+            import yaml
+            (tmp / CONFIG_COPY).write_text(yaml.safe_dump(cfg.data, sort_keys=True))
+        info = {"project": spec.to_dict(), "config": CONFIG_COPY}
+        (tmp / BUILD_INFO).write_text(json.dumps(info, indent=1, sort_keys=True, default=str))
+        _atomic_replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    t_end = time.perf_counter()
+    return {"output_dir": str(out), "name": spec.name,
+            "buffers": {b.name: {"memory": b.memory, "bytes": b.bytes} for b in spec.buffers},
+            "estimates": spec.estimates,
+            "seconds": {"model": round(t_model - t_start, 2), "convert": round(t_convert - t_model, 2),
+                        "total": round(t_end - t_start, 2)}}

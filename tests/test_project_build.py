@@ -1,0 +1,151 @@
+"""flexllm build / verify / generate end to end on the tiny config (U280 project, C simulation of the
+exact kernel sources against the golden model), plus the build's error handling and determinism."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flexllm_plugin.config import ConfigError, load_config
+from flexllm_plugin.resources import config_path
+
+PROMPT = "Assert statements are a convenient way to insert"   # 48 byte tokens (tiny: MaxSeqLen 64)
+
+
+def _tree_digest(root: Path) -> dict:
+    """sha256 of every generated file (run products -- build/, csim/out/ -- excluded)."""
+    def generated(p):
+        parts = p.relative_to(root).parts
+        return "build" not in parts and parts[:2] != ("csim", "out")
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and generated(p)}
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory):
+    from flexllm_plugin.project.builder import build_project
+
+    out = tmp_path_factory.mktemp("prj") / "tiny"
+    summary = build_project(load_config(config_path("tiny.yaml")), out)
+    return out, summary
+
+
+def test_build_writes_a_complete_u280_project(tiny_project):
+    out, summary = tiny_project
+    for rel in ("firmware/tiny_prefill.cpp", "firmware/tiny_decode.cpp", "hls/tiny_prefill.tcl",
+                "hls/tiny_decode.tcl", "vitis/link.cfg", "host/host.cpp", "Makefile", "README.md",
+                "csim/testbench.cpp", "weights/manifest.json", "tokenizer/tokens.bin", "flexllm_build.json"):
+        assert (out / rel).is_file(), rel
+    decode = (out / "firmware" / "tiny_decode.cpp").read_text()
+    # temporal reuse: the block appears once, inside the layer loop; the token loop is on chip
+    assert decode.count("flexllm::attention<") == 1
+    assert "for (int l = 0; l < N_LAYERS; ++l)" in decode and "DECODE_TOKENS:" in decode
+    assert "sample_token(step_logits" in decode
+    cfg = (out / "vitis" / "link.cfg").read_text()
+    assert "platform=xilinx_u280_gen3x16_xdma_1_202211_1" in cfg
+    assert "sp=tiny_decode_1.w3:HBM[3]" in cfg and "sp=tiny_prefill_1.k_cache:HBM[5]" in cfg
+    assert summary["buffers"]["embed"]["memory"] == "DDR[0]"
+    manifest = json.loads((out / "weights" / "manifest.json").read_text())
+    assert manifest["weight_ports"] == 4
+    assert any(k.startswith("decode:") and "[1]" in k for k in manifest["tensors"])     # layer 1 of 2
+
+
+def test_verify_matches_the_golden_model(tiny_project):
+    from flexllm_plugin.project.verify import verify
+
+    out, _ = tiny_project
+    r = verify(out, PROMPT, 12)
+    assert r["match"] and r["tokens_match"] and r["kv_cache_match"]
+    assert r["first_divergence"] is None and r["max_logit_rel_err"] == 0.0
+    assert r["csim_tokens"] == r["reference_tokens"] and len(r["csim_tokens"]) == 12
+    assert r["brevitas_agreement"] >= 0.9
+    assert set(r) >= {"match", "reference_tokens", "csim_tokens", "first_divergence", "max_logit_rel_err",
+                      "brevitas_tokens", "brevitas_agreement", "seconds"}
+
+
+def test_cli_generate_and_verify_errors(tiny_project):
+    out, _ = tiny_project
+    r = subprocess.run([sys.executable, "-m", "flexllm_plugin.cli", "generate", str(out), "--prompt", PROMPT,
+                        "--max-new-tokens", "4", "--json"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    gen = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(gen["tokens"]) == 4 and isinstance(gen["text"], str)
+    # more new tokens than compiled (tiny: MaxNewTokens 32), prompt above the prefill maximum (64)
+    for argv, msg in ((["--prompt", PROMPT, "--max-new-tokens", "33"], "MaxNewTokens"),
+                      (["--prompt", "x" * 100, "--max-new-tokens", "4"], "longer than the prefill maximum")):
+        r = subprocess.run([sys.executable, "-m", "flexllm_plugin.cli", "verify", str(out), *argv],
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 2 and msg in r.stderr, r.stderr
+    # context above the compiled maximum
+    from flexllm_plugin.project.verify import ProjectError, _check_request
+    with pytest.raises(ProjectError, match="MaxContext = 128"):
+        _check_request({"max_prompt": 100, "max_new_tokens": 64, "max_context": 128}, 100, 40)
+
+
+def test_testbench_default_run_and_make_csim(tiny_project):
+    """`make csim` (what a Vitis user runs first) builds and runs the testbench with its defaults."""
+    import hls4ml
+
+    out, _ = tiny_project
+    ap = Path(hls4ml.__file__).parent / "templates" / "vivado" / "ap_types"
+    r = subprocess.run(["make", "csim", f"AP_TYPES={ap}"], cwd=out, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    tokens = np.fromfile(out / "csim" / "out" / "tokens.bin", dtype=np.int32)
+    assert tokens.size == 8 and np.all((tokens >= 0) & (tokens < 512))
+
+
+def test_same_inputs_give_a_byte_identical_project(tiny_project, tmp_path):
+    from flexllm_plugin.project.builder import build_project
+
+    out, _ = tiny_project
+    again = tmp_path / "tiny"
+    build_project(load_config(config_path("tiny.yaml")), again)
+    assert _tree_digest(again) == _tree_digest(out)
+
+
+def _tiny_cfg(tmp_path, **sections):
+    import yaml
+
+    data = yaml.safe_load(config_path("tiny.yaml").read_text())
+    for sec, values in sections.items():
+        data.setdefault(sec, {}).update(values)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_config(path)
+
+
+def test_too_many_hbm_channels_fails_cleanly(tmp_path):
+    """30 weight ports + parameters + K + V > 32 HBM channels: a clear error, nothing half written."""
+    from flexllm_plugin.project.builder import build_project
+
+    cfg = _tiny_cfg(tmp_path, Decode={"BP": 30})
+    out = tmp_path / "prj"
+    with pytest.raises(ConfigError, match=r"HBM\[32\]"):
+        build_project(cfg, out)
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".prj")] == []
+
+
+def test_budget_checks_name_the_bank():
+    from flexllm_plugin.project.builder import check_budgets
+    from flexllm_plugin.project.spec import Buffer
+
+    with pytest.raises(ConfigError, match=r"HBM\[3\] holds 300.0 MB \(weights_p3\)"):
+        check_budgets([Buffer("weights_p3", "HBM[3]", 300 * 2 ** 20)])
+    check_budgets([Buffer("weights_p3", "HBM[3]", 256 * 2 ** 20)])
+
+
+def test_bad_config_values_are_rejected(tmp_path):
+    with pytest.raises(ConfigError, match="Decode.BP"):
+        _tiny_cfg(tmp_path, Decode={"BP": 40})
+    with pytest.raises(ConfigError, match="Prefill.Chunk"):
+        _tiny_cfg(tmp_path, Prefill={"ChunkSize": 4})
+    from flexllm_plugin.project.builder import build_project
+    cfg = _tiny_cfg(tmp_path, Decode={"MaxContext": 100000})
+    with pytest.raises(ConfigError, match="MaxContext"):
+        build_project(cfg, tmp_path / "prj")
