@@ -59,6 +59,7 @@ from .model import LlamaModel, OnlineHadamard, TokenQuant, causal_mask
 
 __all__ = ["STAGES", "DEFAULT_PREFILL_LEN", "DEFAULT_DECODE_PAST", "OPSET_VERSION", "EXTERNAL_DATA_THRESHOLD",
            "ONNX_NAME", "DATA_NAME", "REFERENCE_NAME", "export_stage", "stage_io_names", "truncated_model",
+           "vocab_view",
            "PrefillGraph", "DecodeGraph"]
 
 STAGES = ("prefill", "decode")
@@ -85,6 +86,32 @@ def truncated_model(model: LlamaModel, num_layers: int) -> LlamaModel:
     view = copy.copy(model)
     view._modules = dict(model._modules)
     view._modules["layers"] = nn.ModuleList(list(model.layers)[:num_layers])
+    return view
+
+
+def vocab_view(model: LlamaModel, rows: int) -> LlamaModel:
+    """A view of ``model`` whose embedding table and LM head keep only their first ``rows`` token rows
+    (copies of those rows; the LM head shares its input quantizer). For exporting the *structure* of
+    the vocabulary-sized ends of a large model cheaply: the weights of the whole table are carried
+    separately (the project builder supplies them from the golden model)."""
+    import dataclasses
+
+    from .model import QuantLinearUnit
+
+    if rows >= model.arch.vocab_size:
+        return model
+    view = copy.copy(model)
+    view._modules = dict(model._modules)
+    view.arch = dataclasses.replace(model.arch, vocab_size=rows)
+    emb = nn.Embedding(rows, model.arch.hidden_size)
+    lm = QuantLinearUnit(model.arch.hidden_size, rows, model.spec)
+    with torch.no_grad():
+        emb.weight.copy_(model.embed_tokens.weight[:rows])
+        lm.linear.weight.copy_(model.lm_head.linear.weight[:rows])
+    lm.input_quant = model.lm_head.input_quant
+    lm.eval()
+    view._modules["embed_tokens"] = emb
+    view._modules["lm_head"] = lm
     return view
 
 

@@ -194,9 +194,15 @@ class LinearParams:
         self.acc_bound = self.d_in * _INPUT_QMAX[input_kind] * max(wmax, 1)
         if self.acc_bound > _MAX_INT32:
             raise ValueError(f"{self.name}: accumulator bound {self.acc_bound} exceeds int32")
-        dt = np.float32 if self.acc_bound <= 2 ** 24 else np.float64
-        self._wt = np.ascontiguousarray(self.w_int.T.astype(dt))   # exact float copy for BLAS
+        self._wt = None            # exact float copy of w_int.T for BLAS, made on first use (wt)
         return self
+
+    @property
+    def wt(self) -> np.ndarray:
+        if self._wt is None:
+            dt = np.float32 if self.acc_bound <= 2 ** 24 else np.float64
+            self._wt = np.ascontiguousarray(self.w_int.T.astype(dt))
+        return self._wt
 
     @property
     def d_in(self) -> int:
@@ -440,7 +446,7 @@ class GoldenModel:
 
     def _linear_q(self, lp: LinearParams, q: np.ndarray, s: np.ndarray, zero: Optional[np.ndarray],
                   trace: Optional[dict], prefix: str) -> np.ndarray:
-        acc = int_matmul(q, lp._wt, lp.acc_bound)                       # [L, out] exact
+        acc = int_matmul(q, lp.wt, lp.acc_bound)                       # [L, out] exact
         y = (acc.astype(np.float32) * s[:, None]) * lp.w_scale[None, :]
         if zero is not None:
             y = y + zero[:, None] * lp.wsum[None, :]

@@ -126,6 +126,15 @@ def _hadamard_t(size: int, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(hadamard_matrix(size).T.copy()).to(dtype)
 
 
+@functools.lru_cache(maxsize=8)
+def _hadamard_kron_factors(size: int, dtype: torch.dtype):
+    """(H_a, H_b) with H_size = kron(H_a, H_b), a * b = size (powers of two, a <= b)."""
+    from .hadamard import hadamard_matrix
+    k = size.bit_length() - 1
+    a, b = 2 ** (k // 2), 2 ** (k - k // 2)
+    return (torch.from_numpy(hadamard_matrix(a)).to(dtype), torch.from_numpy(hadamard_matrix(b)).to(dtype))
+
+
 class OnlineHadamard(nn.Module):
     """R4: x -> x @ H^T with H the orthonormal Hadamard matrix of the last dim; identity when disabled."""
 
@@ -143,6 +152,12 @@ class OnlineHadamard(nn.Module):
             return hadamard_matmul(x)
         # A dense matmul with the cached H^T is several times faster in PyTorch than the butterfly
         # network; the bit-true golden model uses the butterfly order the hardware implements.
+        # Large powers of two use the Kronecker split H_n = H_a (x) H_b (Sylvester, symmetric):
+        # x @ H_n = H_a @ X @ H_b with X = x viewed as [a, b], 2 * sqrt(n) instead of n MACs per element.
+        if self.size >= 1024 and self.size & (self.size - 1) == 0:
+            h_a, h_b = _hadamard_kron_factors(self.size, x.dtype)
+            xs = x.reshape(*x.shape[:-1], h_a.shape[0], h_b.shape[0])
+            return torch.matmul(torch.matmul(h_a, xs), h_b).reshape(x.shape)
         return torch.matmul(x, _hadamard_t(self.size, x.dtype))
 
 

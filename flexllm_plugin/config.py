@@ -74,6 +74,7 @@ SCHEMA: Dict[str, Any] = {
     "Quantization": {
         "Preset": ("flexllm-w4a4", _choice("float", "w8a8", "w4a8", "flexllm-w4a4")),
         "Rotation": (None, _opt(_choice("none", "hadamard"))),
+        "InputQuant": (None, _opt(_choice("uint4_asym", "int8"))),
         "GPTQ": (None, _opt(_bool)),
         "CalibrationTokens": (None, _opt(_int(1))),
         "CalibrationContext": (None, _opt(_int(1))),
@@ -145,7 +146,8 @@ class FlexLLMConfig:
         from brevitas_models.quant_presets import quant_preset
         q = self.data["Quantization"]
         overrides = {}
-        mapping = {"Rotation": "rotation", "GPTQ": "gptq", "CalibrationTokens": "calibration_tokens",
+        mapping = {"Rotation": "rotation", "InputQuant": "input_quant", "GPTQ": "gptq",
+                   "CalibrationTokens": "calibration_tokens",
                    "CalibrationContext": "calibration_ctx"}
         for key, name in mapping.items():
             if q[key] is not None:

@@ -39,6 +39,19 @@ def _bits(a):
     return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
 
 
+def _golden_run(model, n_layers, stage, seq_len):
+    """Golden logits (last token) and trace of the exported sample: prefill of seq_len tokens, or a
+    decode step at position seq_len after a prefill of seq_len tokens."""
+    golden = GoldenModel.from_brevitas(truncated_model(model, n_layers))
+    toks = text_tokens()[:64].numpy()
+    if stage == "prefill":
+        logits, _, trace = golden.prefill(toks[:seq_len], trace=True)
+        return logits.reshape(seq_len, -1)[-1], trace
+    _, kv, _ = golden.prefill(toks[:seq_len])
+    logits, _, trace = golden.decode(int(toks[seq_len]), seq_len, kv, trace=True)
+    return logits, trace
+
+
 @pytest.mark.parametrize("stage", ["prefill", "decode"])
 def test_decoder_layer_matches_golden_bit_exactly(preset_model, stage, tmp_path):
     preset, model = preset_model
@@ -46,14 +59,7 @@ def test_decoder_layer_matches_golden_bit_exactly(preset_model, stage, tmp_path)
     info, hm, ref = _convert(model, stage, seq_len, tmp_path)
     out = hm.predict([ref[n] for n in info["input_names"]], return_codes=True)
 
-    golden = GoldenModel.from_brevitas(truncated_model(model, 1))
-    toks = text_tokens()[:64].numpy()
-    if stage == "prefill":
-        logits, _, trace = golden.prefill(toks[:seq_len], trace=True)
-        logits = logits.reshape(seq_len, -1)[-1]
-    else:
-        _, kv, _ = golden.prefill(toks[:seq_len])
-        logits, _, trace = golden.decode(int(toks[seq_len]), seq_len, kv, trace=True)
+    logits, trace = _golden_run(model, 1, stage, seq_len)
     key_name, value_name = info["output_names"][1:3]
     # integer tensors bit-exact: the new KV-cache entries (int8 codes of K after RoPE and of V)
     np.testing.assert_array_equal(out[key_name + ".codes"], trace["layers.0.self_attn.k_int"])
@@ -106,14 +112,7 @@ def test_two_layer_graph_folds_into_one_block(stage, tmp_path):
     assert src.count("flexllm::attention<") == 1 and "for (int l = 0; l < N_LAYERS; ++l)" in src
     assert "constexpr int N_LAYERS = 2;" in (tmp_path / stage / "prj" / "firmware" / f"tiny_{stage}.h").read_text()
     out = hm.predict([ref[n] for n in info["input_names"]], return_codes=True)
-    golden = GoldenModel.from_brevitas(truncated_model(model, 2))
-    toks = text_tokens()[:64].numpy()
-    if stage == "prefill":
-        logits, _, trace = golden.prefill(toks[:seq_len], trace=True)
-        logits = logits.reshape(seq_len, -1)[-1]
-    else:
-        _, kv, _ = golden.prefill(toks[:seq_len])
-        logits, _, trace = golden.decode(int(toks[seq_len]), seq_len, kv, trace=True)
+    logits, trace = _golden_run(model, 2, stage, seq_len)
     np.testing.assert_array_equal(_bits(out["logits"].reshape(-1)), _bits(np.asarray(logits).reshape(-1)))
     for layer in (0, 1):
         key, value = info["output_names"][1 + 2 * layer: 3 + 2 * layer]

@@ -235,3 +235,21 @@ def test_random_orthogonal():
     np.testing.assert_allclose(Q @ Q.T, np.eye(64), atol=1e-12)
     np.testing.assert_array_equal(Q, random_orthogonal(64, seed=3))
     assert not np.allclose(Q, random_orthogonal(64, seed=4))
+
+
+@pytest.mark.parametrize("n", [64, 256, 2048])
+def test_fast_rotation_equals_dense_product(n):
+    """Power-of-two rotations use the fast transform; they equal the dense products to float64 rounding."""
+    import torch
+
+    from brevitas_models.rotation import Rotation
+
+    rot = Rotation.hadamard(n)
+    assert rot.fast
+    h = torch.from_numpy(hadamard_matrix(n).astype(np.float64))
+    w = torch.from_numpy(np.random.default_rng(n).standard_normal((37, n)))
+    wt = torch.from_numpy(np.random.default_rng(n + 1).standard_normal((n, 5)))
+    assert torch.allclose(rot.right(w), w @ h, rtol=0, atol=1e-12)
+    assert torch.allclose(rot.right_t(w), w @ h.T, rtol=0, atol=1e-12)
+    assert torch.allclose(rot.left_t(wt), h.T @ wt, rtol=0, atol=1e-12)
+    assert not Rotation.hadamard(96).fast          # 12 * 8: dense, rotated weights unchanged

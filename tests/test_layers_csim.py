@@ -543,7 +543,7 @@ BITS_KINDS = [(4, UINT4), (4, INT8), (8, INT8), (8, UINT4)]
 def golden_linear(w, w_scale, bits, kind, q, s, z):
     lp = LinearParams("lin", w, w_scale, bits).finalize(KIND_NAME[kind])
     y = GoldenModel._linear_q(None, lp, q, s, z, None, "lin")     # the golden code itself (self unused)
-    acc = fp32.int_matmul(q, lp._wt, lp.acc_bound)
+    acc = fp32.int_matmul(q, lp.wt, lp.acc_bound)
     return lp, y, acc
 
 

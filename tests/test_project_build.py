@@ -149,3 +149,27 @@ def test_bad_config_values_are_rejected(tmp_path):
     cfg = _tiny_cfg(tmp_path, Decode={"MaxContext": 100000})
     with pytest.raises(ConfigError, match="MaxContext"):
         build_project(cfg, tmp_path / "prj")
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_smollm2_two_layers_build_and_verify(tmp_path):
+    """The real model's weights and tokenizer (SmolLM2-135M, first 2 of 30 layers, RTN weights for speed)
+    through build + verify: C simulation equal to the golden model token for token, KV cache included."""
+    import yaml
+
+    from flexllm_plugin.project.builder import build_project
+    from flexllm_plugin.project.verify import verify
+
+    data = yaml.safe_load(config_path("smollm2_135m_u280.yaml").read_text())
+    data["Model"]["Architecture"] = {"num_layers": 2}
+    data["Quantization"].update({"GPTQ": False, "CalibrationTokens": 512, "CalibrationContext": 256})
+    data["Prefill"].update({"MaxSeqLen": 64, "ChunkTokens": 16})
+    data["Decode"].update({"MaxContext": 128, "MaxNewTokens": 16, "BP": 4})
+    path = tmp_path / "smollm2_2l.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "prj"
+    build_project(load_config(path), out)
+    r = verify(out, "Assert statements are a convenient way to insert debugging assertions into a program:", 8)
+    assert r["match"], r
+    assert r["prompt_tokens"] > 16          # several prefill chunks

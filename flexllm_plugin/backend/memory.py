@@ -150,6 +150,20 @@ def _layer_sets(layer, n_layers):
     return None
 
 
+def _packed(cfg, source, lp, ports):
+    """Port images of one weight matrix; memoised in ``cfg["PackCache"]`` (when the caller provides
+    one) by the identity of the source array, so two stages converted from the same per-layer
+    parameters pack each matrix once. The cache keeps the source alive, so identities stay valid."""
+    cache = cfg.get("PackCache")
+    key = (id(source), lp.w_bits, ports)
+    if cache is not None and key in cache and cache[key][0] is source:
+        return cache[key][1]
+    packed = pack_weights_ports(lp.w_int, lp.w_bits, ports)
+    if cache is not None:
+        cache[key] = (source, packed)
+    return packed
+
+
 def plan_model_memory(model) -> MemoryPlan:
     """Place every parameter of every FlexLLM layer; store offsets as layer attributes.
 
@@ -192,7 +206,7 @@ def plan_model_memory(model) -> MemoryPlan:
             single = not isinstance(w_ints, list)
             lps = [LinearParams(layer.name, w, s, bits).finalize(kind)
                    for w, s in zip([w_ints] if single else w_ints, [w_scales] if single else w_scales)]
-            packed = [pack_weights_ports(lp.w_int, lp.w_bits, plan.ports) for lp in lps]
+            packed = [_packed(cfg, w, lp, plan.ports) for w, lp in zip([w_ints] if single else w_ints, lps)]
             layer.set_attr("acc_bits", int(max(lp.acc_bits for lp in lps)))
             pick = (lambda xs: xs[0]) if single else (lambda xs: xs)
             put(layer, "w_off", "wmem", "w_packed", pick(packed))

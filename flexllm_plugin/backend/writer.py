@@ -16,17 +16,16 @@ failed write leaves no half-written project.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from hls4ml.writer.writers import Writer
 
+from ..atomic_dir import atomic_directory
 from ..resources import data_dir
 from .layers import INPUT_CLASSES
 
-CXXFLAGS = "-std=c++17 -O2 -fPIC -ffp-contract=off -fno-fast-math"
+CXXFLAGS = "-std=c++17 -O2 -fPIC -ffp-contract=off -fno-fast-math -DFLEXLLM_FAST_CSIM"
 
 
 def _hls4ml_ap_types() -> Path:
@@ -223,21 +222,8 @@ $CXX {CXXFLAGS} -shared -Ifirmware -Ifirmware/flexllm -I"$AP_TYPES" \\
 class FlexLLMWriter(Writer):
     def write_hls(self, model):
         model._flexllm_images = None
-        out = Path(model.config.get_output_dir()).resolve()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with atomic_directory(Path(model.config.get_output_dir())) as tmp:
             self._write(model, tmp)
-            if out.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-                os.replace(out, old / "prj")
-                os.replace(tmp, out)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     def _write(self, model, root: Path) -> None:
         project = model.config.get_project_name()

@@ -19,10 +19,12 @@ The same inputs give a byte-identical project (no timestamps; deterministic orde
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
-import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,8 +32,9 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from ..atomic_dir import atomic_directory
 from ..config import ConfigError, FlexLLMConfig
-from .spec import (DDR_BANK_BYTES, HBM_CHANNEL_BYTES, HBM_CHANNELS, U280_PLATFORM, Buffer, Kernel,
+from .spec import (DDR_BANK_BYTES, HBM_CHANNEL_BYTES, HBM_CHANNEL_GBPS, HBM_CHANNELS, U280_PLATFORM, Buffer, Kernel,
                    ProjectSpec)
 
 BUILD_INFO = "flexllm_build.json"
@@ -87,30 +90,51 @@ def stage_options(cfg: FlexLLMConfig, golden, stage: str) -> Dict:
     return opts
 
 
-def convert_stages(cfg: FlexLLMConfig, weights, model, golden, workdir: Path, log: Callable = _noop) -> Dict:
-    import hls4ml
+EXPORT_VOCAB_ROWS = 256         # vocabulary rows in the exported structure graphs (full tables from golden)
 
-    from brevitas_models.export import export_stage
+
+def export_stages(cfg: FlexLLMConfig, weights, model, golden, workdir: Path, log: Callable = _noop) -> Dict:
+    """QONNX of ONE decoder block per stage, with the embedding and LM head cut to their first
+    EXPORT_VOCAB_ROWS rows (their full tensors come from the golden model): small graphs whatever the
+    model size."""
+    from brevitas_models.export import export_stage, vocab_view
     from brevitas_models.text import encode, load_text
+
+    tokens = encode(weights.tokenizer, load_text())
+    tokens = tokens[tokens < min(EXPORT_VOCAB_ROWS, golden.vocab_size)]     # ids valid in the cut vocabulary
+    view = vocab_view(model, EXPORT_VOCAB_ROWS)
+    seq = {"prefill": int(cfg["Prefill"]["ChunkTokens"]), "decode": DECODE_EXPORT_PAST}
+    out = {}
+    for stage in ("prefill", "decode"):
+        t0 = time.perf_counter()
+        out[stage] = export_stage(view, stage, workdir / stage, tokens, seq_len=seq[stage], layers=1)["onnx"]
+        log(f"{stage}: exported one decoder block in {time.perf_counter() - t0:.1f} s")
+    return out
+
+
+def convert_stages(cfg: FlexLLMConfig, golden, graphs: Dict, workdir: Path, log: Callable = _noop) -> Dict:
+    import hls4ml
 
     from ..backend.registration import ensure_registered
     from ..frontend import fuse_llama
 
     ensure_registered()
     name = cfg["ProjectName"]
-    tokens = encode(weights.tokenizer, load_text())
-    seq = {"prefill": int(cfg["Prefill"]["ChunkTokens"]), "decode": DECODE_EXPORT_PAST}
+    vocab = {"embed": golden.embed, "lm_head_w_int": golden.lm_head.w_int, "lm_head_w_scale": golden.lm_head.w_scale}
+    pack_cache: Dict = {}          # both stages pack each weight matrix once
     out = {}
-    for stage in ("prefill", "decode"):
+    for stage, onnx_path in graphs.items():
         t0 = time.perf_counter()
-        info = export_stage(model, stage, workdir / stage, tokens, seq_len=seq[stage], layers=1)
-        fused = fuse_llama(info["onnx"])
-        hm = hls4ml.converters.convert_from_onnx_model(
-            fused.model, output_dir=str(workdir / f"{stage}_hls4ml"), project_name=f"{name}_{stage}_stage",
-            backend="FlexLLM", part=cfg["Part"], clock_period=cfg["ClockPeriod"],
-            flexllm=stage_options(cfg, golden, stage))
+        fused = fuse_llama(onnx_path)
+        with contextlib.redirect_stdout(sys.stderr):      # hls4ml prints progress on stdout
+            hm = hls4ml.converters.convert_from_onnx_model(
+                fused.model, output_dir=str(workdir / f"{stage}_hls4ml"), project_name=f"{name}_{stage}_stage",
+                backend="FlexLLM", part=cfg["Part"], clock_period=cfg["ClockPeriod"],
+                flexllm=dict(stage_options(cfg, golden, stage), VocabParams=vocab, PackCache=pack_cache))
+        del fused
         out[stage] = hm
-        log(f"{stage}: exported, fused and converted one decoder block in {time.perf_counter() - t0:.1f} s")
+        log(f"{stage}: fused and converted (temporal reuse over {golden.num_layers} layers) in "
+            f"{time.perf_counter() - t0:.1f} s")
     return out
 
 
@@ -189,22 +213,27 @@ def estimates(cfg: FlexLLMConfig, golden, buffers) -> Dict:
     f = 1e3 / float(cfg["ClockPeriod"])   # MHz
     weight_bytes = sum(b.bytes for b in buffers if b.name.startswith("weights_p"))
     macs = sum(lp.d_in * lp.d_out for _, lp in golden.linears())
-    port_bw = 64 * f * 1e6              # one 512-bit word per cycle per port
-    bw = int(d["BP"]) * port_bw
-    decode_s = weight_bytes / bw
-    prefill_macs_per_cycle = int(p["TP"]) * int(d["BP"]) * int(p["WP"])
+    ports, wp_dec = int(d["BP"]), int(d["WP"])
+    port_bw = min(64 * f * 1e6, HBM_CHANNEL_GBPS * 1e9)   # one 512-bit word per cycle, capped by the channel
+    bw = ports * port_bw
+    decode_bw_s = weight_bytes / bw
+    decode_mac_s = macs / (ports * wp_dec * f * 1e6)      # BP output lanes x WP input lanes per cycle
+    decode_s = max(decode_bw_s, decode_mac_s)
+    prefill_macs_per_cycle = int(p["TP"]) * ports * int(p["WP"])
     return {
         "clock_MHz": round(f, 1),
         "weight_bytes": weight_bytes,
-        "weight_ports": int(d["BP"]),
+        "weight_ports": ports,
         "decode_weight_bandwidth_GBps": round(bw / 1e9, 1),
-        "decode_ms_per_token_bound": round(decode_s * 1e3, 3),
+        "decode_ms_per_token_weight_stream": round(decode_bw_s * 1e3, 3),
+        "decode_ms_per_token_mac_array": round(decode_mac_s * 1e3, 3),
         "decode_tokens_per_s_bound": round(1.0 / decode_s, 1),
         "prefill_int_MACs_per_cycle": prefill_macs_per_cycle,
-        "prefill_ms_per_token_bound": round(macs / (prefill_macs_per_cycle * f * 1e6) * 1e3, 3),
+        "prefill_ms_per_token_bound": round(macs / (prefill_macs_per_cycle * f * 1e6) * 1e3, 4),
         "linear_MACs_per_token": macs,
-        "note": "first-order bounds from the configured lanes and ports (weights streamed once per token in "
-                "decode, MAC array bound in prefill); not synthesis results",
+        "note": "first-order bounds of the linear layers only (decode: max of weight streaming over the BP "
+                "HBM ports at min(64 B/cycle, 14.375 GB/s) each and the BP x WP MAC array; prefill: TP x BP x "
+                "WP MACs/cycle); attention, norms and pipeline fill are not included; not synthesis results",
     }
 
 
@@ -249,16 +278,6 @@ def tokenizer_file(tokenizer, vocab_size: int) -> bytes:
 
 
 # ---- 4. project files ------------------------------------------------------------------------------
-def _atomic_replace(tmp: Path, out: Path) -> None:
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-        os.replace(out, old / "prj")
-        os.replace(tmp, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out)
-
-
 def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Dict, root: Path) -> ProjectSpec:
     from ..backend.memory import ALIGN_BYTES
     from ..resources import data_dir
@@ -337,18 +356,18 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
     """Steps 1-4; returns a summary dict (timings, buffers, estimates)."""
     t_start = time.perf_counter()
     out = Path(out_dir or cfg.output_dir).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
     weights, model, golden = build_reference(cfg, log)
     check_sizes(cfg, golden)
     t_model = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        with tempfile.TemporaryDirectory(prefix="flexllm_build_") as work:
-            stages = convert_stages(cfg, weights, model, golden, Path(work), log)
-            t_convert = time.perf_counter()
-            plans = {s: hm.config.config["FlexLLM"]["MemoryPlan"] for s, hm in stages.items()}
-            planned = plan_buffers(cfg, golden, plans)
-            spec = write_project(cfg, weights, golden, stages, planned, tmp)
+    with atomic_directory(out) as tmp, tempfile.TemporaryDirectory(prefix="flexllm_build_") as work:
+        graphs = export_stages(cfg, weights, model, golden, Path(work), log)
+        del model                  # the golden model carries every parameter from here on
+        gc.collect()
+        stages = convert_stages(cfg, golden, graphs, Path(work), log)
+        t_convert = time.perf_counter()
+        plans = {s: hm.config.config["FlexLLM"]["MemoryPlan"] for s, hm in stages.items()}
+        planned = plan_buffers(cfg, golden, plans)
+        spec = write_project(cfg, weights, golden, stages, planned, tmp)
         if cfg.path is not None:
             shutil.copyfile(cfg.path, tmp / CONFIG_COPY)
         else:
@@ -356,10 +375,6 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
             (tmp / CONFIG_COPY).write_text(yaml.safe_dump(cfg.data, sort_keys=True))
         info = {"project": spec.to_dict(), "config": CONFIG_COPY}
         (tmp / BUILD_INFO).write_text(json.dumps(info, indent=1, sort_keys=True, default=str))
-        _atomic_replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     t_end = time.perf_counter()
     return {"output_dir": str(out), "name": spec.name,
             "buffers": {b.name: {"memory": b.memory, "bytes": b.bytes} for b in spec.buffers},

@@ -12,6 +12,7 @@ U280_PLATFORM = "xilinx_u280_gen3x16_xdma_1_202211_1"
 U280_PART = "xcu280-fsvh2892-2L-e"
 HBM_CHANNELS = 32                      # U280 HBM pseudo-channels
 HBM_CHANNEL_BYTES = 256 * 1024 * 1024  # 256 MB each
+HBM_CHANNEL_GBPS = 460 / 32            # U280 HBM2: 460 GB/s peak over 32 pseudo-channels
 DDR_BANKS = 2                          # U280 DDR4 banks DDR[0], DDR[1]
 DDR_BANK_BYTES = 16 * 1024 ** 3
 

@@ -58,7 +58,11 @@ static void load_words(const std::string &path, std::vector<flexllm::wide_word_t
     if (b.size() % 64) {{ std::fprintf(stderr, "%s: not whole 512-bit words\\n", path.c_str()); std::exit(2); }}
     w.resize(b.size() / 64);
     for (size_t i = 0; i < w.size(); ++i)
-        for (int k = 0; k < 64; ++k) w[i].range(8 * k + 7, 8 * k) = (unsigned char)b[64 * i + k];
+        for (int l = 0; l < 8; ++l) {{      // little-endian: byte k of the word = bits [8k+7 : 8k]
+            uint64_t lane;
+            std::memcpy(&lane, b.data() + 64 * i + 8 * l, 8);
+            w[i].range(64 * l + 63, 64 * l) = lane;
+        }}
 }}
 
 static std::vector<float> load_floats(const std::string &path) {{

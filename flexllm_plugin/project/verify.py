@@ -23,7 +23,7 @@ import numpy as np
 from ..config import ConfigError, load_config
 from .builder import BUILD_INFO, CONFIG_COPY
 
-CXXFLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math"]
+CXXFLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-DFLEXLLM_FAST_CSIM"]
 
 
 class ProjectError(ValueError):

@@ -9,10 +9,15 @@ Sources of the per-layer parameters, in order of precedence:
 * otherwise the graph's own blocks (a graph exported with several layers): all must have the same
   structure as block 0.
 
+``FlexLLM.VocabParams`` (``embed`` [V, D] fp32, ``lm_head_w_int`` [V, D], ``lm_head_w_scale`` [V]) likewise
+supplies the vocabulary-sized tensors when the graph was exported with a reduced vocabulary (only the
+structure of the embedding and the LM head is converted; shapes and bit widths are checked).
+
 Attention layer ``l`` uses KV-cache slot ``l``; the graph's K/V input/output names of every layer are
 kept on the attention layer (``kv_names``) so ``predict`` maps them to cache slots.
 """
 
+import numpy as np
 from hls4ml.model.optimizer import ModelOptimizerPass
 
 from ..block import (BlockStructureError, block_params, check_params_fit, check_same_structure,
@@ -46,6 +51,10 @@ class FoldDecoderBlocks(ModelOptimizerPass):
                                               "per-layer parameters (not the same model?)")
             per_layer = external
 
+        vocab = cfg.get("VocabParams")
+        if vocab is not None:
+            apply_vocab_params(model, vocab)
+
         # drop blocks 1..N-1 from the graph; the epilogue reads block 0's output
         last_out = blocks[-1][-1].outputs[0]
         for blk in blocks[1:]:
@@ -66,3 +75,25 @@ class FoldDecoderBlocks(ModelOptimizerPass):
         cfg["BlockInput"] = block[0].inputs[0]
         cfg["BlockOutput"] = block[-1].outputs[0]
         return True
+
+
+def apply_vocab_params(model, vocab) -> None:
+    layers = model.get_layers()
+    emb = next(layer for layer in layers if layer.class_name == "FlexEmbedding")
+    head = [layer for layer in layers if layer.class_name == "FlexQuantLinear"][-1]
+    table = np.ascontiguousarray(vocab["embed"], dtype=np.float32)
+    w_int = np.ascontiguousarray(vocab["lm_head_w_int"], dtype=np.int8)
+    w_scale = np.ascontiguousarray(vocab["lm_head_w_scale"], dtype=np.float32).reshape(-1)
+    if table.ndim != 2 or table.shape[1] != emb.get_attr("n_out"):
+        raise BlockStructureError(f"embedding table {table.shape} does not fit '{emb.name}' (hidden {emb.get_attr('n_out')})")
+    if w_int.shape != (table.shape[0], head.get_attr("n_in")) or w_scale.shape != (table.shape[0],):
+        raise BlockStructureError(f"LM head {w_int.shape} / {w_scale.shape} does not fit '{head.name}' "
+                                  f"(in {head.get_attr('n_in')}, vocab {table.shape[0]})")
+    lim = 2 ** (head.get_attr("weight_bits") - 1)
+    if w_int.min() < -lim or w_int.max() > lim - 1:
+        raise BlockStructureError(f"LM head weights exceed int{head.get_attr('weight_bits')}")
+    emb.set_attr("table", table)
+    emb.set_attr("vocab_size", int(table.shape[0]))
+    head.set_attr("w_int", w_int)
+    head.set_attr("w_scale", w_scale)
+    head.set_attr("n_out", int(table.shape[0]))
