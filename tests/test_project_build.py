@@ -164,7 +164,7 @@ def test_smollm2_two_layers_build_and_verify(tmp_path):
     data = yaml.safe_load(config_path("smollm2_135m_u280.yaml").read_text())
     data["Model"]["Architecture"] = {"num_layers": 2}
     data["Quantization"].update({"GPTQ": False, "CalibrationTokens": 512, "CalibrationContext": 256})
-    data["Prefill"].update({"MaxSeqLen": 64, "ChunkTokens": 16})
+    data["Prefill"].update({"MaxSeqLen": 64, "ChunkTokens": 8})
     data["Decode"].update({"MaxContext": 128, "MaxNewTokens": 16, "BP": 4})
     path = tmp_path / "smollm2_2l.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -172,4 +172,4 @@ def test_smollm2_two_layers_build_and_verify(tmp_path):
     build_project(load_config(path), out)
     r = verify(out, "Assert statements are a convenient way to insert debugging assertions into a program:", 8)
     assert r["match"], r
-    assert r["prompt_tokens"] > 16          # several prefill chunks
+    assert r["prompt_tokens"] > 8           # several prefill chunks
