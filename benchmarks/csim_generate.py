@@ -17,17 +17,16 @@ import numpy as np
 import torch
 
 
-def real_prompt(tokenizer, n_tokens: int) -> str:
-    """A pydoc-topics passage whose tokenization has exactly n_tokens tokens."""
+def real_prompt_ids(tokenizer, n_tokens: int):
+    """The first n_tokens token ids of a pydoc-topics passage (fed to the kernels as ids)."""
     from brevitas_models.text import pydoc_topics_text
 
     text = pydoc_topics_text()
     start = text.index("Assert statements")
     ids = tokenizer.encode(text[start:start + 20 * n_tokens], add_special_tokens=False)[:n_tokens]
-    prompt = tokenizer.decode(ids)
-    if len(tokenizer.encode(prompt, add_special_tokens=False)) != n_tokens:
-        raise RuntimeError("could not build a prompt of exactly the requested length")
-    return prompt
+    if len(ids) != n_tokens:
+        raise RuntimeError("passage too short for the requested prompt length")
+    return [int(i) for i in ids]
 
 
 def torch_generate(model, prompt_ids, n_new):
@@ -60,8 +59,7 @@ def main(argv=None):
     info = load_project(args.outdir)
     cfg = load_config(args.outdir / CONFIG_COPY)
     weights, model, golden = build_reference(cfg)
-    prompt = real_prompt(weights.tokenizer, args.prompt_tokens)
-    ids = list(weights.tokenizer.encode(prompt, add_special_tokens=False))
+    ids = real_prompt_ids(weights.tokenizer, args.prompt_tokens)
     t0 = time.perf_counter()
     exe = compile_testbench(args.outdir, info["project"]["name"])
     compile_s = time.perf_counter() - t0
