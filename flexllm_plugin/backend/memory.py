@@ -150,18 +150,20 @@ def _layer_sets(layer, n_layers):
     return None
 
 
-def _packed(cfg, source, lp, ports):
-    """Port images of one weight matrix; memoised in ``cfg["PackCache"]`` (when the caller provides
-    one) by the identity of the source array, so two stages converted from the same per-layer
-    parameters pack each matrix once. The cache keeps the source alive, so identities stay valid."""
+def _linear_images(cfg, name, w_int, w_scale, bits, kind, ports):
+    """(LinearParams, port images) of one weight matrix; memoised in ``cfg["PackCache"]`` (when the
+    caller provides one) by the identity of the source arrays, so two stages converted from the same
+    per-layer parameters finalise and pack each matrix once. The cache keeps the sources alive, so the
+    identities stay valid."""
     cache = cfg.get("PackCache")
-    key = (id(source), lp.w_bits, ports)
-    if cache is not None and key in cache and cache[key][0] is source:
-        return cache[key][1]
+    key = (id(w_int), id(w_scale), bits, kind, ports)
+    if cache is not None and key in cache and cache[key][0] is w_int and cache[key][1] is w_scale:
+        return cache[key][2], cache[key][3]
+    lp = LinearParams(name, w_int, w_scale, bits).finalize(kind)
     packed = pack_weights_ports(lp.w_int, lp.w_bits, ports)
     if cache is not None:
-        cache[key] = (source, packed)
-    return packed
+        cache[key] = (w_int, w_scale, lp, packed)
+    return lp, packed
 
 
 def plan_model_memory(model) -> MemoryPlan:
@@ -204,9 +206,9 @@ def plan_model_memory(model) -> MemoryPlan:
             kind, bits = layer.get_attr("input_kind"), layer.get_attr("weight_bits")
             w_ints, w_scales = values("w_int"), values("w_scale")
             single = not isinstance(w_ints, list)
-            lps = [LinearParams(layer.name, w, s, bits).finalize(kind)
-                   for w, s in zip([w_ints] if single else w_ints, [w_scales] if single else w_scales)]
-            packed = [_packed(cfg, w, lp, plan.ports) for w, lp in zip([w_ints] if single else w_ints, lps)]
+            images = [_linear_images(cfg, layer.name, w, s, bits, kind, plan.ports)
+                      for w, s in zip([w_ints] if single else w_ints, [w_scales] if single else w_scales)]
+            lps, packed = [lp for lp, _ in images], [p for _, p in images]
             layer.set_attr("acc_bits", int(max(lp.acc_bits for lp in lps)))
             pick = (lambda xs: xs[0]) if single else (lambda xs: xs)
             put(layer, "w_off", "wmem", "w_packed", pick(packed))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .graph import layers_of
 from .memory import load_images
 
 
@@ -31,10 +32,6 @@ def _graph_io(model):
     inputs = [i.name for i in onnx_model.graph.input if i.name not in inits]
     outputs = [o.name for o in onnx_model.graph.output]
     return inputs, outputs
-
-
-def _layers(model, cls):
-    return [layer for layer in model.get_layers() if layer.class_name == cls]
 
 
 def _ptr(arr, ctype):
@@ -67,7 +64,7 @@ def predict(model, x, position=None, return_codes=False):
 
     cfg = model.config.config["FlexLLM"]
     max_ctx = int(cfg["MaxContext"])
-    emb = _layers(model, "FlexEmbedding")[0]
+    emb = layers_of(model, "FlexEmbedding")[0]
     max_tokens = int(emb.get_attr("n_tokens"))
     ids = np.ascontiguousarray(np.asarray(feeds[in_names[0]]).reshape(-1), dtype=np.int32)
     n = ids.size
@@ -77,7 +74,7 @@ def predict(model, x, position=None, return_codes=False):
         raise ValueError("FlexLLM predict: token id outside the vocabulary")
     ids = np.concatenate([ids, np.zeros(max_tokens - n, dtype=np.int32)])
 
-    attn = _layers(model, "FlexAttention")[0]
+    attn = layers_of(model, "FlexAttention")[0]
     kvh, hd = attn.get_attr("kv_heads"), attn.get_attr("head_dim")
     n_layers = int(cfg.get("NumLayers") or 1)
     kv_names = attn.get_attr("kv_names")
@@ -104,7 +101,7 @@ def predict(model, x, position=None, return_codes=False):
                          f"capacity of {max_ctx} tokens")
 
     images = _images(model)
-    vocab = int(_layers(model, "FlexQuantLinear")[-1].get_attr("n_out"))
+    vocab = int(layers_of(model, "FlexQuantLinear")[-1].get_attr("n_out"))
     logits = np.zeros(vocab, dtype=np.float32)
     fn = getattr(model._top_function_lib, f"{model.config.get_project_name()}_csim")
     fn.restype = ctypes.c_int
@@ -118,7 +115,7 @@ def predict(model, x, position=None, return_codes=False):
     if rc != 0:
         raise RuntimeError(f"FlexLLM kernel C simulation returned error code {rc}")
 
-    result = {_layers(model, "FlexQuantLinear")[-1].outputs[0]: logits.reshape(1, -1)}
+    result = {layers_of(model, "FlexQuantLinear")[-1].outputs[0]: logits.reshape(1, -1)}
     for l, names in enumerate(kv_names):
         for cache, out, scale in ((k_cache, names["outputs"][0], per_layer[l]["s_k"]),
                                   (v_cache, names["outputs"][1], per_layer[l]["s_v"])):

@@ -23,6 +23,7 @@ from hls4ml.writer.writers import Writer
 
 from ..atomic_dir import atomic_directory
 from ..resources import data_dir
+from .graph import layers_of, producer
 from .layers import INPUT_CLASSES
 
 CXXFLAGS = "-std=c++17 -O2 -fPIC -ffp-contract=off -fno-fast-math -DFLEXLLM_FAST_CSIM"
@@ -42,10 +43,9 @@ def weight_ports(model) -> int:
 
 
 def stage_constants(model) -> dict:
-    layers = model.get_layers()
-    emb = next(layer for layer in layers if layer.class_name == "FlexEmbedding")
-    head = [layer for layer in layers if layer.class_name == "FlexQuantLinear"][-1]
-    attn = [layer for layer in layers if layer.class_name == "FlexAttention"]
+    emb = layers_of(model, "FlexEmbedding")[0]
+    head = layers_of(model, "FlexQuantLinear")[-1]
+    attn = layers_of(model, "FlexAttention")
     cfg = model.config.config["FlexLLM"]
     return {
         "MAX_TOKENS": int(emb.get_attr("n_tokens")),
@@ -106,7 +106,7 @@ def kernel_body(model, indent=4) -> list:
     if layers[first:last + 1] != block:
         raise ValueError("the decoder block layers are not contiguous")
     cfg = model.config.config["FlexLLM"]
-    src, dst = block[-1], _producer(model, cfg["BlockInput"])
+    src, dst = block[-1], producer(model, cfg["BlockInput"])
     body = []
     for layer in layers[:first]:
         body += _layer_code(layer, indent)
@@ -124,20 +124,13 @@ def kernel_body(model, indent=4) -> list:
              f"{dst.get_output_variable().name});", f"{pad}}}"]
     for layer in layers[last + 1:]:
         body += _layer_code(layer, indent)
-    head = [layer for layer in layers if layer.class_name == "FlexQuantLinear"][-1]
+    head = layers_of(model, "FlexQuantLinear")[-1]
     if head.get_attr("rows") != "1":
         raise ValueError(f"the last linear '{head.name}' (LM head) must act on the last token only")
     body += [f"{pad}// logits of the last token -> external memory", f"{pad}LOGITS_OUT:",
              f"{pad}for (int j = 0; j < VOCAB; ++j) {{", "#pragma HLS PIPELINE II=1",
              f"{pad}    logits[j] = {head.get_output_variable().name}[0][j];", f"{pad}}}"]
     return body
-
-
-def _producer(model, name):
-    for layer in model.get_layers():
-        if name in layer.outputs:
-            return layer
-    raise ValueError(f"no layer produces '{name}'")
 
 
 def step_function(model, name: str = "stage_step") -> str:

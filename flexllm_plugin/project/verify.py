@@ -137,7 +137,7 @@ def brevitas_teacher_forced(model, prompt: List[int], tokens: List[int]) -> List
     return [int(t) for t in logits[start:start + len(tokens)].argmax(-1)]
 
 
-def _kv_of_golden(kv, model_info, max_ctx) -> np.ndarray:
+def _kv_of_golden(kv, max_ctx) -> np.ndarray:
     n_layers = len(kv.k)
     kvh, t, hd = kv.k[0].shape
     out_k = np.zeros((n_layers, kvh, max_ctx, hd), dtype=np.int8)
@@ -169,7 +169,7 @@ def verify(outdir, prompt_text: str, max_new_tokens: int, log=lambda m: None) ->
     t_golden = time.perf_counter() - t_ref
     bt = brevitas_teacher_forced(model, prompt, ref_tokens)
     first_div = next((i for i, (a, b) in enumerate(zip(cs["tokens"], ref_tokens)) if a != b), None)
-    k_ref, v_ref = _kv_of_golden(kv, m, m["max_context"])
+    k_ref, v_ref = _kv_of_golden(kv, m["max_context"])
     kv_equal = (np.array_equal(cs["k_cache"], k_ref.reshape(-1)) and np.array_equal(cs["v_cache"], v_ref.reshape(-1)))
 
     def rel(a, b):

@@ -10,15 +10,13 @@ becomes ``QuantLinear -> QuantAttention`` with the RoPE tables recorded on the a
 import numpy as np
 from hls4ml.model.optimizer import OptimizerPass
 
-
-def _consumers(model, name):
-    return [layer for layer in model.get_layers() if name in layer.inputs]
+from ..graph import consumers
 
 
 def _bypass(model, node):
     """Remove a single-input layer, pointing its consumers at its input."""
     src = node.inputs[0]
-    for user in _consumers(model, node.outputs[0]):
+    for user in consumers(model, node.outputs[0]):
         user.inputs = [src if i == node.outputs[0] else i for i in user.inputs]
     del model.graph[node.name]
     model.output_vars.pop(node.outputs[0], None)
@@ -31,7 +29,7 @@ class FoldHeadViews(OptimizerPass):
         return node.class_name in ("FlexSplitHeads", "FlexRoPE")
 
     def transform(self, model, node):
-        users = _consumers(model, node.outputs[0])
+        users = consumers(model, node.outputs[0])
         if node.class_name == "FlexRoPE":
             bad = [u.name for u in users if u.class_name != "FlexAttention"]
             if bad or not users:

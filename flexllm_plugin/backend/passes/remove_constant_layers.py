@@ -2,6 +2,8 @@
 
 from hls4ml.model.optimizer import OptimizerPass
 
+from ..graph import consumers
+
 
 class RemoveConstantLayers(OptimizerPass):
     name = "remove_constant_layers"
@@ -10,7 +12,7 @@ class RemoveConstantLayers(OptimizerPass):
         return node.class_name == "Constant"
 
     def transform(self, model, node):
-        users = [layer.name for layer in model.get_layers() if node.outputs[0] in layer.inputs]
+        users = [layer.name for layer in consumers(model, node.outputs[0])]
         if users:
             raise ValueError(f"constant '{node.name}' is used as a dynamic input by {users}")
         del model.graph[node.name]

@@ -12,6 +12,7 @@ parameters), ``embed`` (embedding table) and ``k_cache`` / ``v_cache``.
 
 from hls4ml.backends.template import FunctionCallTemplate, LayerConfigTemplate
 
+from ..graph import producer
 from ..layers import (FlexAttention, FlexEmbedding, FlexHadamard, FlexLastToken, FlexQuantLinear, FlexResidualAdd,
                       FlexRMSNorm, FlexSwiGLU, FlexTokenQuant)
 
@@ -30,11 +31,7 @@ def _var(layer, i=0):
 
 def _src(layer, i=0):
     """The producing layer of input ``i``."""
-    name = layer.inputs[i]
-    for other in layer.model.get_layers():
-        if name in other.outputs:
-            return other
-    raise ValueError(f"layer '{layer.name}': no producer for input '{name}'")
+    return producer(layer.model, layer.inputs[i])
 
 
 def _in(layer, i=0):
