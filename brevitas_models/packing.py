@@ -126,3 +126,27 @@ def unpack_weights_ports(packed: np.ndarray, d_out: int, d_in: int, bits: int) -
         raise ValueError(f"packed weights: {b.shape[1]} bytes per port, expected {rpp * rw * WORD_BYTES}")
     rows = b.reshape(ports, rpp, rw * WORD_BYTES).transpose(1, 0, 2).reshape(rpp * ports, -1)[:d_out]
     return unpack_weights(rows[:, :packed_row_bytes(d_in, bits)], d_in, bits)
+
+
+def param_block_words(out_lanes: int) -> int:
+    """512-bit words of one parameter block of ``out_lanes`` rows (``linear_config::param_block_words``):
+    ``out_lanes`` fp32 scales then ``out_lanes`` fp32 row sums, zero-padded to whole words."""
+    return -(-2 * int(out_lanes) // 16)
+
+
+def pack_linear_params(w_scale: np.ndarray, wsum: np.ndarray, out_lanes: int) -> np.ndarray:
+    """Per-channel parameters of one linear -> float32 ``[blocks * block_words * 16]`` in the layout the
+    engine's parameter reader streams (``flexllm::linear_read_params``): for every block of ``out_lanes``
+    consecutive output rows, the rows' ``w_scale`` then their ``wsum`` (missing rows 0), padded with 0 to
+    ``param_block_words(out_lanes)`` 512-bit words."""
+    s = np.asarray(w_scale, dtype=np.float32).reshape(-1)
+    z = np.asarray(wsum, dtype=np.float32).reshape(-1)
+    if s.shape != z.shape:
+        raise ValueError(f"w_scale {s.shape} and wsum {z.shape} differ")
+    bp = int(out_lanes)
+    blocks = -(-s.size // bp)
+    out = np.zeros((blocks, param_block_words(bp) * 16), dtype=np.float32)
+    pad = blocks * bp - s.size
+    out[:, :bp] = np.concatenate([s, np.zeros(pad, np.float32)]).reshape(blocks, bp)
+    out[:, bp:2 * bp] = np.concatenate([z, np.zeros(pad, np.float32)]).reshape(blocks, bp)
+    return out.reshape(-1)

@@ -1,14 +1,20 @@
-// flexllm_kv_cache.h: int8 KV cache in external memory.
+// flexllm_kv_cache.h: int8 KV cache in external memory, on 512-bit ports.
 //
-// Layout (K and V in separate buffers, same geometry):
-//   cache[layer][kv_head][max_ctx][head_dim]   int8 codes k_int / v_int
-// Positions of one (layer, kv_head) are contiguous, so reading the first n positions is one burst.
-// All sizes are run-time values, so one engine serves every layer (layer index is an argument).
+// Layout (K and V in separate buffers, same geometry), in 512-bit words (wide_word_t):
+//   cache[layer][kv_head][max_ctx][row_words]     row_words = ceil(head_dim / 64)
+// Row (layer, kv_head, pos) holds the int8 codes k_int / v_int of that position in bytes
+// 0 .. head_dim-1 of its words (byte b of a row = bits [8(b%64)+7 : 8(b%64)] of word b / 64), the rest
+// zero. Positions of one (layer, kv_head) are contiguous, so reading the first n positions is one
+// burst of n * row_words words (one word per cycle: 64 codes per cycle per port).
+// All sizes are run-time values, so one unit serves every layer (layer index is an argument).
+// Python twin: kv_row_words / kv_cache_words in flexllm_plugin/project/spec.py.
 #pragma once
 
 #include <cstdint>
 
+#include "flexllm_counters.h"
 #include "flexllm_types.h"
+#include "flexllm_weights.h"
 
 namespace flexllm {
 
@@ -18,57 +24,79 @@ struct kv_cache_geometry {
     int head_dim;
 };
 
-// Element offset of row (layer, kv_head, pos).
+constexpr int kv_row_words(int head_dim) { return ceil_div(head_dim, WORD_BYTES); }
+
+// Word offset of row (layer, kv_head, pos).
 inline long long kv_row_offset(const kv_cache_geometry &g, int layer, int kv_head, int pos) {
 #pragma HLS INLINE
-    return (((long long)layer * g.n_kv_heads + kv_head) * g.max_ctx + pos) * g.head_dim;
+    return (((long long)layer * g.n_kv_heads + kv_head) * g.max_ctx + pos) * kv_row_words(g.head_dim);
 }
 
-// cache[layer][kv_head][pos][0 .. head_dim-1] = row.
+// Code i of a row held in words (i < head_dim).
+inline int8_t kv_code(const wide_word_t &word, int i) {
+#pragma HLS INLINE
+    const ap_int<8> v = word.range(8 * (i % WORD_BYTES) + 7, 8 * (i % WORD_BYTES));
+    return (int8_t)v.to_int();
+}
+
+// cache[layer][kv_head][pos] = row (row_words words, one per cycle).
 template <int MAX_HD>
-void kv_write_row(int8_t *cache, const kv_cache_geometry &g, int layer, int kv_head, int pos,
+void kv_write_row(wide_word_t *cache, const kv_cache_geometry &g, int layer, int kv_head, int pos,
                   const int8_t row[MAX_HD]) {
+    constexpr int MAX_RW = kv_row_words(MAX_HD);
+    (void)MAX_RW;  // loop tripcount only
     const long long base = kv_row_offset(g, layer, kv_head, pos);
 KV_WRITE_ROW:
-    for (int i = 0; i < g.head_dim; ++i) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_HD
+    for (int wd = 0; wd < kv_row_words(g.head_dim); ++wd) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_RW
 #pragma HLS PIPELINE II = 1
-        cache[base + i] = row[i];
+        FLEXLLM_COUNT("kv_write_row");
+        wide_word_t word = 0;
+        for (int b = 0; b < WORD_BYTES; ++b) {
+#pragma HLS UNROLL
+            const int i = wd * WORD_BYTES + b;
+            if (i < g.head_dim) word.range(8 * b + 7, 8 * b) = (ap_uint<8>)(uint8_t)row[i];
+        }
+        cache[base + wd] = word;
     }
 }
 
-// row = cache[layer][kv_head][pos][0 .. head_dim-1].
-template <int MAX_HD>
-void kv_read_row(const int8_t *cache, const kv_cache_geometry &g, int layer, int kv_head, int pos,
-                 int8_t row[MAX_HD]) {
-    const long long base = kv_row_offset(g, layer, kv_head, pos);
-KV_READ_ROW:
-    for (int i = 0; i < g.head_dim; ++i) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_HD
-#pragma HLS PIPELINE II = 1
-        row[i] = cache[base + i];
-    }
-}
-
-// buf[u][i] = cache[layer][kv_head][u][i] for u < n_rows (one sequential burst).
-template <int MAX_CTX, int MAX_HD>
-void kv_read_rows(const int8_t *cache, const kv_cache_geometry &g, int layer, int kv_head, int n_rows,
-                  int8_t buf[MAX_CTX][MAX_HD]) {
+// buf[u] = words of cache[layer][kv_head][u] for u < n_rows (one sequential burst, one word per cycle).
+template <int MAX_CTX, int MAX_RW>
+void kv_read_rows(const wide_word_t *cache, const kv_cache_geometry &g, int layer, int kv_head, int n_rows,
+                  wide_word_t buf[MAX_CTX][MAX_RW]) {
     const long long base = kv_row_offset(g, layer, kv_head, 0);
-    const int hd = g.head_dim;
-    const long long n = (long long)n_rows * hd;
-    constexpr long long MAX_ELEMS = (long long)MAX_CTX * MAX_HD;
-    (void)MAX_ELEMS;  // loop tripcount only
-    int u = 0, i = 0;
+    const int rw = kv_row_words(g.head_dim);
+    const long long n = (long long)n_rows * rw;
+    constexpr long long MAX_WORDS = (long long)MAX_CTX * MAX_RW;
+    (void)MAX_WORDS;  // loop tripcount only
+    int u = 0, wd = 0;
 KV_READ_ROWS:
     for (long long e = 0; e < n; ++e) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_ELEMS
+#pragma HLS LOOP_TRIPCOUNT max = MAX_WORDS
 #pragma HLS PIPELINE II = 1
-        buf[u][i] = cache[base + e];
-        if (++i == hd) {
-            i = 0;
+        FLEXLLM_COUNT("kv_read_rows");
+        buf[u][wd] = cache[base + e];
+        if (++wd == rw) {
+            wd = 0;
             ++u;
         }
+    }
+}
+
+// Words of one row from codes (on-chip form of a new entry).
+template <int MAX_HD, int MAX_RW>
+void kv_pack_row(const int8_t row[MAX_HD], int head_dim, wide_word_t words[MAX_RW]) {
+#pragma HLS INLINE
+    for (int wd = 0; wd < MAX_RW; ++wd) {
+#pragma HLS UNROLL
+        wide_word_t word = 0;
+        for (int b = 0; b < WORD_BYTES; ++b) {
+#pragma HLS UNROLL
+            const int i = wd * WORD_BYTES + b;
+            if (i < head_dim && i < MAX_HD) word.range(8 * b + 7, 8 * b) = (ap_uint<8>)(uint8_t)row[i];
+        }
+        words[wd] = word;
     }
 }
 

@@ -1,5 +1,7 @@
-// flexllm_linear.h: THE quantized linear engine (prefill and decode use the same code, different
-// lane counts).
+// flexllm_linear.h: THE quantized linear engine of a kernel (prefill and decode use the same code,
+// different lane counts). One instance per kernel serves every projection of every layer and the LM
+// head: the kernel calls linear_mac / linear_epilogue / linear_distribute from ONE place, with the
+// sizes of each call as run-time arguments (flexllm_schedule.h).
 //
 //   acc[t][j] = sum_k q[t][k] * w[j][k]                                exact integer (ap_int)
 //   uint4:  y[t][j] = ((f32(acc) * s[t]) * s_w[j]) + (zero[t] * wsum[j])
@@ -8,58 +10,57 @@
 // with wsum[j] = s_w[j] * f32(sum_k w[j][k]) precomputed offline (GoldenModel LinearParams.wsum).
 // == brevitas_models.golden.GoldenModel._linear_q.
 //
-// Weights: the multi-port wide layout of flexllm_weights.h (512-bit words, row j in port j % PORTS
-// at slot j / PORTS, port p's slice of the matrix at w[p] + w_off, the same offset in every port).
+// Task graph of one call (the kernel's DATAFLOW regions; every arrow an hls::stream):
 //
-// Structure (DATAFLOW, processes connected by hls::streams):
-//   linear_read_port x PORTS  one per weight port (unrolled loop): one sequential burst over the
-//                             port's slice, one 512-bit word per cycle (II = 1)
-//   linear_mac                per block of OUT_LANES output rows: unpacks the words of the block
-//                             (OUT_LANES / PORTS consecutive slots of every port; lane r gets row
-//                             block * OUT_LANES + r, from port r % PORTS) into an on-chip tile, then
-//                             for every block of TOKEN_LANES tokens runs ceil(d_in / IN_LANES)
-//                             pipelined steps of TOKEN_LANES x OUT_LANES x IN_LANES MACs; the tile
-//                             is reused by all tokens (prefill: TP x BP systolic use; decode:
-//                             TOKEN_LANES = 1, BP x WP MACs per cycle). The tile is double-buffered:
-//                             block b + 1 is unpacked while block b is multiplied (same pipeline).
-//   linear_rescale            fp32 epilogue (or linear_write_acc: exact integer accumulators)
-// Lane counts need not divide the run-time sizes: every lane is guarded.
+//   linear_read_slice   x PORTS  (top-level tasks, one per HBM weight port, the port pointer is that
+//                                 task's own argument; 512-bit words, one per cycle, one burst per call)
+//   linear_read_params           (top-level task: per output block, the block's s_w and wsum from the
+//                                 parameter port, 512-bit words -> one linear_param_block)
+//        |  w_streams[PORTS]          |  param_stream
+//        v                            v
+//   linear_mac  --acc tiles-->  linear_epilogue  --out tiles-->  linear_distribute / linear_collect
 //
-// Bandwidth model. Each port delivers one 64-byte word per cycle: PORTS x 64 B per cycle of weights
-// (PORTS x 128 int4 codes; at 300 MHz 19.2 GB/s per port, above the ~14 GB/s of one U280 HBM
-// pseudo-channel, so each port saturates its channel and the engine reads ~PORTS x 14 GB/s). A block
-// costs max(load, mac) cycles with load = (OUT_LANES / PORTS) x row_words (row_words = ceil(d_in /
-// codes_per_word)) and mac = token_blocks x ceil(d_in / IN_LANES): decode is weight-bound (the
-// goal) when OUT_LANES x IN_LANES >= PORTS x codes_per_word (MACs per cycle >= codes delivered per
-// cycle); prefill reuses each tile token_blocks times and is MAC-bound.
-// What limits II = 1 of the MAC pipeline: (a) every port's FIFO must hold a word (HBM latency and
-// refresh stalls are absorbed by the FIFOs and the double buffer); (b) the loop-carried accumulator
-// add (acc_bits <= 32, one adder per lane); (c) tile banks: a word writes codes_per_word
-// consecutive codes of one row into the codes_per_word cyclic banks, a MAC step reads IN_LANES <=
-// codes_per_word consecutive codes of every row: no bank conflict; (d) q must be partitioned by the
-// caller so TOKEN_LANES rows x IN_LANES consecutive codes are readable per cycle.
+// linear_mac has two forms chosen at compile time (one engine either way):
+//  * streaming (decode: TOKEN_LANES = 1, OUT_LANES = PORTS): weights go straight from the port FIFOs
+//    into the PEs. Lane p owns the row of port p in the current block; every word (128 int4 / 64 int8
+//    codes of that row) is consumed in ceil(codes_per_word / IN_LANES) cycles by IN_LANES MACs. No
+//    weight buffer: a weight is used once per token.
+//  * tiled (prefill): the words of a block of OUT_LANES rows are unpacked into a double-buffered
+//    on-chip tile, reused by every block of TOKEN_LANES tokens (TP x BP x WP MACs per cycle); block
+//    b + 1 is unpacked while block b is multiplied (same pipeline).
+// The epilogue rescales a whole row of OUT_LANES outputs per cycle (one token of a tile per cycle),
+// so it keeps pace with the MACs whenever ceil(d_in / IN_LANES) >= TOKEN_LANES.
+//
+// MAC implementation (MAC_IMPL): MAC_LUT (one product per multiplier, fabric) or MAC_DSP_PACK2 (two
+// int4 x uint4 products of two output lanes per DSP48E2 multiply: x * ((w_a << 21) + w_b), exact
+// extraction at the end of each row; streaming form with uint4 inputs only, see dsp_pack2_*).
+// Cost model: flexllm_plugin/cost/linear.py (cycles per call, DSP/LUT/FF/BRAM from these loops).
 #pragma once
 
 #include <cstdint>
 
 #include "ap_int.h"
 #include "flexllm_accumulator.h"
+#include "flexllm_counters.h"
 #include "flexllm_types.h"
 #include "flexllm_weights.h"
 #include "hls_stream.h"
 
 namespace flexllm {
 
-// Compile-time configuration of one linear engine instance.
-//   MAX_TOKENS, MAX_IN, MAX_OUT   maxima of the run-time n_tokens, d_in, d_out
+enum mac_impl { MAC_LUT = 0, MAC_DSP_PACK2 = 1 };
+
+// Compile-time configuration of the linear engine of a kernel.
+//   MAX_TOKENS, MAX_IN, MAX_OUT   maxima of the run-time n_tokens, d_in, d_out (over every call)
 //   TOKEN_LANES (TP)              tokens per MAC step (prefill rows of the systolic array)
 //   OUT_LANES (BP)                output channels per MAC step; a multiple of PORTS
 //   IN_LANES (WP)                 input elements per MAC step; <= codes per 512-bit word (128 int4, 64 int8)
 //   WEIGHT_BITS                   4 or 8
 //   INPUT_KIND                    INPUT_UINT4_ASYM or INPUT_INT8_SYM
 //   PORTS                         weight ports (m_axi / HBM pseudo-channels) read in parallel
+//   MAC_IMPL                      MAC_LUT or MAC_DSP_PACK2
 template <int MAX_TOKENS, int MAX_IN, int MAX_OUT, int TOKEN_LANES, int OUT_LANES, int IN_LANES,
-          int WEIGHT_BITS, int INPUT_KIND, int PORTS = 1>
+          int WEIGHT_BITS, int INPUT_KIND, int PORTS = 1, int MAC_IMPL = MAC_LUT>
 struct linear_config {
     static_assert(WEIGHT_BITS == 4 || WEIGHT_BITS == 8, "weight_bits must be 4 or 8");
     static_assert(TOKEN_LANES >= 1 && OUT_LANES >= 1 && IN_LANES >= 1, "lanes must be >= 1");
@@ -77,6 +78,7 @@ struct linear_config {
     static constexpr int weight_bits = WEIGHT_BITS;
     static constexpr int input_kind = INPUT_KIND;
     static constexpr int ports = PORTS;
+    static constexpr int mac = MAC_IMPL;
 
     typedef typename input_code<INPUT_KIND>::type code_t;
     typedef weight_format<WEIGHT_BITS> wfmt;
@@ -95,11 +97,19 @@ struct linear_config {
     static constexpr int max_token_blocks = ceil_div(MAX_TOKENS, TOKEN_LANES);
     static constexpr int max_out_blocks = ceil_div(MAX_OUT, OUT_LANES);
     static constexpr int max_in_blocks = ceil_div(MAX_IN, IN_LANES);
-    // Pipeline steps per block: max(unpack the next block, MACs of this block).
+    // streaming form: sub-steps per word (IN_LANES codes of the word per cycle)
+    static constexpr int word_steps = ceil_div(codes_per_word, IN_LANES);
+    static constexpr bool streaming = TOKEN_LANES == 1 && OUT_LANES == PORTS;
+    // tiled form: pipeline steps per block = max(unpack the next block, MACs of this block)
     static constexpr int max_block_steps = max_int(port_lanes * max_row_words, max_token_blocks * max_in_blocks);
     static constexpr int w_fifo_depth = 64;  // words per port FIFO: one 4 KB AXI burst
+    // parameter blocks: OUT_LANES scales then OUT_LANES row sums, fp32, in 512-bit words
+    static constexpr int param_block_words = ceil_div(2 * OUT_LANES, 16);
 
     static_assert(acc_bits <= 32, "accumulator wider than 32 bits: reduce MAX_IN");
+    static_assert(MAC_IMPL == MAC_LUT || (streaming && INPUT_KIND == INPUT_UINT4_ASYM && WEIGHT_BITS == 4 &&
+                                          OUT_LANES % 2 == 0 && MAX_IN <= 8192),
+                  "MAC_DSP_PACK2 packs two int4 x uint4 products of the streaming engine (even OUT_LANES, d_in <= 8192)");
 };
 
 // TOKEN_LANES x OUT_LANES accumulators handed from the MAC process to the epilogue.
@@ -108,30 +118,199 @@ struct linear_acc_tile {
     typename CFG::acc_t v[CFG::token_lanes][CFG::out_lanes];
 };
 
-// Process 1 (one instance per port): stream port p's slice w + w_off (slice_words words) in one
-// sequential burst, one 512-bit word per cycle.
+// TOKEN_LANES x OUT_LANES fp32 results handed from the epilogue to the distributor.
 template <class CFG>
-void linear_read_port(const wide_word_t *w, long long w_off, hls::stream<wide_word_t> &w_stream, int d_in,
-                      int d_out) {
+struct linear_out_tile {
+    float v[CFG::token_lanes][CFG::out_lanes];
+};
+
+// Per-channel parameters of one block of OUT_LANES output rows (s_w[j], wsum[j]).
+template <class CFG>
+struct linear_param_block {
+    float scale[CFG::out_lanes];
+    float wsum[CFG::out_lanes];
+};
+
+// ---- loader tasks ---------------------------------------------------------------------------------
+
+// Stream port p's slice of one matrix (w + w_off, slice_words words) in one sequential burst, one
+// 512-bit word per cycle. Called by the kernel's reader task of port p (the port pointer is that
+// task's own argument).
+template <class CFG>
+void linear_read_slice(const wide_word_t *w, long long w_off, int d_in, int d_out, hls::stream<wide_word_t> &w_stream) {
     const long long n_words = weight_slice_words(d_out, d_in, CFG::weight_bits, CFG::ports);
     constexpr long long MAX_WORDS = CFG::max_slice_words;
     (void)MAX_WORDS;  // loop tripcount only
-READ_PORT:
+READ_SLICE:
     for (long long i = 0; i < n_words; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_WORDS
 #pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("linear_read_slice");
         w_stream.write(w[w_off + i]);
     }
 }
 
-// Process 2: exact integer MACs, one tile of accumulators per (output block, token block).
-// Iteration `it` of BLOCKS unpacks output block `it` into tile buffer it & 1 (if it < out_blocks)
-// while multiplying block it - 1 from the other buffer (if it > 0), in one II = 1 pipeline of
-// max(load, mac) steps. Each port contributes min(PL, rows_per_port - it * PL) >= 1 slots to block
-// it (PL = OUT_LANES / PORTS), so every port's slice is consumed exactly, zero padding slots included.
+// fp32 number i (0..15) of a 512-bit word.
+inline float word_f32(const wide_word_t &word, int i) {
+#pragma HLS INLINE
+    const ap_uint<32> bits = word.range(32 * i + 31, 32 * i);
+    union {
+        uint32_t u;
+        float f;
+    } c;
+    c.u = (uint32_t)bits.to_uint();
+    return c.f;
+}
+
+// Stream the parameter blocks of one call: out_blocks blocks of param_block_words words each
+// (layout: brevitas_models.packing.pack_linear_params). One word per cycle.
 template <class CFG>
-void linear_mac(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], hls::stream<wide_word_t> w_streams[CFG::ports],
-                hls::stream<linear_acc_tile<CFG> > &acc_stream, int n_tokens, int d_in, int d_out) {
+void linear_read_params(const wide_word_t *lmem, long long p_off, int d_out,
+                        hls::stream<linear_param_block<CFG> > &param_stream) {
+    constexpr int BP = CFG::out_lanes;
+    constexpr int BW = CFG::param_block_words;
+    constexpr int MAX_STEPS = CFG::max_out_blocks * BW;
+    (void)MAX_STEPS;  // loop tripcount only
+    const int steps = ceil_div(d_out, BP) * BW;
+    linear_param_block<CFG> blk;
+#pragma HLS ARRAY_PARTITION variable = blk.scale complete
+#pragma HLS ARRAY_PARTITION variable = blk.wsum complete
+    int wd = 0;
+READ_PARAMS:
+    for (int s = 0; s < steps; ++s) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_STEPS
+#pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("linear_read_params");
+        const wide_word_t word = lmem[p_off + s];
+        for (int i = 0; i < 16; ++i) {
+#pragma HLS UNROLL
+            const int e = wd * 16 + i;  // element of the block: scales 0..BP-1, sums BP..2BP-1
+            if (e < BP) blk.scale[e] = word_f32(word, i);
+            else if (e < 2 * BP) blk.wsum[e - BP] = word_f32(word, i);
+        }
+        if (++wd == BW) {
+            param_stream.write(blk);
+            wd = 0;
+        }
+    }
+}
+
+// ---- DSP packing of two int4 x uint4 products --------------------------------------------------
+// One DSP48E2 multiply (27 x 18 bits) computes x * ((w_a << 21) + w_b) = (x * w_a) << 21 + x * w_b for
+// a uint4 x and int4 w_a, w_b. Accumulating up to 8192 such products keeps the low field inside
+// +-2^20 (|x * w_b| <= 120, 8192 * 120 < 2^20), so the two sums are recovered exactly from the 48-bit
+// accumulator: low = sign-extended bits [20:0], high = (acc - low) >> 21.
+typedef ap_int<48> dsp_acc_t;
+static const int DSP_PACK_SHIFT = 21;
+
+inline dsp_acc_t dsp_pack2_product(int x, int w_a, int w_b) {
+#pragma HLS INLINE
+    const ap_int<27> packed = ((ap_int<27>)w_a << DSP_PACK_SHIFT) + (ap_int<27>)w_b;
+    return (dsp_acc_t)(packed * (ap_int<18>)x);
+}
+
+inline void dsp_pack2_unpack(const dsp_acc_t &acc, int &sum_a, int &sum_b) {
+#pragma HLS INLINE
+    const ap_int<DSP_PACK_SHIFT> low = acc.range(DSP_PACK_SHIFT - 1, 0);
+    sum_b = low.to_int();
+    sum_a = (int)((acc - (dsp_acc_t)low) >> DSP_PACK_SHIFT).to_int64();
+}
+
+// ---- the MAC array ----------------------------------------------------------------------------------
+
+// Streaming form (decode, one token): lane p computes the row of port p of each block.
+template <class CFG>
+void linear_mac_streaming(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in],
+                          hls::stream<wide_word_t> w_streams[CFG::ports],
+                          hls::stream<linear_acc_tile<CFG> > &acc_stream, int d_in, int d_out) {
+    typedef typename CFG::acc_t acc_t;
+    constexpr int P = CFG::ports;
+    constexpr int WP = CFG::in_lanes;
+    constexpr int CPW = CFG::codes_per_word;
+    constexpr int WS = CFG::word_steps;
+    constexpr int MAX_STEPS = CFG::max_out_blocks * CFG::max_row_words * WS;
+    (void)MAX_STEPS;  // loop tripcount only
+    const int row_words = weight_row_words(d_in, CFG::weight_bits);
+    const int row_steps = row_words * WS;
+    const int steps = weight_rows_per_port(d_out, P) * row_steps;
+
+    wide_word_t words[P];
+#pragma HLS ARRAY_PARTITION variable = words complete
+    acc_t acc[P];
+#pragma HLS ARRAY_PARTITION variable = acc complete
+    dsp_acc_t packed[P / 2 > 0 ? P / 2 : 1];
+#pragma HLS ARRAY_PARTITION variable = packed complete
+    int wd = 0, sub = 0;
+MAC_STREAM:
+    for (int s = 0; s < steps; ++s) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_STEPS
+#pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("linear_mac");
+        if (sub == 0) {
+            for (int p = 0; p < P; ++p) {
+#pragma HLS UNROLL
+                words[p] = w_streams[p].read();
+            }
+        }
+        const bool first = wd == 0 && sub == 0;
+        if (CFG::mac == MAC_DSP_PACK2) {
+            for (int pp = 0; pp < P / 2; ++pp) {
+#pragma HLS UNROLL
+                dsp_acc_t part = 0;
+                for (int i = 0; i < WP; ++i) {
+#pragma HLS UNROLL
+                    const int c = sub * WP + i;
+                    const int k = wd * CPW + c;
+                    if (c < CPW && k < d_in) {
+                        part += dsp_pack2_product((int)q[0][k], weight_code_of_word<CFG::weight_bits>(words[2 * pp], c),
+                                                  weight_code_of_word<CFG::weight_bits>(words[2 * pp + 1], c));
+                    }
+                }
+                packed[pp] = (first ? dsp_acc_t(0) : packed[pp]) + part;
+            }
+        } else {
+            for (int p = 0; p < P; ++p) {
+#pragma HLS UNROLL
+                acc_t part = 0;
+                for (int i = 0; i < WP; ++i) {
+#pragma HLS UNROLL
+                    const int c = sub * WP + i;
+                    const int k = wd * CPW + c;
+                    if (c < CPW && k < d_in) {
+                        part += (ap_int<16>)((int)q[0][k] * (int)weight_code_of_word<CFG::weight_bits>(words[p], c));
+                    }
+                }
+                acc[p] = (first ? acc_t(0) : acc[p]) + part;
+            }
+        }
+        if (++sub == WS) {
+            sub = 0;
+            if (++wd == row_words) {
+                wd = 0;
+                linear_acc_tile<CFG> tile;
+                for (int p = 0; p < P; ++p) {
+#pragma HLS UNROLL
+                    if (CFG::mac == MAC_DSP_PACK2) {
+                        int a = 0, b = 0;
+                        dsp_pack2_unpack(packed[p / 2], a, b);
+                        tile.v[0][p] = (p % 2 == 0) ? acc_t(a) : acc_t(b);
+                    } else {
+                        tile.v[0][p] = acc[p];
+                    }
+                }
+                acc_stream.write(tile);
+            }
+        }
+    }
+}
+
+// Tiled form (prefill): block `it` of OUT_LANES rows is unpacked into tile buffer it & 1 while block
+// it - 1 is multiplied from the other buffer, in one II = 1 pipeline of max(load, mac) steps. Each
+// port contributes min(PL, rows_per_port - it * PL) >= 1 slots to block it (PL = OUT_LANES / PORTS), so
+// every port's slice is consumed exactly, zero padding slots included.
+template <class CFG>
+void linear_mac_tiled(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], hls::stream<wide_word_t> w_streams[CFG::ports],
+                      hls::stream<linear_acc_tile<CFG> > &acc_stream, int n_tokens, int d_in, int d_out) {
     typedef typename CFG::acc_t acc_t;
     constexpr int TP = CFG::token_lanes;
     constexpr int BP = CFG::out_lanes;
@@ -147,7 +326,6 @@ void linear_mac(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], hls:
     // word (CPW consecutive codes of one row) is written and WP <= CPW consecutive codes of all BP
     // rows are read in the same cycle without conflicts. The unpack step writes buffer `lb`, the
     // MAC step reads buffer lb ^ 1: never the same element in one iteration or across iterations.
-    // Storage: 2 x BP x tile_in codes of WEIGHT_BITS bits (distributed RAM / registers).
     typename CFG::wcode_t w_tile[2][BP][CFG::tile_in];
 #pragma HLS ARRAY_PARTITION variable = w_tile complete dim = 1
 #pragma HLS ARRAY_PARTITION variable = w_tile complete dim = 2
@@ -164,13 +342,6 @@ void linear_mac(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], hls:
 
     acc_t acc[TP][BP];
 #pragma HLS ARRAY_PARTITION variable = acc complete dim = 0
-    for (int t = 0; t < TP; ++t) {
-#pragma HLS UNROLL
-        for (int r = 0; r < BP; ++r) {
-#pragma HLS UNROLL
-            acc[t][r] = 0;
-        }
-    }
 
 BLOCKS:
     for (int it = 0; it <= out_blocks; ++it) {
@@ -188,6 +359,7 @@ BLOCKS:
         for (int s = 0; s < steps; ++s) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_STEPS
 #pragma HLS PIPELINE II = 1
+            FLEXLLM_COUNT("linear_mac");
             if (s < load_steps) {
                 // One word from every port: lane slot * P + p <- row (it * BP + slot * P + p), port p.
                 for (int p = 0; p < P; ++p) {
@@ -242,131 +414,125 @@ BLOCKS:
     }
 }
 
-// Process 3 (fp32 output): the contract's epilogue; zero and wsum are ignored for int8 inputs.
+// Exact integer MACs of one call: one accumulator tile per (output block, token block), in that order.
 template <class CFG>
-void linear_rescale(hls::stream<linear_acc_tile<CFG> > &acc_stream, const float scale[CFG::max_tokens],
-                    const float zero[CFG::max_tokens], const float *w_scale, const float *wsum,
-                    float y[CFG::max_tokens][CFG::max_out], int n_tokens, int d_out) {
+void linear_mac(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], hls::stream<wide_word_t> w_streams[CFG::ports],
+                hls::stream<linear_acc_tile<CFG> > &acc_stream, int n_tokens, int d_in, int d_out) {
+    if (CFG::streaming) {
+        linear_mac_streaming<CFG>(q, w_streams, acc_stream, d_in, d_out);
+    } else {
+        linear_mac_tiled<CFG>(q, w_streams, acc_stream, n_tokens, d_in, d_out);
+    }
+}
+
+// ---- epilogue and consumers ---------------------------------------------------------------------------
+
+// The contract's rescale, one token row of OUT_LANES outputs per cycle; zero and wsum are ignored for
+// int8 inputs. Reads one parameter block per output block from param_stream.
+template <class CFG>
+void linear_epilogue(hls::stream<linear_acc_tile<CFG> > &acc_stream, hls::stream<linear_param_block<CFG> > &param_stream,
+                     const float scale[CFG::max_tokens], const float zero[CFG::max_tokens],
+                     hls::stream<linear_out_tile<CFG> > &out_stream, int n_tokens, int d_out) {
     constexpr int TP = CFG::token_lanes;
     constexpr int BP = CFG::out_lanes;
-    constexpr int MAX_OB = CFG::max_out_blocks;
-    constexpr int MAX_TB = CFG::max_token_blocks;
+    constexpr int MAX_STEPS = CFG::max_out_blocks * CFG::max_token_blocks * TP;
     constexpr bool HAS_ZERO = input_code<CFG::input_kind>::has_zero;
-    (void)MAX_OB, (void)MAX_TB;  // loop tripcounts only
-    const int out_blocks = ceil_div(d_out, BP);
+    (void)MAX_STEPS;  // loop tripcount only
     const int token_blocks = ceil_div(n_tokens, TP);
+    const int steps = ceil_div(d_out, BP) * token_blocks * TP;
 
-    float sw[BP], zw[BP];
-#pragma HLS ARRAY_PARTITION variable = sw complete
-#pragma HLS ARRAY_PARTITION variable = zw complete
-RESCALE_OUT_BLOCKS:
-    for (int jb = 0; jb < out_blocks; ++jb) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_OB
-    LOAD_CHANNEL_SCALES:
-        for (int r = 0; r < BP; ++r) {
+    linear_param_block<CFG> prm;
+#pragma HLS ARRAY_PARTITION variable = prm.scale complete
+#pragma HLS ARRAY_PARTITION variable = prm.wsum complete
+    linear_acc_tile<CFG> tile;
+#pragma HLS ARRAY_PARTITION variable = tile.v complete dim = 0
+    linear_out_tile<CFG> out;
+#pragma HLS ARRAY_PARTITION variable = out.v complete dim = 0
+    int t = 0, tb = 0;
+EPILOGUE:
+    for (int s = 0; s < steps; ++s) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_STEPS
 #pragma HLS PIPELINE II = 1
-            const int j = jb * BP + r;
-            if (j < d_out) {
-                sw[r] = w_scale[j];
-                zw[r] = HAS_ZERO ? wsum[j] : 0.0f;
-            }
+        FLEXLLM_COUNT("linear_epilogue");
+        if (t == 0) {
+            if (tb == 0) prm = param_stream.read();
+            tile = acc_stream.read();
         }
-    RESCALE_TOKEN_BLOCKS:
-        for (int tb = 0; tb < token_blocks; ++tb) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_TB
-            const linear_acc_tile<CFG> tile = acc_stream.read();
-        RESCALE_TILE:
-            for (int e = 0; e < TP * BP; ++e) {
+        const int tok = tb * TP + t;
+        for (int r = 0; r < BP; ++r) {
+#pragma HLS UNROLL
+            float v = (acc_to_f32(tile.v[t][r]) * scale[tok < n_tokens ? tok : 0]) * prm.scale[r];
+            if (HAS_ZERO) v = v + (zero[tok < n_tokens ? tok : 0] * prm.wsum[r]);
+            out.v[t][r] = v;
+        }
+        if (++t == TP) {
+            t = 0;
+            out_stream.write(out);
+            if (++tb == token_blocks) tb = 0;
+        }
+    }
+}
+
+// Consumer: y[t][j] for t < n_tokens, j < d_out (tests and single-destination use).
+template <class CFG, int W>
+void linear_collect(hls::stream<linear_out_tile<CFG> > &out_stream, float y[CFG::max_tokens][W], int n_tokens,
+                    int d_out) {
+    constexpr int TP = CFG::token_lanes;
+    constexpr int BP = CFG::out_lanes;
+    constexpr int MAX_STEPS = CFG::max_out_blocks * CFG::max_token_blocks * TP;
+    (void)MAX_STEPS;  // loop tripcount only
+    const int token_blocks = ceil_div(n_tokens, TP);
+    const int steps = ceil_div(d_out, BP) * token_blocks * TP;
+    linear_out_tile<CFG> tile;
+    int t = 0, tb = 0, jb = 0;
+COLLECT:
+    for (int s = 0; s < steps; ++s) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_STEPS
 #pragma HLS PIPELINE II = 1
-                const int t = e / BP;
-                const int r = e - t * BP;
-                const int tok = tb * TP + t;
-                const int j = jb * BP + r;
-                if (tok < n_tokens && j < d_out) {
-                    float v = (acc_to_f32(tile.v[t][r]) * scale[tok]) * sw[r];
-                    if (HAS_ZERO) v = v + (zero[tok] * zw[r]);
-                    y[tok][j] = v;
-                }
+        if (t == 0) tile = out_stream.read();
+        const int tok = tb * TP + t;
+        for (int r = 0; r < BP; ++r) {
+#pragma HLS UNROLL
+            const int j = jb * BP + r;
+            if (tok < n_tokens && j < d_out) y[tok][j] = tile.v[t][r];
+        }
+        if (++t == TP) {
+            t = 0;
+            if (++tb == token_blocks) {
+                tb = 0;
+                ++jb;
             }
         }
     }
 }
 
-// Process 3 (integer output): exact accumulators as int32.
-template <class CFG>
-void linear_write_acc(hls::stream<linear_acc_tile<CFG> > &acc_stream, int32_t acc[CFG::max_tokens][CFG::max_out],
-                      int n_tokens, int d_out) {
+// Consumer: exact accumulators as int32 (the integer core, for tests).
+template <class CFG, int W>
+void linear_write_acc(hls::stream<linear_acc_tile<CFG> > &acc_stream, int32_t acc[CFG::max_tokens][W], int n_tokens,
+                      int d_out) {
     constexpr int TP = CFG::token_lanes;
     constexpr int BP = CFG::out_lanes;
-    constexpr int MAX_OB = CFG::max_out_blocks;
-    constexpr int MAX_TB = CFG::max_token_blocks;
-    (void)MAX_OB, (void)MAX_TB;  // loop tripcounts only
     const int out_blocks = ceil_div(d_out, BP);
     const int token_blocks = ceil_div(n_tokens, TP);
 WRITE_ACC_OUT_BLOCKS:
     for (int jb = 0; jb < out_blocks; ++jb) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_OB
+#pragma HLS LOOP_TRIPCOUNT max = CFG::max_out_blocks
     WRITE_ACC_TOKEN_BLOCKS:
         for (int tb = 0; tb < token_blocks; ++tb) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_TB
-            const linear_acc_tile<CFG> tile = acc_stream.read();
-        WRITE_ACC_TILE:
-            for (int e = 0; e < TP * BP; ++e) {
+#pragma HLS LOOP_TRIPCOUNT max = CFG::max_token_blocks
 #pragma HLS PIPELINE II = 1
-                const int t = e / BP;
-                const int r = e - t * BP;
-                const int tok = tb * TP + t;
-                const int j = jb * BP + r;
-                if (tok < n_tokens && j < d_out) acc[tok][j] = (int32_t)tile.v[t][r].to_int();
+            const linear_acc_tile<CFG> tile = acc_stream.read();
+            for (int t = 0; t < TP; ++t) {
+#pragma HLS UNROLL
+                for (int r = 0; r < BP; ++r) {
+#pragma HLS UNROLL
+                    const int tok = tb * TP + t;
+                    const int j = jb * BP + r;
+                    if (tok < n_tokens && j < d_out) acc[tok][j] = (int32_t)tile.v[t][r].to_int();
+                }
             }
         }
     }
-}
-
-// y[t][j] for t < n_tokens, j < d_out. q: codes [max_tokens][max_in]; scale / zero: per token;
-// w[p] + w_off: port p's slice of the packed weights (flexllm_weights.h, CFG::ports ports, d_out rows
-// of d_in codes, same word offset w_off in every port); w_scale, wsum: [d_out] (wsum unused for int8).
-template <class CFG>
-void linear(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], const float scale[CFG::max_tokens],
-            const float zero[CFG::max_tokens], const wide_word_t *const w[CFG::ports], long long w_off,
-            const float *w_scale, const float *wsum, float y[CFG::max_tokens][CFG::max_out], int n_tokens, int d_in,
-            int d_out) {
-#pragma HLS DATAFLOW
-    constexpr int W_FIFO_DEPTH = CFG::w_fifo_depth;
-    (void)W_FIFO_DEPTH;  // stream depth only
-    hls::stream<wide_word_t> w_streams[CFG::ports];
-#pragma HLS STREAM variable = w_streams depth = W_FIFO_DEPTH
-    hls::stream<linear_acc_tile<CFG> > acc_stream("linear_acc_stream");
-#pragma HLS STREAM variable = acc_stream depth = 2
-READ_PORTS:
-    for (int p = 0; p < CFG::ports; ++p) {
-#pragma HLS UNROLL
-        // w[p] with p a constant after unrolling: each reader binds to its own m_axi port (an array
-        // of AXI pointers may not be indexed at run time in hardware).
-        linear_read_port<CFG>(w[p], w_off, w_streams[p], d_in, d_out);
-    }
-    linear_mac<CFG>(q, w_streams, acc_stream, n_tokens, d_in, d_out);
-    linear_rescale<CFG>(acc_stream, scale, zero, w_scale, wsum, y, n_tokens, d_out);
-}
-
-// Same engine, integer output: acc[t][j] = sum_k q[t][k] * w[j][k].
-template <class CFG>
-void linear_int(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], const wide_word_t *const w[CFG::ports],
-                long long w_off, int32_t acc[CFG::max_tokens][CFG::max_out], int n_tokens, int d_in, int d_out) {
-#pragma HLS DATAFLOW
-    constexpr int W_FIFO_DEPTH = CFG::w_fifo_depth;
-    (void)W_FIFO_DEPTH;  // stream depth only
-    hls::stream<wide_word_t> w_streams[CFG::ports];
-#pragma HLS STREAM variable = w_streams depth = W_FIFO_DEPTH
-    hls::stream<linear_acc_tile<CFG> > acc_stream("linear_int_acc_stream");
-#pragma HLS STREAM variable = acc_stream depth = 2
-READ_PORTS:
-    for (int p = 0; p < CFG::ports; ++p) {
-#pragma HLS UNROLL
-        linear_read_port<CFG>(w[p], w_off, w_streams[p], d_in, d_out);  // constant p: see linear()
-    }
-    linear_mac<CFG>(q, w_streams, acc_stream, n_tokens, d_in, d_out);
-    linear_write_acc<CFG>(acc_stream, acc, n_tokens, d_out);
 }
 
 }  // namespace flexllm

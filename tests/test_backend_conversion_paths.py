@@ -48,7 +48,7 @@ def test_odd_lane_counts_give_identical_results(prefill_export, tmp_path):
         hm = convert_stage(prefill_export["onnx"], tmp_path / name, project_name=f"lanes_{name}", **lanes)
         hm.compile()
         outs.append(hm.predict(ref["input_ids"], return_codes=True))
-    assert "linear_config<8, 96, 96, 3, 5, 7" in (tmp_path / "b" / "firmware" / "lanes_b_parameters.h").read_text()
+    assert "linear_config<MAX_TOKENS, WIDTH, 512, 3, 5, 7," in (tmp_path / "b" / "firmware" / "lanes_b_parameters.h").read_text()
     for key in outs[0]:
         np.testing.assert_array_equal(outs[0][key], outs[1][key])
     with pytest.raises(ValueError, match="unknown lane keys"):

@@ -80,7 +80,12 @@ def test_project_layout_and_manifest(preset_model, tmp_path):
     _, hm, _ = _convert(model, "decode", DECODE_P, tmp_path)
     prj = tmp_path / "decode" / "prj"
     src = (prj / "firmware" / "tiny_decode.cpp").read_text()
-    assert "#pragma HLS INTERFACE m_axi port=w0" in src and "flexllm::attention<" in src
+    core = (prj / "firmware" / "tiny_decode_core.h").read_text()
+    assert "#pragma HLS INTERFACE m_axi port=w0" in src and "stage_pass(" in src
+    # one call site of every shared unit (temporal reuse: the schedule tables carry the calls)
+    for unit in ("flexllm::linear_mac<ENGINE>", "flexllm::attention<ATTENTION>", "flexllm::rmsnorm_row<",
+                 "flexllm::quantize_tokens<", "linear_engine(codes"):
+        assert core.count(unit) == 1, unit
     headers = {p.name for p in (prj / "firmware" / "flexllm").glob("*.h")}
     assert {"flexllm_linear.h", "flexllm_attention.h", "flexllm_rmsnorm.h"} <= headers
     images = load_images(prj / "weights")
@@ -108,8 +113,10 @@ def test_two_layer_graph_folds_into_one_block(stage, tmp_path):
     model = tiny_model("flexllm-w4a4")
     seq_len = PREFILL_L if stage == "prefill" else DECODE_P
     info, hm, ref = _convert(model, stage, seq_len, tmp_path, layers=2)
-    src = (tmp_path / stage / "prj" / "firmware" / f"tiny_{stage}.cpp").read_text()
-    assert src.count("flexllm::attention<") == 1 and "for (int l = 0; l < N_LAYERS; ++l)" in src
+    core = (tmp_path / stage / "prj" / "firmware" / f"tiny_{stage}_core.h").read_text()
+    params = (tmp_path / stage / "prj" / "firmware" / f"tiny_{stage}_parameters.h").read_text()
+    assert core.count("flexllm::attention<") == 1 and "BLOCK_STEPS = N_LAYERS * BLOCK_CALLS" in core
+    assert params.count("flexllm::UNIT_ATTENTION") == 1          # one block: the layers are data
     assert "constexpr int N_LAYERS = 2;" in (tmp_path / stage / "prj" / "firmware" / f"tiny_{stage}.h").read_text()
     out = hm.predict([ref[n] for n in info["input_names"]], return_codes=True)
     logits, trace = _golden_run(model, 2, stage, seq_len)

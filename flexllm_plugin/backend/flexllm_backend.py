@@ -36,7 +36,7 @@ class FlexLLMBackend(VitisBackend):
     def _register_flows(self):
         convert = register_flow("convert", ["flexllm:validate_flexllm_graph", "flexllm:remove_constant_layers",
                                             "flexllm:fold_head_views", "flexllm:fold_decoder_blocks",
-                                            "flexllm:size_buffers", "flexllm:plan_memory"],
+                                            "flexllm:size_buffers", "flexllm:plan_memory", "flexllm:bind_units"],
                                 backend=self.name)
         templates = register_flow("apply_templates", self._get_layer_templates, requires=[convert],
                                   backend=self.name)

@@ -5,8 +5,10 @@ Three images, each a flat array the kernel reads through one pointer (an m_axi p
 ``wmem_p{i}`` uint8  packed integer weights, one image per weight port (HBM pseudo-channel): every
                     matrix is split over the ports by output row and lives at the same 512-bit-word
                     offset in each (``brevitas_models.packing.pack_weights_ports``)
-``fmem``   float32  per-channel weight scales, zero-offset row sums, norm weights, RoPE tables,
-                    attention constants
+``lmem``   float32  per-channel weight scales and zero-offset row sums of every linear, in the
+                    parameter blocks the engine's parameter reader streams (``packing.pack_linear_params``,
+                    blocks of the engine's out lanes)
+``fmem``   float32  norm weights, RoPE tables, attention constants
 ``embed``  float32  the embedding table ``[vocab, hidden]``
 
 Every tensor starts on a 64-byte boundary (one 512-bit HBM word). Identical tensors (e.g. the RoPE
@@ -25,10 +27,10 @@ from typing import Dict, List
 import numpy as np
 
 from brevitas_models.golden import LinearParams, attention_constants
-from brevitas_models.packing import pack_weights_ports
+from brevitas_models.packing import pack_linear_params, pack_weights_ports
 
 ALIGN_BYTES = 64
-FLOAT_IMAGES = ("fmem", "embed")
+FLOAT_IMAGES = ("lmem", "fmem", "embed")
 
 
 def image_dtype(name: str):
@@ -51,6 +53,8 @@ class MemoryPlan:
     sizes: Dict[str, int] = field(default_factory=dict)
     tensors: Dict[str, dict] = field(default_factory=dict)
     _dedup: Dict[tuple, int] = field(default_factory=dict)
+
+    out_lanes: int = 1
 
     def place(self, image: str, name: str, array: np.ndarray, dedup: bool = True) -> int:
         """Append ``array`` (flattened, cast to the image type) to ``image``; return its element offset."""
@@ -174,20 +178,33 @@ def plan_model_memory(model) -> MemoryPlan:
     """
     cfg = model.config.config.setdefault("FlexLLM", {})
     n_layers = int(cfg.get("NumLayers") or 1)
+    from .passes.templates import linear_lanes_of_config
     plan = MemoryPlan(ports=int(cfg.get("WeightPorts") or 1))
+    plan.out_lanes = linear_lanes_of_config(model)[1]
     max_rows = 0
 
     def put(layer, key, image, name, arrays):
-        """Place ``arrays`` (one per layer, or a single array) and record ``<key>`` on the layer."""
-        place = plan.place_ports if image == "wmem" else (lambda n, a, dedup=True: plan.place(image, n, a, dedup))
+        """Place ``arrays`` (one per layer, or a single array) and record on the layer ``<key>`` (the C++
+        expression ``base + l * stride``) and ``<key>_pair`` ``(base, stride)`` (in 512-bit words for the
+        ``wmem`` and ``lmem`` images, in elements otherwise)."""
+        if image == "wmem":
+            place = plan.place_ports
+        elif image == "lmem":
+            def place(n, a, dedup=True):
+                return plan.place("lmem", n, a, dedup) // 16
+        else:
+            def place(n, a, dedup=True):
+                return plan.place(image, n, a, dedup)
         if not isinstance(arrays, list):
-            layer.set_attr(key, str(place(f"{layer.name}.{name}", arrays)))
-            return
-        offsets = [place(f"{layer.name}.{name}[{l}]", a, dedup=False) for l, a in enumerate(arrays)]
-        stride = offsets[1] - offsets[0] if len(offsets) > 1 else 0
-        if any(o != offsets[0] + i * stride for i, o in enumerate(offsets)):
-            raise AssertionError(f"{layer.name}.{name}: per-layer copies not equally spaced")
-        layer.set_attr(key, f"{offsets[0]} + l * {stride}" if stride else str(offsets[0]))
+            base, stride = place(f"{layer.name}.{name}", arrays), 0
+        else:
+            offsets = [place(f"{layer.name}.{name}[{l}]", a, dedup=False) for l, a in enumerate(arrays)]
+            base = offsets[0]
+            stride = offsets[1] - offsets[0] if len(offsets) > 1 else 0
+            if any(o != offsets[0] + i * stride for i, o in enumerate(offsets)):
+                raise AssertionError(f"{layer.name}.{name}: per-layer copies not equally spaced")
+        layer.set_attr(key, f"{base} + l * {stride}" if stride else str(base))
+        layer.set_attr(f"{key}_pair", (int(base), int(stride)))
 
     for layer in model.get_layers():
         cls = layer.class_name
@@ -212,8 +229,8 @@ def plan_model_memory(model) -> MemoryPlan:
             layer.set_attr("acc_bits", int(max(lp.acc_bits for lp in lps)))
             pick = (lambda xs: xs[0]) if single else (lambda xs: xs)
             put(layer, "w_off", "wmem", "w_packed", pick(packed))
-            put(layer, "s_off", "fmem", "w_scale", pick([lp.w_scale for lp in lps]))
-            put(layer, "z_off", "fmem", "w_zsum", pick([lp.wsum for lp in lps]))
+            put(layer, "p_off", "lmem", "params", pick([pack_linear_params(lp.w_scale, lp.wsum, plan.out_lanes)
+                                                        for lp in lps]))
         elif cls == "FlexAttention":
             cos, sin = layer.get_attr("rope_cos"), layer.get_attr("rope_sin")
             if cos is None:

@@ -79,7 +79,8 @@ def predict(model, x, position=None, return_codes=False):
     n_layers = int(cfg.get("NumLayers") or 1)
     kv_names = attn.get_attr("kv_names")
     per_layer = attn.get_attr("per_layer") or [{k: attn.get_attr(k) for k in ("s_k", "s_v")}]
-    k_cache = np.zeros((n_layers, kvh, max_ctx, hd), dtype=np.int8)
+    row_bytes = 64 * -(-hd // 64)                   # flexllm_kv_cache.h: rows padded to 512-bit words
+    k_cache = np.zeros((n_layers, kvh, max_ctx, row_bytes), dtype=np.int8)
     v_cache = np.zeros_like(k_cache)
     past = 0
     for l, names in enumerate(kv_names):
@@ -93,7 +94,7 @@ def predict(model, x, position=None, return_codes=False):
             if not np.array_equal(codes.astype(np.float32) * scale, vals):
                 raise ValueError(f"FlexLLM predict: input '{inp}' is not on the int8 grid of its K/V scale")
             past = vals.shape[1]
-            cache[l, :, :past] = np.clip(codes, -128, 127).astype(np.int8)
+            cache[l, :, :past, :hd] = np.clip(codes, -128, 127).astype(np.int8)
     if position is None:
         position = int(np.asarray(feeds["position"]).reshape(-1)[0]) if "position" in feeds else past
     if position + n > max_ctx:
@@ -108,9 +109,11 @@ def predict(model, x, position=None, return_codes=False):
     ports = [images[name] for name in sorted((k for k in images if k.startswith("wmem_p")), key=lambda k: int(k[6:]))]
     port_ptrs = (ctypes.POINTER(ctypes.c_uint8) * len(ports))(*[_ptr(p, ctypes.c_uint8) for p in ports])
     port_words = (ctypes.c_longlong * len(ports))(*[p.size // 64 for p in ports])
+    lmem = images["lmem"]
     rc = fn(_ptr(ids, ctypes.c_int32), ctypes.c_int(n), ctypes.c_int(position),
-            port_ptrs, port_words, _ptr(images["fmem"], ctypes.c_float),
-            _ptr(images["embed"], ctypes.c_float), _ptr(k_cache, ctypes.c_int8), _ptr(v_cache, ctypes.c_int8),
+            port_ptrs, port_words, _ptr(lmem, ctypes.c_uint8), ctypes.c_longlong(lmem.size // 16),
+            _ptr(images["fmem"], ctypes.c_float), _ptr(images["embed"], ctypes.c_float),
+            _ptr(k_cache, ctypes.c_int8), _ptr(v_cache, ctypes.c_int8), ctypes.c_longlong(k_cache.size // 64),
             _ptr(logits, ctypes.c_float))
     if rc != 0:
         raise RuntimeError(f"FlexLLM kernel C simulation returned error code {rc}")
@@ -119,9 +122,33 @@ def predict(model, x, position=None, return_codes=False):
     for l, names in enumerate(kv_names):
         for cache, out, scale in ((k_cache, names["outputs"][0], per_layer[l]["s_k"]),
                                   (v_cache, names["outputs"][1], per_layer[l]["s_v"])):
-            codes = cache[l, :, position:position + n].copy()
+            codes = cache[l, :, position:position + n, :hd].copy()
             scale = np.asarray(scale, dtype=np.float32).reshape(kvh, 1, 1)
             result[out] = (codes.astype(np.float32) * scale)[None]
             if return_codes:
                 result[out + ".codes"] = codes
     return result
+
+
+def loop_counts(model) -> dict:
+    """The C simulation's loop-iteration counters accumulated since the last call (``{name: count}``;
+    layers/flexllm_counters.h), then reset. The cost model (flexllm_plugin/cost) is held to them."""
+    import tempfile
+
+    fn = getattr(model._top_function_lib, f"{model.config.get_project_name()}_dump_counters")
+    fn.restype = ctypes.c_int
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "counters.txt"
+        rc = fn(ctypes.c_char_p(str(path).encode()))
+        if rc != 0:
+            raise RuntimeError(f"counter dump failed ({rc}): built without FLEXLLM_COUNTERS?")
+        return parse_counts(path.read_text())
+
+
+def parse_counts(text: str) -> dict:
+    out = {}
+    for line in text.splitlines():
+        if line.strip():
+            name, count = line.rsplit(None, 1)
+            out[name] = int(count)
+    return out
