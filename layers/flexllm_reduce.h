@@ -45,7 +45,6 @@ struct reduce_lanes_check {
 template <int LANES = 1>
 float reduce_partials_tree(float p[REDUCE_PARTIALS]) {
 #pragma HLS INLINE
-    (void)reduce_lanes_check<LANES>::banks;
 REDUCE_TREE_LEVELS:
     for (int w = REDUCE_PARTIALS; w > 1; w >>= 1) {
         const int h = w >> 1;
@@ -76,9 +75,11 @@ struct sum_partials_accumulator {
 
     void reset() {
 #pragma HLS INLINE
+        constexpr int B = reduce_lanes_check<LANES>::banks;
+        (void)B;
     SUM_PARTIALS_RESET:
         for (int r = 0; r < REDUCE_PARTIALS; ++r) {
-#pragma HLS UNROLL factor = 2 * LANES
+#pragma HLS UNROLL factor = B
             p[r] = 0.0f;
         }
     }
@@ -109,12 +110,13 @@ struct sum_partials_accumulator {
 // sum_partials of x[0 .. n-1] (n == 0 gives +0). x partitioned cyclic by LANES (caller).
 template <int MAX_N, int LANES = 1>
 float sum_partials(const float x[MAX_N], int n) {
-    constexpr int D = reduce_lanes_check<LANES>::distance;
+    constexpr int D = reduce_lanes_check<LANES>::distance;  // loop-carried distance on p
+    constexpr int B = reduce_lanes_check<LANES>::banks;     // banks of p (cyclic)
     float p[REDUCE_PARTIALS];
-#pragma HLS ARRAY_PARTITION variable = p cyclic factor = 2 * LANES
+#pragma HLS ARRAY_PARTITION variable = p cyclic factor = B
 SUM_PARTIALS_RESET:
     for (int r = 0; r < REDUCE_PARTIALS; ++r) {
-#pragma HLS UNROLL factor = 2 * LANES
+#pragma HLS UNROLL factor = B
         p[r] = 0.0f;
     }
 SUM_PARTIALS:
@@ -133,6 +135,7 @@ SUM_PARTIALS:
         }
     }
     (void)D;
+    (void)B;
     return reduce_partials_tree<LANES>(p);
 }
 

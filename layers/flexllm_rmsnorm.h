@@ -16,12 +16,13 @@ namespace flexllm {
 // One row of d elements (d >= 1). y may alias x.
 template <int MAX_D, int LANES = 1>
 void rmsnorm_row(const float x[MAX_D], const float w[MAX_D], float eps, int d, float y[MAX_D]) {
-    constexpr int D = reduce_lanes_check<LANES>::distance;
+    constexpr int D = reduce_lanes_check<LANES>::distance;  // loop-carried distance on p
+    constexpr int B = reduce_lanes_check<LANES>::banks;     // banks of p (cyclic)
     float p[REDUCE_PARTIALS];
-#pragma HLS ARRAY_PARTITION variable = p cyclic factor = 2 * LANES
+#pragma HLS ARRAY_PARTITION variable = p cyclic factor = B
 RMSNORM_RESET:
     for (int r = 0; r < REDUCE_PARTIALS; ++r) {
-#pragma HLS UNROLL factor = 2 * LANES
+#pragma HLS UNROLL factor = B
         p[r] = 0.0f;
     }
 RMSNORM_SQUARES:
@@ -41,6 +42,7 @@ RMSNORM_SQUARES:
         }
     }
     (void)D;
+    (void)B;
     const float ms = reduce_partials_tree<LANES>(p) / (float)d;
     const float r = 1.0f / f32_sqrt(ms + eps);
 RMSNORM_SCALE:

@@ -25,12 +25,13 @@ namespace flexllm {
 // In place: x[0 .. n-1] <- e = exp32(x - m); returns sum_partials(e).
 template <int MAX_N, int LANES = 1>
 float softmax_exp_sum(float x[MAX_N], int n, float m) {
-    constexpr int D = reduce_lanes_check<LANES>::distance;
+    constexpr int D = reduce_lanes_check<LANES>::distance;  // loop-carried distance on p
+    constexpr int B = reduce_lanes_check<LANES>::banks;     // banks of p (cyclic)
     float p[REDUCE_PARTIALS];
-#pragma HLS ARRAY_PARTITION variable = p cyclic factor = 2 * LANES
+#pragma HLS ARRAY_PARTITION variable = p cyclic factor = B
 SOFTMAX_RESET:
     for (int r = 0; r < REDUCE_PARTIALS; ++r) {
-#pragma HLS UNROLL factor = 2 * LANES
+#pragma HLS UNROLL factor = B
         p[r] = 0.0f;
     }
 SOFTMAX_EXP:
@@ -51,6 +52,7 @@ SOFTMAX_EXP:
         }
     }
     (void)D;
+    (void)B;
     return reduce_partials_tree<LANES>(p);
 }
 
