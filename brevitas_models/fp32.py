@@ -7,7 +7,7 @@ results bit for bit. The complete contract is in the docstring of :mod:`brevitas
 this module only holds the building blocks:
 
 =====================  ==========================================================================
-``sum4``               fp32 reduction with 4 interleaved partial sums, ``(p0 + p1) + (p2 + p3)``
+``sum_partials``       fp32 reduction: 128 interleaved partial sums, then a fixed pairwise tree
 ``exp32``              ``float32(exp(float64(x)))``
 ``rint``               round half to even (``np.rint``)
 ``quant_uint4_asym``   per-token asymmetric uint4 of linear inputs (scale, zero = min)
@@ -31,9 +31,10 @@ ONE = np.float32(1.0)
 FLT_MIN = np.float32(2.0 ** -126)          # smallest normal binary32
 EXACT_F32_INT = 2 ** 24                    # integers of magnitude <= 2^24 are exact in float32
 EXACT_F64_INT = 2 ** 53                    # ... and <= 2^53 in float64
+REDUCE_PARTIALS = 128                      # interleaved partial sums of sum_partials (flexllm_reduce.h)
 
 __all__ = [
-    "F32", "FLT_MIN", "sum4", "exp32", "rint", "quant_uint4_asym", "quant_int8_sym", "quant_static",
+    "F32", "FLT_MIN", "REDUCE_PARTIALS", "sum_partials", "exp32", "rint", "quant_uint4_asym", "quant_int8_sym", "quant_static",
     "rmsnorm", "silu", "softmax_masked", "rotate_half", "rope", "int_matmul", "accumulator_bits",
 ]
 
@@ -45,27 +46,34 @@ def _f32(x) -> np.ndarray:
     return x
 
 
-def sum4(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """fp32 sum along ``axis`` with 4 interleaved partial sums.
+def sum_partials(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """fp32 sum along ``axis`` with ``REDUCE_PARTIALS = 128`` interleaved partial sums and a fixed tree.
 
-    ``x`` (length n along ``axis``) is zero-padded to a multiple of 4; partial sum ``p[r]``
-    (r = 0..3) starts at +0 and accumulates ``x[k]`` for ``k % 4 == r`` sequentially in increasing
-    ``k``; the result is ``(p[0] + p[1]) + (p[2] + p[3])``. Zero padding (and any trailing zeros)
-    does not change the result, so a row padded with masked zeros sums bit-identically to the
-    unpadded row. n == 0 gives +0.
+    Partial sum ``p[r]`` (r = 0..127) starts at +0 and accumulates ``x[k]`` for ``k % 128 == r``
+    sequentially in increasing ``k`` (``p[k % 128] = p[k % 128] + x[k]``); then a fixed pairwise
+    tree ``q[i] = q[2i] + q[2i+1]`` halves 128 -> 64 -> ... -> 1 and ``q[0]`` is the result.
+
+    Implementation: ``x`` is zero-padded (+0) to a multiple of 128 and viewed as [chunks, 128]; the
+    chunks are added one after the other with element-wise fp32 adds (never ``np.sum``, which sums
+    pairwise). Padding with +0 is exact: a partial starts at +0 and can never become -0 (an IEEE sum
+    is -0 only when both operands are -0), so ``p + (+0) == p`` bit for bit (also for inf / NaN).
+    For the same reason trailing zeros (masked softmax entries) never change the result. n == 0
+    gives +0.
     """
     x = np.moveaxis(_f32(x), axis, -1)
     n = x.shape[-1]
-    pad = (-n) % 4
-    if pad or n == 0:
-        x = np.concatenate([x, np.zeros(x.shape[:-1] + (pad or 4,), dtype=np.float32)], axis=-1)
-    r = x.reshape(x.shape[:-1] + (x.shape[-1] // 4, 4))
-    # cumsum along the chunk axis is one sequential fp32 add chain per lane r:
-    # ((x[r] + x[r+4]) + x[r+8]) + ...; it starts at x[r] rather than at +0 + x[r], which differs only
-    # when every element of the lane is -0 (-0 instead of +0): the final "+ 0" restores the +0 start.
-    p = np.cumsum(r, axis=-2, dtype=np.float32)[..., -1, :]
-    p = p + np.float32(0.0)
-    return (p[..., 0] + p[..., 1]) + (p[..., 2] + p[..., 3])
+    R = REDUCE_PARTIALS
+    chunks = max(1, -(-n // R))
+    pad = chunks * R - n
+    if pad:
+        x = np.concatenate([x, np.zeros(x.shape[:-1] + (pad,), dtype=np.float32)], axis=-1)
+    x = x.reshape(x.shape[:-1] + (chunks, R))
+    p = np.zeros(x.shape[:-2] + (R,), dtype=np.float32)
+    for c in range(chunks):                          # sequential per partial, increasing k
+        p = p + x[..., c, :]
+    while p.shape[-1] > 1:                           # q[i] = q[2i] + q[2i+1]
+        p = p[..., 0::2] + p[..., 1::2]
+    return p[..., 0]
 
 
 def exp32(x: np.ndarray) -> np.ndarray:
@@ -131,10 +139,10 @@ def quant_static(x: np.ndarray, mult: np.ndarray, lo: int, hi: int, dtype) -> np
 
 
 def rmsnorm(x: np.ndarray, w: np.ndarray, eps: np.float32) -> np.ndarray:
-    """Row-wise: ``ms = sum4(x*x) / n``, ``r = 1 / sqrt(ms + eps)``, ``y = (x * r) * w`` (all fp32)."""
+    """Row-wise: ``ms = sum_partials(x*x) / n``, ``r = 1 / sqrt(ms + eps)``, ``y = (x * r) * w`` (all fp32)."""
     x = _f32(x)
     n = np.float32(x.shape[-1])
-    ms = sum4(x * x) / n
+    ms = sum_partials(x * x) / n
     r = ONE / np.sqrt(ms + np.float32(eps))
     return (x * r[..., None]) * _f32(w)
 
@@ -149,7 +157,7 @@ def silu(g: np.ndarray) -> np.ndarray:
 def softmax_masked(s: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Softmax over the last axis restricted to ``valid`` entries (others give exactly 0).
 
-    ``m = max(valid s)``, ``e = exp32(s - m)`` (0 where not valid), ``sum = sum4(e)`` over the full
+    ``m = max(valid s)``, ``e = exp32(s - m)`` (0 where not valid), ``sum = sum_partials(e)`` over the full
     row (the masked zeros do not change it), ``p = e / sum``. Every row needs >= 1 valid entry.
     """
     s = _f32(s)
@@ -157,7 +165,7 @@ def softmax_masked(s: np.ndarray, valid: np.ndarray) -> np.ndarray:
     m = np.where(valid, s, np.float32(-np.inf)).max(axis=-1, keepdims=True)
     d = np.where(valid, s - m, np.float32(-np.inf))
     e = exp32(d)
-    return e / sum4(e)[..., None]
+    return e / sum_partials(e)[..., None]
 
 
 def rotate_half(x: np.ndarray) -> np.ndarray:

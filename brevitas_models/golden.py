@@ -15,9 +15,11 @@ Notation and general rules
 * Integers are exact (the accumulator widths below never overflow). ``f32(int)`` converts an
   integer to binary32 with round to nearest even (exact when ``|v| <= 2^24``).
 * ``rint(v)``: round to nearest integer, ties to even. ``clamp(v, lo, hi) = min(max(v, lo), hi)``.
-* ``sum4(x[0..n-1])``: 4 partial sums ``p[r] = +0``, for ``k = 0..n-1`` in increasing order
-  ``p[k % 4] = p[k % 4] + x[k]``; result ``(p[0] + p[1]) + (p[2] + p[3])``. (Zero-padding to a
-  multiple of 4 or appending zeros does not change the result.)
+* ``sum_partials(x[0..n-1])``: 128 partial sums ``p[r] = +0`` (r = 0..127); for ``k = 0..n-1`` in
+  increasing order ``p[k % 128] = p[k % 128] + x[k]`` (sequential per partial); then a fixed pairwise
+  tree, repeatedly ``q[i] = q[2i] + q[2i+1]`` (128 -> 64 -> ... -> 1); the result is ``q[0]``.
+  (Zero-padding or appending +0 elements does not change the result; n = 0 gives +0. The hardware
+  adds LANES <= 16 elements per cycle into distinct partials; the result does not depend on it.)
 * ``exp32(x) = f32(exp_f64(f64(x)))``: ``exp`` evaluated in binary64 (C ``exp`` on a double), then
   rounded once to binary32. Overflow gives ``+inf``, underflow ``+0``.
 * Constants derived offline are computed once and stored as binary32 (stated per constant below).
@@ -44,7 +46,7 @@ Operators
 =========
 RMSNorm (per token row ``x`` of length ``n``)::
 
-    ms = sum4(x[k] * x[k]) / f32(n);  r = 1 / sqrt(ms + eps);  y[k] = (x[k] * r) * w_n[k]
+    ms = sum_partials(x[k] * x[k]) / f32(n);  r = 1 / sqrt(ms + eps);  y[k] = (x[k] * r) * w_n[k]
 
 Per-token dynamic input quantization of a linear input row ``x`` (one scale per token):
 
@@ -79,7 +81,7 @@ Attention of one layer (tokens at positions ``P0 .. P0+L-1``; KV cache holds pos
     v_int[kh, t, i] = clamp(rint(vf[kh, t, i] * iv[kh]), -128, 127)        int8   -> KV cache
     scores_acc[h, t, u] = sum_i q_int[h, t, i] * k_int[h // g, u, i]       exact (|.| <= d * 2^14)
     s[h, t, u] = f32(scores_acc[h, t, u]) * qk[h]                           for keys u <= P(t)
-    m = max_u s;  e[u] = exp32(s[u] - m);  sum = sum4(e[0..P(t)]);  p[u] = e[u] / sum
+    m = max_u s;  e[u] = exp32(s[u] - m);  sum = sum_partials(e[0..P(t)]);  p[u] = e[u] / sum
     p_int[h, t, u] = clamp(rint(p[h, t, u] * ip[h]), 0, 255)              uint8 (0 for u > P(t))
     av_acc[h, t, i] = sum_{u <= P(t)} p_int[h, t, u] * v_int[h // g, u, i] exact (|.| <= T*255*128)
     attn[t, h*d + i] = f32(av_acc[h, t, i]) * pv[h]
@@ -131,7 +133,7 @@ Differences from the Brevitas model (why they agree closely but not bit-exactly)
   scale is ``max / 15`` instead of ``(max - min) / 15`` (valid, but coarser). The golden model and the
   hardware use the paper's ``(max - min) / 15`` for every token.
 * torch reductions (RMSNorm mean, softmax sum) use their own summation order; the golden model uses
-  ``sum4``. torch's ``exp`` is float32; the golden ``exp32`` goes through double.
+  ``sum_partials``. torch's ``exp`` is float32; the golden ``exp32`` goes through double.
 These differences flip occasional rounding decisions; a flipped code is one quantization step.
 
 Consequence for verification: a deep W4A4 network is chaotic with respect to such flips. On the tiny

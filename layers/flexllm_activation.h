@@ -2,7 +2,8 @@
 //
 //   silu(g) = g / (1 + exp32(-g));  act = silu(g) * u      (exp32(-g) = inf gives -0)
 //
-// == brevitas_models.fp32.silu(g) * u.
+// == brevitas_models.fp32.silu(g) * u. LANES elements per cycle (each element is independent).
+// Partitioning (declared by the caller): gate, up, act cyclic by LANES on the last dimension.
 #pragma once
 
 #include "flexllm_math.h"
@@ -21,17 +22,22 @@ inline float silu_mul(float g, float u) {
 }
 
 // act[t][k] = silu(gate[t][k]) * up[t][k] for t < n_tokens, k < d.
-template <int MAX_T, int MAX_D>
+template <int MAX_T, int MAX_D, int LANES = 1>
 void silu_mul_rows(const float gate[MAX_T][MAX_D], const float up[MAX_T][MAX_D], int n_tokens, int d,
                    float act[MAX_T][MAX_D]) {
 SILU_TOKENS:
     for (int t = 0; t < n_tokens; ++t) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_T
     SILU_ELEMENTS:
-        for (int k = 0; k < d; ++k) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_D
+        for (int c = 0; c * LANES < d; ++c) {
+#pragma HLS LOOP_TRIPCOUNT max = (MAX_D + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
-            act[t][k] = silu_mul(gate[t][k], up[t][k]);
+        SILU_LANES:
+            for (int l = 0; l < LANES; ++l) {
+#pragma HLS UNROLL
+                const int k = c * LANES + l;
+                if (k < d) act[t][k] = silu_mul(gate[t][k], up[t][k]);
+            }
         }
     }
 }

@@ -65,6 +65,13 @@ inline float f32_sqrt(float x) {
 
 // exp32(x) = float(exp(double(x))): exp in binary64, one rounding to binary32.
 // Overflow gives +inf, underflow +0.
+// OPEN POINT (hardware path): the contract value is the correctly rounded binary32 exp of x (the
+// binary64 exp is accurate enough that its one rounding to float gives it on every tested sample).
+// The __SYNTHESIS__ branch below still goes through hls::exp on double, which is neither exactly
+// rounded nor cheap (a double-precision core per lane in the vectorised softmax / SiLU). A hardware
+// implementation must deliver exactly that rounded value (e.g. an fp32 range reduction with a
+// table and enough guard bits, proven against the contract on all 2^32 inputs); a plain
+// hls::expf would break bit-exactness with the C simulation. Not done yet.
 inline float exp32(float x) {
 #ifdef __SYNTHESIS__
     return (float)hls::exp((double)x);

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from brevitas_models.fp32 import (accumulator_bits, exp32, int_matmul, quant_int8_sym, quant_static,
-                                  quant_uint4_asym, rint, rmsnorm, rope, silu, softmax_masked, sum4)
+from brevitas_models.fp32 import (REDUCE_PARTIALS, accumulator_bits, exp32, int_matmul, quant_int8_sym, quant_static,
+                                  quant_uint4_asym, rint, rmsnorm, rope, silu, softmax_masked, sum_partials)
 from brevitas_models.golden import GoldenModel, KVCache
 
 torch.set_num_threads(1)
@@ -21,32 +21,53 @@ def f32(*v):
 
 
 # ------------------------------------------------------------------------------ primitives (4)
-def test_sum4_hand_cases():
-    assert sum4(f32(1, 2, 3, 4, 5)) == F(15)
-    # lanes: p = [2^24, 1, 1, 0] -> (2^24 + 1) + (1 + 0) = 2^24 + 1 -> 2^24 (ties to even);
-    # summing the small terms first would give 2^24 + 2.
-    assert sum4(f32(2 ** 24, 1, 1, 0)) == F(2 ** 24)
-    # lane 0 sequential: (2^24 + 1) + 1 rounds to 2^24 twice; summing (1 + 1) first would give 2^24 + 2.
-    x = f32(2 ** 24, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0)
-    assert sum4(x) == F(2 ** 24)
-    # combine order (p0 + p1) + (p2 + p3): p = [1, 2^24, -2^24, 1] -> (2^24 + 1 -> 2^24) + (1 - 2^24) = 1
-    assert sum4(f32(1, 2 ** 24, -2 ** 24, 1)) == F(1)
-    # zero padding / trailing zeros never change the result; axis handling; empty; -0
+def _sum_partials_loop(row):
+    """The contract written out with float32 scalars: 128 sequential partials, then the tree."""
+    p = [F(0)] * 128
+    for k, v in enumerate(row):
+        p[k % 128] = F(p[k % 128] + v)
+    while len(p) > 1:
+        p = [F(p[2 * i] + p[2 * i + 1]) for i in range(len(p) // 2)]
+    return p[0]
+
+
+def test_sum_partials_hand_cases():
+    assert REDUCE_PARTIALS == 128
+    assert sum_partials(f32(1, 2, 3, 4, 5)) == F(15)
+    # tree order: partials [2^24, 1, 1, 1, 0, ...] -> (2^24 + 1 -> 2^24) + (1 + 1) = 2^24 + 2;
+    # a sequential sum would give 2^24.
+    assert sum_partials(f32(2 ** 24, 1, 1, 1)) == F(2 ** 24 + 2)
+    # each partial is sequential: partial 0 gets 2^24, 1, 1 (k = 0, 128, 256) -> 2^24 twice rounded;
+    # a pairwise (numpy) sum of the three would give 2^24 + 2.
+    x = np.zeros(257, np.float32)
+    x[[0, 128, 256]] = [2 ** 24, 1, 1]
+    assert sum_partials(x) == F(2 ** 24)
+    assert F(np.sum(x)) == F(2 ** 24 + 2)                 # why np.sum is never used
+    # the last tree level joins partials 0..63 and 64..127: [2^24 at k = 0, 1 at k = 64 and 65] gives
+    # 2^24 + (1 + 1) = 2^24 + 2, where a sequential sum over the partials would give 2^24.
+    y = np.zeros(128, np.float32)
+    y[[0, 64, 65]] = [2 ** 24, 1, 1]
+    assert sum_partials(y) == F(2 ** 24 + 2)
+    # zero padding / trailing zeros never change the result; axis handling; empty; -0 -> +0
     rng = np.random.default_rng(0)
-    y = rng.standard_normal((3, 37)).astype(np.float32)
-    padded = np.concatenate([y, np.zeros((3, 11), np.float32)], axis=1)
-    assert np.array_equal(sum4(y), sum4(padded))
-    assert np.array_equal(sum4(y.T, axis=0), sum4(y))
-    assert sum4(np.zeros((0,), np.float32)) == 0
-    z = sum4(f32(-0.0, -0.0))
-    assert z == 0 and not np.signbit(z)
-    # the reference loop, written out
-    for row in y:
-        p = [F(0)] * 4
-        for k, v in enumerate(row):
-            p[k % 4] = F(p[k % 4] + v)
-        assert sum4(row) == F(F(p[0] + p[1]) + F(p[2] + p[3]))
-    assert sum4(y).dtype == np.float32
+    y = rng.standard_normal((3, 300)).astype(np.float32)
+    padded = np.concatenate([y, np.zeros((3, 211), np.float32)], axis=1)
+    assert np.array_equal(sum_partials(y).view(np.uint32), sum_partials(padded).view(np.uint32))
+    assert np.array_equal(sum_partials(y.T, axis=0), sum_partials(y))
+    assert sum_partials(np.zeros((0,), np.float32)) == 0
+    for z in (sum_partials(f32(-0.0, -0.0)), sum_partials(np.full(300, -0.0, np.float32))):
+        assert z == 0 and not np.signbit(z)
+    # padding with +0 after a partial that holds an infinity or a large value is exact
+    assert sum_partials(f32(np.inf, 1, -3)) == np.inf
+    assert sum_partials(f32(-np.inf)) == -np.inf
+    # the reference loop, written out, over lengths around the chunk boundaries
+    for n in (1, 2, 127, 128, 129, 255, 256, 300, 1000):
+        rows = np.stack([rng.standard_normal(n), rng.standard_normal(n) * 1e6,
+                         np.where(rng.random(n) < 0.5, -0.0, 1e-3) * rng.standard_normal(n)]).astype(np.float32)
+        got = sum_partials(rows)
+        for r, row in enumerate(rows):
+            assert got[r].view(np.uint32) == _sum_partials_loop(row).view(np.uint32), (n, r)
+    assert sum_partials(y).dtype == np.float32
 
 
 def test_exp32_hand_cases_and_libm_agreement():

@@ -231,27 +231,75 @@ def _expected_min_max(x):
     return mn, mx
 
 
-@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 17, 96, 160, 576, 1536, 8192])
-def test_reduce(csim, n):
-    rng = rng_for("reduce", n)
-    x = activations(rng, (6, n))
+# LANES of the element-wise modules: 1, 4, 16 (and 2, 8 for the reductions); the sizes include
+# values that LANES does not divide.
+LANES = [1, 4, 16]
+ALL_LANES = [1, 2, 4, 8, 16]
+N_REDUCE_ROWS = 11
+
+
+def _reduce_rows(rng, n):
+    """Random rows with -0 / +0 / +-inf edge cases (row 7: +inf and -inf, the sum is NaN)."""
+    x = activations(rng, (N_REDUCE_ROWS, n))
     if n:
-        x[1] = F32(-0.0)                                  # all negative zeros: sum4 gives +0
+        x[1] = F32(-0.0)                                  # all negative zeros: the sum is +0
         x[2] = rng.standard_normal(n).astype(F32) * F32(1e30)
         x[3] = np.where(rng.random(n) < 0.5, F32(0.0), F32(-0.0))
         x[4] = F32(2.5)                                   # constant row
-    out = csim.run("ops", "reduce", 6, n, x)
-    res = out.take(F32, (6, 5))
+        x[5, rng.integers(0, n)] = F32(np.inf)
+        x[6, rng.integers(0, n)] = F32(-np.inf)
+        i, j = (rng.choice(n, 2, replace=False) if n > 1 else (0, 0))
+        x[7, i], x[7, j] = F32(np.inf), F32(-np.inf)
+        x[8] = np.where(rng.random(n) < 0.3, F32(0.0), np.abs(x[8]))  # >= 0 with +0 minima
+        x[9] = np.where(rng.random(n) < 0.3, F32(-0.0), -np.abs(x[9]))  # <= 0 with -0 maxima
+    return x
+
+
+def _run_reduce(csim, lanes, x):
+    rows, n = x.shape
+    out = csim.run("ops", "reduce", lanes, rows, n, x)
+    res = out.take(F32, (rows, 8))
     out.done()
-    assert_bits(res[:, 0], fp32.sum4(x), "sum4")
-    assert_bits(res[:, 1], fp32.sum4(x), "sum4 streaming")
+    return res
+
+
+@pytest.mark.parametrize("lanes", ALL_LANES)
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 5, 17, 96, 127, 128, 129, 160, 576, 1000, 1536, 8192])
+def test_reduce(csim, lanes, n):
+    x = _reduce_rows(rng_for("reduce", n), n)
+    res = _run_reduce(csim, lanes, x)
+    with np.errstate(invalid="ignore"):
+        ref = fp32.sum_partials(x)
+    for col, what in ((0, "sum_partials"), (1, "sum_partials_accumulator.add"), (2, "add_lanes")):
+        nan = np.isnan(ref)
+        assert np.array_equal(np.isnan(res[:, col]), nan), what
+        assert_bits(res[~nan, col], ref[~nan], what)
     if n:
+        assert np.isnan(ref[7]) == (n > 1) and ref[5] == np.inf and ref[6] == -np.inf
         mn, mx = _expected_min_max(x)
-        assert_bits(res[:, 2], mn, "row_min")
-        assert_bits(res[:, 3], mx, "row_max")
-        assert_bits(res[:, 4], np.abs(x).max(axis=-1), "row_absmax")
+        assert_bits(res[:, 3], mn, "row_min")
+        assert_bits(res[:, 4], mx, "row_max")
+        assert_bits(res[:, 5], mn, "row_min_max: min")
+        assert_bits(res[:, 6], mx, "row_min_max: max")
+        assert_bits(res[:, 7], np.abs(x).max(axis=-1), "row_absmax")
     else:
-        assert_bits(res[:, 4], np.zeros(6, F32), "row_absmax of nothing")
+        assert_bits(res[:, 7], np.zeros(N_REDUCE_ROWS, F32), "row_absmax of nothing")
+
+
+@pytest.mark.parametrize("n", [1, 7, 33, 200, 1537])
+def test_reduce_lane_invariance(csim, n):
+    """Per-lane min / max / absmax combined at the end and the 128-partial sum give bit-identical
+    results (NaN included) for every LANES, on rows with -0 / +0 / +-inf edge cases."""
+    rng = rng_for("reduce-lanes", n)
+    x = _reduce_rows(rng, n)
+    x[10] = np.where(rng.random(n) < 0.5, F32(0.0), F32(-0.0))
+    x[10, rng.integers(0, n)] = F32(np.inf)
+    base = _run_reduce(csim, 1, x)
+    for lanes in ALL_LANES[1:]:
+        got = _run_reduce(csim, lanes, x)
+        bad = got.view(np.uint32) != base.view(np.uint32)
+        assert not bad.any(), f"LANES={lanes} differs from LANES=1 at {np.argwhere(bad)[:5].tolist()}"
+    assert (base[:, 1:3].view(np.uint32) == base[:, :1].view(np.uint32)).all(), "streaming forms"
 
 
 def test_scalar_math(csim):
@@ -290,12 +338,13 @@ def _quant_rows(rng, d):
     return np.stack(rows).astype(F32)
 
 
+@pytest.mark.parametrize("lanes", LANES)
 @pytest.mark.parametrize("kind", [UINT4, INT8])
-@pytest.mark.parametrize("d", [1, 2, 7, 96, 160, 576, 1536, 8192])
-def test_token_quant(csim, kind, d):
+@pytest.mark.parametrize("d", [1, 2, 7, 96, 160, 576, 1537, 8192])
+def test_token_quant(csim, kind, d, lanes):
     x = _quant_rows(rng_for("tq", kind, d), d)
     rows = x.shape[0]
-    out = csim.run("ops", "token_quant", kind, rows, d, x)
+    out = csim.run("ops", "token_quant", lanes, kind, rows, d, x)
     q = out.take(np.uint8 if kind == UINT4 else np.int8, (rows, d))
     s = out.take(F32, rows)
     z = out.take(F32, rows)
@@ -313,14 +362,15 @@ def test_token_quant(csim, kind, d):
         assert_bits(z, np.zeros(rows, F32), "int8 zero")
 
 
+@pytest.mark.parametrize("lanes", LANES)
 @pytest.mark.parametrize("lo,hi", [(-128, 127), (0, 255), (0, 15)])
-def test_quant_static(csim, lo, hi):
+def test_quant_static(csim, lo, hi, lanes):
     rng = rng_for("qs", lo, hi)
     x = np.concatenate([(rng.standard_normal(3000) * 3).astype(F32),
                         (np.arange(-300, 300) / F32(2.0)).astype(F32),      # exact ties after * 1
                         np.array([np.inf, -np.inf, 3e38, -3e38, 0.0, -0.0], F32)]).astype(F32)
     for mult in (F32(1.0), F32(37.917), F32(255.0), F32(1) / F32(0.0123)):
-        out = csim.run("ops", "quant_static", x.size, mult, lo, hi, x)
+        out = csim.run("ops", "quant_static", lanes, x.size, mult, lo, hi, x)
         c1, c2 = out.take(np.int32, x.size), out.take(np.int32, x.size)
         out.done()
         with np.errstate(over="ignore"):
@@ -333,21 +383,23 @@ def test_quant_static(csim, lo, hi):
 # row operators
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("d", [1, 5, 96, 576, 2048, 8192])
-def test_rmsnorm(csim, d):
+@pytest.mark.parametrize("lanes", LANES)
+@pytest.mark.parametrize("d", [1, 5, 96, 130, 576, 2048, 8192])
+def test_rmsnorm(csim, d, lanes):
     rng = rng_for("rms", d)
     x = np.stack([activations(rng, d), activations(rng, d) * F32(1e-3), activations(rng, d) * F32(1e15),
                   np.full(d, F32(0.0))]).astype(F32)
     w = rng.uniform(0.5, 1.5, d).astype(F32)
     eps = F32(1e-5)
-    out = csim.run("ops", "rmsnorm", x.shape[0], d, eps, x, w)
+    out = csim.run("ops", "rmsnorm", lanes, x.shape[0], d, eps, x, w)
     y = out.take(F32, x.shape)
     out.done()
     assert_bits(y, fp32.rmsnorm(x, w, eps), "rmsnorm")
 
 
+@pytest.mark.parametrize("lanes", LANES)
 @pytest.mark.parametrize("T", [1, 5, 64, 257, 2048])
-def test_softmax(csim, T):
+def test_softmax(csim, T, lanes):
     """Masked softmax rows as in attention: valid prefix n <= T, exact zeros after it."""
     rng = rng_for("softmax", T)
     rows = 6
@@ -361,11 +413,12 @@ def test_softmax(csim, T):
     p_ref = fp32.softmax_masked(s, valid)
     q_ref = fp32.quant_static(p_ref, inv_p, 0, 255, np.uint8)
     ragged = np.concatenate([s[r, :n] for r, n in enumerate(n_valid)])
-    out = csim.run("ops", "softmax", rows, n_valid, inv_p, ragged)
+    out = csim.run("ops", "softmax", lanes, rows, n_valid, inv_p, ragged)
     for r, n in enumerate(n_valid):
-        p1, p2, q = out.take(F32, n), out.take(F32, n), out.take(np.uint8, n)
+        p1, p2, q, p3 = out.take(F32, n), out.take(F32, n), out.take(np.uint8, n), out.take(F32, n)
         assert_bits(p1, p_ref[r, :n], f"softmax_prefix row {r}")
         assert_bits(p2, p_ref[r, :n], f"softmax_quant_prefix row {r}")
+        assert_bits(p3, p_ref[r, :n], f"softmax_prefix_with_max row {r}")
         assert_ints(q, q_ref[r, :n], f"p_int row {r}")
         assert not p_ref[r, n:].any()
     out.done()
@@ -378,34 +431,40 @@ def rope_tables_np(hd: int, n_pos: int, theta: float = 10000.0):
     return np.cos(ang).astype(F32), np.sin(ang).astype(F32)
 
 
-@pytest.mark.parametrize("hd", [16, 32, 64, 128])
-def test_rope(csim, hd):
+@pytest.mark.parametrize("lanes", LANES)
+@pytest.mark.parametrize("hd", [6, 16, 32, 64, 128])
+def test_rope(csim, hd, lanes):
     rng = rng_for("rope", hd)
     n_pos, rows = 300, 9
     cos, sin = rope_tables_np(hd, n_pos)
     pos = rng.integers(0, n_pos, rows).astype(np.int32)
     pos[0], pos[1] = 0, n_pos - 1
     x = activations(rng, (rows, hd))
-    out = csim.run("ops", "rope", n_pos, hd, rows, cos, sin, pos, x)
-    y = out.take(F32, (rows, hd))
+    out = csim.run("ops", "rope", lanes, n_pos, hd, rows, cos, sin, pos, x)
+    y = out.take(F32, (rows, 2, hd))
     out.done()
-    assert_bits(y, fp32.rope(x, cos[pos], sin[pos]), "rope")
+    ref = fp32.rope(x, cos[pos], sin[pos])
+    assert_bits(y[:, 0], ref, "rope_at")
+    assert_bits(y[:, 1], ref, "rope_load_tables + rope_apply")
 
 
-@pytest.mark.parametrize("d", [7, 160, 1536, 8192])
-def test_silu_mul_and_residual(csim, d):
-    """flexllm_activation.h and flexllm_residual.h (residual_add, residual_sum, copy_row)."""
+@pytest.mark.parametrize("lanes", LANES)
+@pytest.mark.parametrize("d", [7, 160, 1537, 8192])
+def test_silu_mul_and_residual(csim, d, lanes):
+    """flexllm_activation.h and flexllm_residual.h (residual_add, residual_sum, copy_row, copy_rows)."""
     rng = rng_for("silu", d)
     g = activations(rng, (5, d)) * F32(8.0)
     g[0, :4] = [F32(-200.0), F32(100.0), F32(-0.0), F32(-89.0)]     # exp32(-g) = inf, -0 gate, ...
     u = activations(rng, (5, d))
-    out = csim.run("ops", "silu_residual", 5, d, g, u)
-    act, total, last, res = out.take(F32, (5, d)), out.take(F32, (5, d)), out.take(F32, d), out.take(F32, (5, d))
+    out = csim.run("ops", "silu_residual", lanes, 5, d, g, u)
+    act, total, last = out.take(F32, (5, d)), out.take(F32, (5, d)), out.take(F32, d)
+    copied, res = out.take(F32, (5, d)), out.take(F32, (5, d))
     out.done()
     with np.errstate(over="ignore"):
         assert_bits(act, fp32.silu(g) * u, "silu_mul")
     assert_bits(total, g + u, "residual_sum")
     assert_bits(last, g[-1], "copy_row")
+    assert_bits(copied, u, "copy_rows")
     assert_bits(res, g + u, "residual_add")
 
 
@@ -425,8 +484,9 @@ def test_embedding(csim):
 HADAMARD_SIZES = [96, 160, 576, 1536, 2048, 8192, 1, 2, 16, 40, 112, 12, 24, 208, 320, 1280, 5632, 4096]
 
 
+@pytest.mark.parametrize("lanes", LANES)
 @pytest.mark.parametrize("n", HADAMARD_SIZES)
-def test_hadamard(csim, n):
+def test_hadamard(csim, n, lanes):
     m, p = hadamard_factor(n)
     assert m <= 64
     rng = rng_for("had", n)
@@ -434,7 +494,7 @@ def test_hadamard(csim, n):
     x[2] = rng.integers(-3, 4, n).astype(F32)         # many exact zeros / cancellations (signed zeros)
     scale = np.float64(1.0 / math.sqrt(n)).astype(F32)
     sign = np.ascontiguousarray(small_hadamard(m), dtype=np.int8)
-    out = csim.run("ops", "hadamard", 3, m, int(p).bit_length() - 1, sign, scale, x)
+    out = csim.run("ops", "hadamard", lanes, 3, m, int(p).bit_length() - 1, sign, scale, x)
     y, y_inplace = out.take(F32, (3, n)), out.take(F32, (3, n))
     out.done()
     ref = fast_hadamard_transform_np(x)

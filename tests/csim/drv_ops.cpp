@@ -35,20 +35,53 @@ uint8_t qu[MAX_T][MAX_D];
 int8_t qi[MAX_T][MAX_D];
 float row_a[MAX_D];
 
-// rows, n, x[rows][n] -> sum4, row_min, row_max, row_absmax (f32 each, per row)
+// Runs FN<L>() for the run-time lane count L (the LANES template parameter of the element-wise
+// modules; LANES divides 128 and is <= 16).
+#define WITH_LANES(lanes, FN)                      \
+    switch (lanes) {                               \
+        case 1: FN<1>(); break;                    \
+        case 2: FN<2>(); break;                    \
+        case 4: FN<4>(); break;                    \
+        case 8: FN<8>(); break;                    \
+        case 16: FN<16>(); break;                  \
+        default: csim::fail("unsupported LANES"); \
+    }
+
+// lanes, rows, n, x[rows][n] -> per row: sum_partials, streaming sum (add), streaming sum
+// (add_lanes), row_min, row_max, row_min_max (min, max), row_absmax (f32 each)
+template <int L>
+void reduce_rows(int rows, int n) {
+    for (int r = 0; r < rows; ++r) {
+        csim::write1(sum_partials<MAX_D, L>(xa[r], n));
+        sum_partials_accumulator<L> acc;  // streaming forms must agree
+        for (int k = 0; k < n; ++k) acc.add(k, xa[r][k]);
+        csim::write1(acc.result());
+        acc.reset();
+        for (int c = 0; c * L < n; ++c) acc.add_lanes(c, &xa[r][c * L], n);
+        csim::write1(acc.result());
+        csim::write1(n ? row_min<MAX_D, L>(xa[r], n) : 0.0f);
+        csim::write1(n ? row_max<MAX_D, L>(xa[r], n) : 0.0f);
+        float mn = 0.0f, mx = 0.0f;
+        if (n) row_min_max<MAX_D, L>(xa[r], n, mn, mx);
+        csim::write1(mn);
+        csim::write1(mx);
+        csim::write1(row_absmax<MAX_D, L>(xa[r], n));
+    }
+}
+
+int g_lanes, g_rows, g_n, g_kind;
+
+template <int L>
+void reduce_l() { reduce_rows<L>(g_rows, g_n); }
+
 void op_reduce() {
+    g_lanes = csim::read_int();
     const int rows = csim::read_int(), n = csim::read_int();
     csim::require(rows <= MAX_T && n <= MAX_D, "reduce: size");
     csim::read_rows(xa, rows, n);
-    for (int r = 0; r < rows; ++r) {
-        csim::write1(sum4<MAX_D>(xa[r], n));
-        sum4_accumulator acc;  // streaming form must agree
-        for (int k = 0; k < n; ++k) acc.add(k, xa[r][k]);
-        csim::write1(acc.result());
-        csim::write1(n ? row_min<MAX_D>(xa[r], n) : 0.0f);
-        csim::write1(n ? row_max<MAX_D>(xa[r], n) : 0.0f);
-        csim::write1(row_absmax<MAX_D>(xa[r], n));
-    }
+    g_rows = rows;
+    g_n = n;
+    WITH_LANES(g_lanes, reduce_l)
 }
 
 // n, x[n] -> rint_even, rint_even_arith, exp32, silu (f32 each)
@@ -61,96 +94,166 @@ void op_scalar() {
     for (int i = 0; i < n; ++i) csim::write1(silu(x[i]));
 }
 
-// kind, rows, d, x -> codes [rows][d] (u8 / i8), scale [rows], zero [rows]
-void op_token_quant() {
-    const int kind = csim::read_int(), rows = csim::read_int(), d = csim::read_int();
-    csim::require(rows <= MAX_T && d <= MAX_D && d >= 1, "token_quant: size");
-    csim::read_rows(xa, rows, d);
+// lanes, kind, rows, d, x -> codes [rows][d] (u8 / i8), scale [rows], zero [rows]
+template <int L>
+void token_quant_l() {
+    const int rows = g_rows, d = g_n;
     float s[MAX_T], z[MAX_T];
-    if (kind == INPUT_UINT4_ASYM) {
-        quantize_tokens<MAX_T, MAX_D, INPUT_UINT4_ASYM>(xa, rows, d, qu, s, z);
+    if (g_kind == INPUT_UINT4_ASYM) {
+        quantize_tokens<MAX_T, MAX_D, INPUT_UINT4_ASYM, L>(xa, rows, d, qu, s, z);
         csim::write_rows(qu, rows, d);
     } else {
-        quantize_tokens<MAX_T, MAX_D, INPUT_INT8_SYM>(xa, rows, d, qi, s, z);
+        quantize_tokens<MAX_T, MAX_D, INPUT_INT8_SYM, L>(xa, rows, d, qi, s, z);
         csim::write_rows(qi, rows, d);
     }
     csim::write(s, rows);
     csim::write(z, rows);
 }
 
-// n, mult, lo, hi, x[n] -> int32 codes (scalar form) and the same through quant_static_row (int32)
+void op_token_quant() {
+    g_lanes = csim::read_int();
+    g_kind = csim::read_int();
+    g_rows = csim::read_int();
+    g_n = csim::read_int();
+    csim::require(g_rows <= MAX_T && g_n <= MAX_D && g_n >= 1, "token_quant: size");
+    csim::read_rows(xa, g_rows, g_n);
+    WITH_LANES(g_lanes, token_quant_l)
+}
+
+// lanes, n, mult, lo, hi, x[n] -> int32 codes (scalar form) and the same through quant_static_row (int32)
+float g_mult;
+int g_lo, g_hi;
+
+template <int L>
+void quant_static_l() {
+    static int32_t codes[MAX_D];
+    quant_static_row<MAX_D, int32_t, L>(row_a, g_n, g_mult, g_lo, g_hi, codes);
+    csim::write(codes, g_n);
+}
+
 void op_quant_static() {
+    g_lanes = csim::read_int();
     const int n = csim::read_int();
     const float mult = csim::read_float();
     const int lo = csim::read_int(), hi = csim::read_int();
     csim::require(n <= MAX_D, "quant_static: size");
     csim::read(row_a, n);
-    static int32_t codes[MAX_D];
     for (int i = 0; i < n; ++i) csim::write1((int32_t)quant_static(row_a[i], mult, lo, hi));
-    quant_static_row<MAX_D, int32_t>(row_a, n, mult, lo, hi, codes);
-    csim::write(codes, n);
+    g_n = n;
+    g_mult = mult;
+    g_lo = lo;
+    g_hi = hi;
+    WITH_LANES(g_lanes, quant_static_l)
 }
 
-// rows, d, eps, x, w -> y
+// lanes, rows, d, eps, x, w -> y
+float g_eps;
+
+template <int L>
+void rmsnorm_l() {
+    rmsnorm<MAX_T, MAX_D, L>(xa, row_a, g_eps, g_rows, g_n, xb);
+    csim::write_rows(xb, g_rows, g_n);
+}
+
 void op_rmsnorm() {
-    const int rows = csim::read_int(), d = csim::read_int();
-    const float eps = csim::read_float();
-    csim::require(rows <= MAX_T && d <= MAX_D, "rmsnorm: size");
-    csim::read_rows(xa, rows, d);
-    csim::read(row_a, d);
-    rmsnorm<MAX_T, MAX_D>(xa, row_a, eps, rows, d, xb);
-    csim::write_rows(xb, rows, d);
+    g_lanes = csim::read_int();
+    g_rows = csim::read_int();
+    g_n = csim::read_int();
+    g_eps = csim::read_float();
+    csim::require(g_rows <= MAX_T && g_n <= MAX_D, "rmsnorm: size");
+    csim::read_rows(xa, g_rows, g_n);
+    csim::read(row_a, g_n);
+    WITH_LANES(g_lanes, rmsnorm_l)
 }
 
-// rows, n_valid [rows], inv_p, x [rows][n_valid[r]] (ragged) -> per row: p via softmax_prefix,
-// p via softmax_quant_prefix (max from row_max), p_int (u8)
+// lanes, rows, n_valid [rows], inv_p, x [rows][n_valid[r]] (ragged) -> per row: p via softmax_prefix,
+// p via softmax_quant_prefix (max from row_max), p_int (u8), p via softmax_prefix_with_max
+template <int L>
+void softmax_row_l() {
+    static uint8_t codes[MAX_D];
+    const int n = g_n;
+    for (int u = 0; u < n; ++u) xa[0][u] = row_a[u];
+    for (int u = 0; u < n; ++u) xa[1][u] = row_a[u];
+    softmax_prefix<MAX_D, L>(xa[0], n);
+    csim::write(xa[0], n);
+    const float m = row_max<MAX_D, L>(row_a, n);
+    softmax_quant_prefix<MAX_D, L>(row_a, n, m, g_mult, codes);
+    csim::write(row_a, n);
+    csim::write(codes, n);
+    softmax_prefix_with_max<MAX_D, L>(xa[1], n, m);
+    csim::write(xa[1], n);
+}
+
 void op_softmax() {
+    g_lanes = csim::read_int();
     const int rows = csim::read_int();
     std::vector<int32_t> n_valid = csim::read_vec<int32_t>(rows);
-    const float inv_p = csim::read_float();
-    static uint8_t codes[MAX_D];
+    g_mult = csim::read_float();
     for (int r = 0; r < rows; ++r) {
-        const int n = n_valid[r];
-        csim::require(n >= 1 && n <= MAX_D, "softmax: size");
-        csim::read(row_a, n);
-        for (int u = 0; u < n; ++u) xa[0][u] = row_a[u];
-        softmax_prefix<MAX_D>(xa[0], n);
-        csim::write(xa[0], n);
-        softmax_quant_prefix<MAX_D>(row_a, n, row_max<MAX_D>(row_a, n), inv_p, codes);
-        csim::write(row_a, n);
-        csim::write(codes, n);
+        g_n = n_valid[r];
+        csim::require(g_n >= 1 && g_n <= MAX_D, "softmax: size");
+        csim::read(row_a, g_n);
+        WITH_LANES(g_lanes, softmax_row_l)
     }
 }
 
-// n_pos, hd, rows, cos [n_pos][hd], sin, pos [rows], x [rows][hd] -> y [rows][hd]
+// lanes, n_pos, hd, rows, cos [n_pos][hd], sin, pos [rows], x [rows][hd] -> y [rows][hd] via rope_at,
+// and via rope_load_tables + rope_apply
+const float *g_cos, *g_sin;
+int g_pos;
+
+template <int L>
+void rope_l() {
+    float x[MAX_HD], y[MAX_HD], c[MAX_HD], s[MAX_HD];
+    csim::read(x, g_n);
+    rope_at<MAX_HD, L>(x, g_cos, g_sin, g_pos, g_n, y);
+    csim::write(y, g_n);
+    rope_load_tables<MAX_HD, L>(g_cos, g_sin, g_pos, g_n, c, s);
+    rope_apply<MAX_HD, L>(x, c, s, g_n, y);
+    csim::write(y, g_n);
+}
+
 void op_rope() {
+    g_lanes = csim::read_int();
     const int n_pos = csim::read_int(), hd = csim::read_int(), rows = csim::read_int();
     csim::require(hd <= MAX_HD && rows <= MAX_T, "rope: size");
     std::vector<float> cos_t = csim::read_vec<float>((size_t)n_pos * hd);
     std::vector<float> sin_t = csim::read_vec<float>((size_t)n_pos * hd);
     std::vector<int32_t> pos = csim::read_vec<int32_t>(rows);
+    g_cos = cos_t.data();
+    g_sin = sin_t.data();
+    g_n = hd;
     for (int r = 0; r < rows; ++r) {
-        float x[MAX_HD], y[MAX_HD];
-        csim::read(x, hd);
-        rope_at<MAX_HD>(x, cos_t.data(), sin_t.data(), pos[r], hd, y);
-        csim::write(y, hd);
+        g_pos = pos[r];
+        WITH_LANES(g_lanes, rope_l)
     }
 }
 
-// rows, d, gate, up -> silu_mul, residual_sum, copy_row (last row of gate), residual_add
-void op_silu_residual() {
-    const int rows = csim::read_int(), d = csim::read_int();
-    csim::require(rows <= MAX_T && d <= MAX_D, "silu: size");
-    csim::read_rows(xa, rows, d);
-    csim::read_rows(xb, rows, d);
-    silu_mul_rows<MAX_T, MAX_D>(xa, xb, rows, d, xc);
+// lanes, rows, d, gate, up -> silu_mul, residual_sum, copy_row (last row of gate), copy_rows,
+// residual_add
+template <int L>
+void silu_residual_l() {
+    const int rows = g_rows, d = g_n;
+    silu_mul_rows<MAX_T, MAX_D, L>(xa, xb, rows, d, xc);
     csim::write_rows(xc, rows, d);
-    residual_sum<MAX_T, MAX_D>(xa, xb, rows, d, xc);
+    residual_sum<MAX_T, MAX_D, L>(xa, xb, rows, d, xc);
     csim::write_rows(xc, rows, d);
-    copy_row<MAX_T, MAX_D>(xa, rows - 1, d, row_a);
+    copy_row<MAX_T, MAX_D, L>(xa, rows - 1, d, row_a);
     csim::write(row_a, d);
-    residual_add<MAX_T, MAX_D>(xa, xb, rows, d);
+    copy_rows<MAX_T, MAX_D, L>(xb, rows, d, xc);
+    csim::write_rows(xc, rows, d);
+    residual_add<MAX_T, MAX_D, L>(xa, xb, rows, d);
     csim::write_rows(xa, rows, d);
+}
+
+void op_silu_residual() {
+    g_lanes = csim::read_int();
+    g_rows = csim::read_int();
+    g_n = csim::read_int();
+    csim::require(g_rows <= MAX_T && g_n <= MAX_D, "silu: size");
+    csim::read_rows(xa, g_rows, g_n);
+    csim::read_rows(xb, g_rows, g_n);
+    WITH_LANES(g_lanes, silu_residual_l)
 }
 
 // vocab, d, table [vocab][d], n, ids [n] -> x [n][d]
@@ -165,20 +268,32 @@ void op_embedding() {
     csim::write_rows(xa, n, d);
 }
 
-// rows, m, log2_p, sign [m][m] int8, scale, x [rows][n] -> y [rows][n] (and in place, must agree)
+// lanes, rows, m, log2_p, sign [m][m] int8, scale, x [rows][n] -> y [rows][n] (and in place, must agree)
+int8_t g_sign[MAX_M * MAX_M];
+int g_m, g_log2_p;
+float g_scale;
+
+template <int L>
+void hadamard_l() {
+    const int n = g_m << g_log2_p;
+    hadamard_rows<MAX_T, MAX_D, MAX_M, L>(xa, g_rows, g_m, g_log2_p, g_sign, g_scale, xb);
+    csim::write_rows(xb, g_rows, n);
+    hadamard_rows<MAX_T, MAX_D, MAX_M, L>(xa, g_rows, g_m, g_log2_p, g_sign, g_scale, xa);
+    csim::write_rows(xa, g_rows, n);
+}
+
 void op_hadamard() {
-    const int rows = csim::read_int(), m = csim::read_int(), log2_p = csim::read_int();
-    const int n = m << log2_p;
-    csim::require(rows <= MAX_T && n <= MAX_D && m <= MAX_M, "hadamard: size");
-    static int8_t sign[MAX_M * MAX_M];
-    csim::read(sign, (size_t)m * m);
-    const float scale = csim::read_float();
-    csim::require(scale == hadamard_scale(n), "hadamard: scale differs from hadamard_scale(n)");
-    csim::read_rows(xa, rows, n);
-    hadamard_rows<MAX_T, MAX_D, MAX_M>(xa, rows, m, log2_p, sign, scale, xb);
-    csim::write_rows(xb, rows, n);
-    hadamard_rows<MAX_T, MAX_D, MAX_M>(xa, rows, m, log2_p, sign, scale, xa);
-    csim::write_rows(xa, rows, n);
+    g_lanes = csim::read_int();
+    g_rows = csim::read_int();
+    g_m = csim::read_int();
+    g_log2_p = csim::read_int();
+    const int n = g_m << g_log2_p;
+    csim::require(g_rows <= MAX_T && n <= MAX_D && g_m <= MAX_M, "hadamard: size");
+    csim::read(g_sign, (size_t)g_m * g_m);
+    g_scale = csim::read_float();
+    csim::require(g_scale == hadamard_scale(n), "hadamard: scale differs from hadamard_scale(n)");
+    csim::read_rows(xa, g_rows, n);
+    WITH_LANES(g_lanes, hadamard_l)
 }
 
 // n, k, inv_t, state, logits [n] -> argmax (i32), top-k index (i32), new state (u32)
