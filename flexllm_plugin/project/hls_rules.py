@@ -90,7 +90,7 @@ DEFAULT_ENGINE_FUNCTIONS = ("linear_unit",)
 
 # Warnings that matter for HLS (variable-length arrays do not synthesise; a missing return or an
 # uninitialised read gives C simulation and RTL different behaviour). Enabled explicitly.
-RELEVANT_WARNINGS = ("-Wvla", "-Wvla-extension", "-Wreturn-type", "-Wuninitialized",
+RELEVANT_WARNINGS = ("-Wvla", "-Wvla-extension", "-Wvla-cxx-extension", "-Wreturn-type", "-Wuninitialized",
                      "-Wsometimes-uninitialized")
 
 RULES = ("syntax", "pointer-params", "bind-storage", "single-engine", "partition-factor", "m-axi-ports",
@@ -209,6 +209,23 @@ def is_constexpr(fn: ci.Cursor) -> bool:
         if t.spelling == "constexpr":
             return True
     return False
+
+
+def instantiation_name(fn: ci.Cursor) -> str:
+    """``name<arg, ...>`` for a template instantiation (types and integral arguments), else the name."""
+    n = fn.get_num_template_arguments()
+    if n <= 0:
+        return fn.spelling
+    args = []
+    for i in range(n):
+        kind = fn.get_template_argument_kind(i)
+        if kind == ci.TemplateArgumentKind.INTEGRAL:
+            args.append(str(fn.get_template_argument_value(i)))
+        elif kind == ci.TemplateArgumentKind.TYPE:
+            args.append(fn.get_template_argument_type(i).spelling)
+        else:
+            args.append("?")
+    return f"{unqualified_name(fn)}<{', '.join(args)}>"
 
 
 def unqualified_name(cursor: ci.Cursor) -> str:
@@ -669,7 +686,7 @@ def check_single_engine(unit: KernelUnit, engine_functions: Sequence[str] = DEFA
         where = ", ".join(f"{unit.relpath(c.location.file.name)}:{c.location.line}"
                           for c in sorted(sites[name].values(), key=lambda c: (c.location.file.name, c.location.line)))
         if len(insts[name]) > 1:
-            kinds = "; ".join(sorted(c.displayname for c in insts[name].values()))
+            kinds = ", ".join(sorted(instantiation_name(c) for c in insts[name].values()))
             out.append(unit.violation("single-engine", unit.top,
                                       f"{len(insts[name])} instantiations of the engine {name}() (each is "
                                       f"separate hardware): {kinds}; called at {where}"))
