@@ -332,6 +332,24 @@ def test_partition_factor_bad(tmp_path):
     assert "cyclic factor=1" in messages[line_of(src, "s += t[j + k]")]        # template argument F = 1
 
 
+def test_accesses_per_bank():
+    per_bank, Stride = hls_rules._accesses_per_bank, hls_rules.Stride
+    assert per_bank("cyclic", 8, 4, 64, Stride(False), None) == 2
+    assert per_bank("cyclic", 9, 4, 64, Stride(False), None) == 3
+    assert per_bank("block", 8, 4, 64, Stride(True, 0), 0) == 8          # 8 indices in one block of 16
+    assert per_bank("block", 4, 16, 64, Stride(True, 2), 0) == 2         # 2, 3 | 4, 5 in blocks of 4
+    assert per_bank("block", 8, 4, 64, Stride(False), 0) is None          # start unknown: not proven
+
+
+def test_partition_factor_strided_is_skipped(tmp_path):
+    body = PARTITION.format(fact=2, block=4, tfact=1).replace("for (int k = 0; k < 16; ++k)",
+                                                             "for (int k = 0; k < 16; k += 2)")
+    body = body.replace("s += t[j + k]", "s += t[2 * k]")
+    src = kernel(tmp_path, body)
+    v = check_kernel(src, "top", engine_functions=())     # only the unit-stride access of buf remains
+    assert summary(v) == [("partition-factor", "k.cpp", line_of(src, "s += buf[1][idx]"))]
+
+
 def test_partition_factor_unresolved_is_skipped(tmp_path):
     body = PARTITION.format(fact=2, block=4, tfact=8).replace("factor = FACT", "factor = UNKNOWN_NAME")
     body = body.replace("block factor=4", "block factor=UNKNOWN_NAME")

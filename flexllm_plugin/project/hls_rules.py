@@ -34,22 +34,23 @@ Rules (one function each, ``check_<rule>(unit)``, returning ``Violation``s named
                     Cannot see: calls through function pointers, ``ALLOCATION`` pragmas that would make
                     several call sites share one instance (they are not accepted as an alternative).
 ``partition-factor`` for each ``ARRAY_PARTITION variable=X cyclic|block factor=F dim=D`` in a concrete
-                    function, and each loop of that function with its own ``#pragma HLS UNROLL``
-                    (unroll count U: the factor, or the constant trip count of a full unroll) whose
-                    loop variable ``i`` indexes X in dimension D with unit stride (the index is ``i``,
-                    ``e + i`` or ``i + e`` with ``e`` free of ``i``, directly or through one local
-                    variable initialised so), the U accesses of one unrolled iteration hit U consecutive
-                    elements. Cyclic: they fall on ceil(U / F) accesses per bank, so a violation is
-                    reported when U > 2 * F (more than the two ports of a dual-port bank).
-                    Block (only when the index is exactly ``i`` or ``i + literal`` and the loop starts at
-                    a constant): the block size is B = ceil(N / F); consecutive elements share a bank, so
-                    min(U, B) accesses hit one bank: a violation when that exceeds 2. ``dim=0`` applies
-                    the check to every dimension. F, U, D and N must resolve to integer constants
-                    (literal, constant variable in the function, template argument of the instantiation,
-                    constant at namespace scope, or object-like macro); anything unresolved, any
-                    non-unit-stride or indirect index is skipped: the rule reports only what it proves.
-                    Cannot see: accesses from several loops or call sites in the same cycle, reads and
-                    writes sharing the ports, partitions applied to parameters in a caller.
+                    function, and each loop of that function with its own ``#pragma HLS UNROLL`` and unit
+                    step (``++i``, ``i++``, ``i += 1``; unroll count U = the factor, or the constant trip
+                    count of a full unroll) whose variable ``i`` indexes X in dimension D with unit stride
+                    (the index is ``i``, ``e + i`` or ``i + e`` with ``e`` free of ``i``, directly or
+                    through one const local initialised so): one unrolled iteration accesses U
+                    consecutive elements. Cyclic: ceil(U / F) of them hit the same bank whatever the
+                    alignment, so a violation is reported when U > 2 * F (more than the two ports of a
+                    dual-port bank). Block (only when the index is exactly ``i`` or ``i + literal`` and
+                    the loop starts at a constant, so the indices of the first unrolled iteration are
+                    known): banks are blocks of ceil(N / F) consecutive elements; a violation when more
+                    than 2 of those indices fall in one block. ``dim=0`` checks every dimension. F, U, D
+                    and N must resolve to integer constants (literal, const variable in the function,
+                    template argument of the instantiation, namespace-scope constant, object-like
+                    macro); anything unresolved, any other index form is skipped: the rule reports only
+                    what it proves. Cannot see: accesses from several loops or call sites in the same
+                    cycle, reads and writes competing for the ports, partitions of a parameter declared
+                    in a caller, ``complete`` partitions (always sufficient) or arrays with no partition.
 ``m-axi-ports``     every ``#pragma HLS INTERFACE m_axi port=P`` of the top function has ``depth=``, and
                     for a port that is read ``max_read_burst_length`` and ``num_read_outstanding``, for a
                     port that is written ``max_write_burst_length`` and ``num_write_outstanding``
@@ -511,14 +512,19 @@ class KernelUnit:
         if start is None or bound is None:
             return None
         op, value = bound
-        if _token_spellings(loop.inc) not in (["++", var.spelling], [var.spelling, "++"],
-                                              [var.spelling, "+=", "1"]):
+        if not self.unit_step(loop, var):
             return None
         if op == "<":
             return max(value - start, 0)
         if op == "<=":
             return max(value - start + 1, 0)
         return None
+
+    @staticmethod
+    def unit_step(loop: Loop, var: ci.Cursor) -> bool:
+        """Whether the increment is ``++var``, ``var++`` or ``var += 1``."""
+        return loop.inc is not None and _token_spellings(loop.inc) in (
+            ["++", var.spelling], [var.spelling, "++"], [var.spelling, "+=", "1"])
 
     def _constant_bound(self, loop: Loop, var: ci.Cursor) -> Optional[Tuple[str, int]]:
         """(operator, constant) of a condition ``var OP constant`` / ``constant OP var``, else None."""
@@ -711,27 +717,58 @@ def _subscripts(expr: ci.Cursor) -> Optional[Tuple[ci.Cursor, List[ci.Cursor]]]:
     return node, indices[::-1]
 
 
+@dataclass(frozen=True)
+class Stride:
+    """An index ``var + offset``: ``offset`` is the integer literal when ``exact``, else unknown."""
+
+    exact: bool
+    offset: int = 0
+
+
+def _const_local_init(ref: ci.Cursor, locals_: Mapping[str, ci.Cursor]) -> Optional[ci.Cursor]:
+    """The initialiser of a const local variable the DECL_REF_EXPR ``ref`` names."""
+    decl = ref.referenced
+    local = locals_.get(decl.get_usr() or decl.spelling) if decl is not None else None
+    if local is None or not local.type.is_const_qualified():
+        return None
+    init = [c for c in local.get_children() if c.kind != CK.TYPE_REF]
+    return init[-1] if init else None
+
+
+def _depends_on(expr: ci.Cursor, var: ci.Cursor, locals_: Mapping[str, ci.Cursor], depth: int = 1) -> bool:
+    for c in expr.walk_preorder():
+        if c.kind == CK.DECL_REF_EXPR and c.referenced is not None:
+            if c.referenced == var:
+                return True
+            init = _const_local_init(c, locals_) if depth > 0 else None
+            if init is not None and _depends_on(init, var, locals_, depth - 1):
+                return True
+    return False
+
+
 def _unit_stride(index: ci.Cursor, var: ci.Cursor, locals_: Mapping[str, ci.Cursor], depth: int = 1
-                 ) -> Optional[str]:
-    """'exact' if the index is ``var`` (or ``var + literal``), 'offset' if ``e + var`` / ``var + e`` with
-    ``e`` free of ``var`` (through at most one local variable), else None."""
+                 ) -> Optional[Stride]:
+    """Whether the index is ``var``, ``var + literal`` (exact) or ``e + var`` / ``var + e`` with ``e`` free
+    of ``var`` (offset unknown), directly or through at most one const local variable; else None."""
     node = _strip(index)
     if node.kind == CK.DECL_REF_EXPR and node.referenced is not None:
         if node.referenced == var:
-            return "exact"
-        local = locals_.get(node.referenced.get_usr() or node.referenced.spelling)
-        if local is not None and depth > 0:
-            init = [c for c in local.get_children() if c.kind != CK.TYPE_REF]
-            return _unit_stride(init[-1], var, locals_, depth - 1) if init else None
-        return None
+            return Stride(True, 0)
+        init = _const_local_init(node, locals_) if depth > 0 else None
+        return _unit_stride(init, var, locals_, depth - 1) if init is not None else None
     if node.kind == CK.BINARY_OPERATOR:
         kids = list(node.get_children())
         if len(kids) != 2 or KernelUnit._binary_operator(node, kids[0]) != "+":
             return None
         for mine, other in ((kids[0], kids[1]), (kids[1], kids[0])):
-            if not _refers_to(other, var) and _unit_stride(mine, var, locals_, depth) is not None:
-                literal = _strip(other).kind == CK.INTEGER_LITERAL
-                return "exact" if literal and _unit_stride(mine, var, locals_, depth) == "exact" else "offset"
+            if _depends_on(other, var, locals_, depth):
+                continue
+            stride = _unit_stride(mine, var, locals_, depth)
+            if stride is not None:
+                literal = _strip(other)
+                if stride.exact and literal.kind == CK.INTEGER_LITERAL:
+                    return Stride(True, stride.offset + evaluate_int(literal))
+                return Stride(False)
     return None
 
 
@@ -768,7 +805,7 @@ def _check_partition(unit: KernelUnit, fn: ci.Cursor, pragma: Pragma, arrays: Ma
     for loop in unit.loops(fn):
         unroll = unit.own_pragmas(loop, "UNROLL")
         var = unit.loop_variable(loop)
-        if not unroll or var is None or loop.body is None:
+        if not unroll or var is None or loop.body is None or not unit.unit_step(loop, var):
             continue
         u_word = unroll[0].get("factor")
         count = unit.resolve_int(u_word, fn) if u_word is not None else unit.constant_trip_count(loop)
@@ -798,13 +835,19 @@ def _check_partition(unit: KernelUnit, fn: ci.Cursor, pragma: Pragma, arrays: Ma
     return out
 
 
-def _accesses_per_bank(kind: str, count: int, factor: int, size: int, stride: str,
+def _accesses_per_bank(kind: str, count: int, factor: int, size: int, stride: Stride,
                        start: Optional[int]) -> Optional[int]:
+    """Most accesses to one bank among ``count`` consecutive elements (see the module doc), or None."""
     if kind == "cyclic":
-        return -(-count // factor)
-    if stride != "exact" or start is None:
+        return -(-count // factor)          # any alignment: ceil(count / factor)
+    if not stride.exact or start is None:
         return None
-    return min(count, -(-size // factor))
+    block = -(-size // factor)              # the first unrolled iteration: indices first .. first + count - 1
+    first = start + stride.offset
+    banks: Dict[int, int] = {}
+    for i in range(first, first + count):
+        banks[i // block] = banks.get(i // block, 0) + 1
+    return max(banks.values())
 
 
 def _maxi_direction_keys(direction: str) -> List[Tuple[str, ...]]:
