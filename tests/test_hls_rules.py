@@ -142,7 +142,8 @@ def test_pointer_params_bad(tmp_path):
 def test_pointer_to_pointer_on_the_top_function(tmp_path):
     body = """
     int top(int **x) {
-    #pragma HLS INTERFACE m_axi port=x depth=4 max_read_burst_length=4 num_read_outstanding=4 max_write_burst_length=4 num_write_outstanding=4
+    #pragma HLS INTERFACE m_axi port=x depth=4 max_read_burst_length=4 num_read_outstanding=4 \\
+        max_write_burst_length=4 num_write_outstanding=4
         return **x;
     }
     """
@@ -363,9 +364,11 @@ MAXI_GOOD = """
 void top(const word_t *w0, const ap_uint<256> *k_cache, float *out, int n) {
 #pragma HLS INTERFACE m_axi port=w0 offset=slave bundle=gmem0 depth=64 max_read_burst_length=64 num_read_outstanding=16
 #pragma HLS INTERFACE m_axi port=k_cache offset=slave bundle=gmem1 depth=64 max_read_burst_length=64 num_read_outstanding=16
-#pragma HLS INTERFACE mode=m_axi port=out offset=slave bundle=gmem2 depth=64 max_read_burst_length=16 num_read_outstanding=4 max_write_burst_length=16 num_write_outstanding=4
+#pragma HLS INTERFACE mode=m_axi port=out offset=slave bundle=gmem2 depth=64 \\
+    max_read_burst_length=16 num_read_outstanding=4 max_write_burst_length=16 num_write_outstanding=4
 #pragma HLS INTERFACE s_axilite port=n
-    for (int i = 0; i < 64; ++i) out[i] = (float)(w0[i].range(7, 0).to_int() + k_cache[i].range(7, 0).to_int() + n);
+    for (int i = 0; i < 64; ++i)
+        out[i] = (float)(w0[i].range(7, 0).to_int() + k_cache[i].range(7, 0).to_int() + n);
 }
 """
 
@@ -406,6 +409,15 @@ def test_maxi_ports_bad(tmp_path):
 
 TRIPCOUNT_GOOD = """
 template <int M>
+struct Acc {
+    int v[M];
+    int sum(int n) const {
+        int s = 0;
+        for (int i = 0; i < M; ++i) s += v[i];
+        return s + n;
+    }
+};
+template <int M>
 int bounded(int a) {
     int s = a;
     for (int i = 0; i < M; ++i) s += i;
@@ -419,7 +431,8 @@ int top(int n) {
         for (int j = 0; j < N; ++j) s += j;
     }
     for (int k = 16; k > 0; --k) s ^= k;
-    return s + bounded<8>(n);
+    Acc<4> acc = {{1, 2, 3, 4}};
+    return s + bounded<8>(n) + acc.sum(n);
 }
 """
 

@@ -76,9 +76,9 @@ import functools
 import json
 import re
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import clang.cindex as ci
 from clang.cindex import CursorKind as CK
@@ -99,13 +99,16 @@ RULES = ("syntax", "pointer-params", "bind-storage", "single-engine", "partition
 
 _FUNCTION_KINDS = (CK.FUNCTION_DECL, CK.CXX_METHOD, CK.CONSTRUCTOR, CK.DESTRUCTOR, CK.CONVERSION_FUNCTION)
 _TEMPLATE_KINDS = (CK.FUNCTION_TEMPLATE,)
-_SCOPE_KINDS = (CK.NAMESPACE, CK.CLASS_DECL, CK.STRUCT_DECL, CK.CLASS_TEMPLATE, CK.UNEXPOSED_DECL,
-                CK.LINKAGE_SPEC)
+_CLASS_TEMPLATE_KINDS = (CK.CLASS_TEMPLATE, CK.CLASS_TEMPLATE_PARTIAL_SPECIALIZATION)
+_SCOPE_KINDS = (CK.NAMESPACE, CK.CLASS_DECL, CK.STRUCT_DECL, CK.UNEXPOSED_DECL, CK.LINKAGE_SPEC,
+                *_CLASS_TEMPLATE_KINDS)
 _LOOP_KINDS = (CK.FOR_STMT, CK.WHILE_STMT, CK.DO_STMT)
 
 
 @dataclass(frozen=True)
 class Violation:
+    """One broken rule: ``rule`` (one of ``RULES``), file (relative to the project root) and line."""
+
     rule: str
     file: str
     line: int
@@ -363,7 +366,8 @@ class KernelUnit:
         return Violation(rule, self.relpath(loc.file.name) if loc.file else "?", loc.line, message)
 
     # -- indexes ---------------------------------------------------------------------------------
-    def _index(self, scope: ci.Cursor) -> None:
+    def _index(self, scope: ci.Cursor, templated: bool = False) -> None:
+        """Collect definitions in project files; members of class templates count as templates."""
         for c in scope.get_children():
             if c.kind == CK.MACRO_DEFINITION:
                 if self.in_project(c):
@@ -372,12 +376,12 @@ class KernelUnit:
             if not self.in_project(c):
                 continue
             if c.kind in _SCOPE_KINDS:
-                self._index(c)
+                self._index(c, templated or c.kind in _CLASS_TEMPLATE_KINDS)
             elif c.kind in _FUNCTION_KINDS and c.is_definition():
-                self.definitions.append(c)
+                (self.templates if templated else self.definitions).append(c)
             elif c.kind in _TEMPLATE_KINDS and c.is_definition():
                 self.templates.append(c)
-            elif c.kind == CK.VAR_DECL:
+            elif c.kind == CK.VAR_DECL and not templated:
                 self.globals.setdefault(c.spelling, []).append(c)
 
     @staticmethod
