@@ -570,20 +570,19 @@ class KernelUnit:
 # rules
 
 def check_syntax(unit: KernelUnit) -> List[Violation]:
-    """Clang errors anywhere; the ``RELEVANT_WARNINGS`` in project files."""
-    out = []
-    relevant = set(RELEVANT_WARNINGS)
-    for d in unit.tu.diagnostics:
+    """Clang errors anywhere; the ``RELEVANT_WARNINGS`` in project files; a missing top function."""
+    def reported(d: ci.Diagnostic) -> bool:
         if d.severity >= ci.Diagnostic.Error:
-            pass
-        elif d.severity == ci.Diagnostic.Warning and d.option in relevant and d.location.file is not None \
-                and unit.in_project_file(d.location.file.name):
-            pass
-        else:
-            continue
+            return True
+        return d.severity == ci.Diagnostic.Warning and d.option in RELEVANT_WARNINGS \
+            and d.location.file is not None and unit.in_project_file(d.location.file.name)
+
+    out = []
+    for d in filter(reported, unit.tu.diagnostics):
         loc = d.location
+        level = "error" if d.severity >= ci.Diagnostic.Error else "warning"
         out.append(Violation("syntax", unit.relpath(loc.file.name) if loc.file else "?", loc.line,
-                             f"{'error' if d.severity >= ci.Diagnostic.Error else 'warning'}: {d.spelling}"))
+                             f"{level}: {d.spelling}"))
     if unit.top is None:
         out.append(Violation("syntax", unit.relpath(str(unit.source)), 0,
                              f"top function {unit.top_name!r} is not defined in {unit.source.name}"))
