@@ -13,6 +13,7 @@
 
 #include <cstdint>
 
+#include "flexllm_counters.h"
 #include "flexllm_math.h"
 #include "flexllm_types.h"
 
@@ -32,22 +33,49 @@ inline float uniform_from_state(uint32_t x) {
     return (float)(x >> 8) * F32_TWO_M24;
 }
 
-// argmax over logits[0 .. n-1] (n >= 1), lowest index on ties.
-template <int MAX_V>
+// argmax over logits[0 .. n-1] (n >= 1), lowest index on ties. LANES logits per cycle (logits banked
+// cyclic by LANES): lane l keeps the best of indices l, l + LANES, ... (first strictly larger wins, so
+// its lowest index on ties); the lanes are combined at the end by value, then lowest index: exact.
+template <int MAX_V, int LANES = 1>
 int greedy_argmax(const float logits[MAX_V], int n) {
-    float best = logits[0];
-    int best_i = 0;
+    float best[LANES];
+    int best_i[LANES];
+#pragma HLS ARRAY_PARTITION variable = best complete
+#pragma HLS ARRAY_PARTITION variable = best_i complete
+    for (int l = 0; l < LANES; ++l) {
+#pragma HLS UNROLL
+        best[l] = logits[0];
+        best_i[l] = 0;
+    }
+    constexpr int MAX_STEPS = ceil_div(MAX_V, LANES);
+    (void)MAX_STEPS;  // loop tripcount only
 ARGMAX:
-    for (int i = 1; i < n; ++i) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_V
+    for (int c = 0; c < ceil_div(n, LANES); ++c) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_STEPS
 #pragma HLS PIPELINE II = 1
-        const float l = logits[i];
-        if (l > best) {
-            best = l;
-            best_i = i;
+        FLEXLLM_COUNT("greedy_argmax");
+        for (int l = 0; l < LANES; ++l) {
+#pragma HLS UNROLL
+            const int i = c * LANES + l;
+            if (i < n) {
+                const float v = logits[i];
+                if (v > best[l]) {
+                    best[l] = v;
+                    best_i[l] = i;
+                }
+            }
         }
     }
-    return best_i;
+    float b = best[0];
+    int bi = best_i[0];
+    for (int l = 1; l < LANES; ++l) {
+#pragma HLS UNROLL
+        if (best[l] > b || (best[l] == b && best_i[l] < bi)) {
+            b = best[l];
+            bi = best_i[l];
+        }
+    }
+    return bi;
 }
 
 // Streaming top-k insert: value/index hold the best `filled` entries seen so far (value descending,
@@ -93,6 +121,7 @@ TOPK_SCAN:
     for (int i = 0; i < n; ++i) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_V
 #pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("top_k_scan");
         top_k_insert<MAX_K>(top_value, top_index, filled, logits[i], i);
     }
     int kk = k < MAX_K ? k : MAX_K;

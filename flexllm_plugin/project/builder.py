@@ -34,7 +34,7 @@ import numpy as np
 
 from ..atomic_dir import atomic_directory
 from ..config import ConfigError, FlexLLMConfig
-from .spec import (DDR_BANK_BYTES, HBM_CHANNEL_BYTES, HBM_CHANNEL_GBPS, HBM_CHANNELS, U280_PLATFORM, Buffer, Kernel,
+from .spec import (kv_row_bytes, DDR_BANK_BYTES, HBM_CHANNEL_BYTES, HBM_CHANNEL_GBPS, HBM_CHANNELS, U280_PLATFORM, Buffer, Kernel,
                    ProjectSpec)
 
 BUILD_INFO = "flexllm_build.json"
@@ -141,7 +141,7 @@ def convert_stages(cfg: FlexLLMConfig, golden, graphs: Dict, workdir: Path, log:
 # ---- 3. buffers ------------------------------------------------------------------------------------
 def plan_buffers(cfg: FlexLLMConfig, golden, plans: Dict) -> Dict:
     """Images -> device buffers with memory banks. Returns {'buffers': [...], 'images': {name: array},
-    'fmem': {stage: buffer name}}."""
+    'fmem' / 'lmem': {stage: buffer name}}."""
     pre, dec = plans["prefill"], plans["decode"]
     ports = pre.ports
     images, buffers, fmem = {}, [], {}
@@ -153,13 +153,15 @@ def plan_buffers(cfg: FlexLLMConfig, golden, plans: Dict) -> Dict:
     if not np.array_equal(pre.image("embed"), dec.image("embed")):
         raise AssertionError("prefill and decode embedding images differ")
     images["embed"] = pre.image("embed")
-    fp, fd = pre.image("fmem"), dec.image("fmem")
-    if fp.shape == fd.shape and np.array_equal(fp, fd):
-        images["fmem"] = fp
-        fmem = {"prefill": "fmem", "decode": "fmem"}
-    else:
-        images["fmem_prefill"], images["fmem_decode"] = fp, fd
-        fmem = {"prefill": "fmem_prefill", "decode": "fmem_decode"}
+    fmem, lmem = {}, {}
+    for image, names in (("fmem", fmem), ("lmem", lmem)):
+        a, b = pre.image(image), dec.image(image)
+        if a.shape == b.shape and np.array_equal(a, b):
+            images[image] = a
+            names.update(prefill=image, decode=image)
+        else:
+            images[f"{image}_prefill"], images[f"{image}_decode"] = a, b
+            names.update(prefill=f"{image}_prefill", decode=f"{image}_decode")
 
     d = cfg["Decode"]
     hbm = 0
@@ -167,10 +169,10 @@ def plan_buffers(cfg: FlexLLMConfig, golden, plans: Dict) -> Dict:
         buffers.append(Buffer(f"weights_p{i}", f"HBM[{hbm}]", int(images[f"weights_p{i}"].nbytes),
                               f"weights/weights_p{i}.bin"))
         hbm += 1
-    for key in sorted(k for k in images if k.startswith("fmem")):
+    for key in sorted(k for k in images if k.startswith(("fmem", "lmem"))):
         buffers.append(Buffer(key, f"HBM[{hbm}]", int(images[key].nbytes), f"weights/{key}.bin"))
         hbm += 1
-    kv_bytes = golden.num_layers * golden.num_kv_heads * int(d["MaxContext"]) * golden.head_dim
+    kv_bytes = golden.num_layers * golden.num_kv_heads * int(d["MaxContext"]) * kv_row_bytes(golden.head_dim)
     buffers.append(Buffer("k_cache", f"HBM[{hbm}]", kv_bytes))
     buffers.append(Buffer("v_cache", f"HBM[{hbm + 1}]", kv_bytes))
     hbm += 2
@@ -183,7 +185,7 @@ def plan_buffers(cfg: FlexLLMConfig, golden, plans: Dict) -> Dict:
         if b.file is not None:
             b.sha256 = hashlib.sha256(images[b.name].tobytes()).hexdigest()
     check_budgets(buffers)
-    return {"buffers": buffers, "images": images, "fmem": fmem}
+    return {"buffers": buffers, "images": images, "fmem": fmem, "lmem": lmem}
 
 
 def check_budgets(buffers) -> None:
@@ -298,8 +300,9 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
         for fname, text in stage_headers(hm):
             (fw / fname).write_text(text)
         src = f"firmware/{name}_{stage}.cpp"
-        (root / src).write_text(make(hm, f"{name}_{stage}", planned["fmem"][stage]))
-        kernel_ports = port_fn(ports, planned["fmem"][stage])
+        sizes = {b.name: b.bytes for b in planned["buffers"]}
+        (root / src).write_text(make(hm, f"{name}_{stage}", planned["fmem"][stage], planned["lmem"][stage], sizes))
+        kernel_ports = port_fn(ports, planned["fmem"][stage], planned["lmem"][stage])
         mem_of = {b.name: b.memory for b in planned["buffers"]}
         for port in kernel_ports:
             if port.kind == "m_axi":
@@ -317,7 +320,7 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
     for stage, hm in stages.items():
         plan = hm.config.config["FlexLLM"]["MemoryPlan"]
         image_to_buffer = {f"wmem_p{i}": f"weights_p{i}" for i in range(ports)}
-        image_to_buffer.update({"embed": "embed", "fmem": planned["fmem"][stage]})
+        image_to_buffer.update({"embed": "embed", "fmem": planned["fmem"][stage], "lmem": planned["lmem"][stage]})
         for tname, t in sorted(plan.tensors.items()):
             entry = dict(t, buffer=image_to_buffer[t["image"]])
             manifest["tensors"][f"{stage}:{tname}"] = entry

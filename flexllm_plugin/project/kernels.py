@@ -1,8 +1,9 @@
 """The two U280 kernels of a project, generated from the two converted stage models.
 
-Both reuse the stage computation the FlexLLM backend generates for hls4ml (``stage_step``: prologue,
-ONE decoder block in a loop over all layers, epilogue; see ``backend/writer.py``) and add the parts a
-stand-alone hls4ml stage does not have:
+Both call the stage pass the FlexLLM backend generates for hls4ml (``stage_pass`` in ``<stage>_core.h``:
+a DATAFLOW region of one weight reader task per HBM port, a parameter reader task and the compute core that
+runs the unit schedule over all layers; see ``backend/writer.py`` and ``templates/stage_core.h``) and add the
+parts a stand-alone hls4ml stage does not have:
 
 ``<name>_prefill``  the prompt in chunks of ``MAX_TOKENS`` tokens (chunked prefill: each chunk attends
                     to the KV cache written by the previous ones), then samples the first new token.
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 from typing import List
 
-from ..backend.writer import kernel_header, namespace, parameters_header, step_function, weight_ports
+from ..backend.passes.templates import linear_lanes_of_config
+from ..backend.writer import (core_header, kernel_header, maxi_pragma, namespace, parameters_header, port_list,
+                              weight_ports)
 from .spec import Port
 
 MAX_TOP_K = 64       # compile-time bound of the top-k sampler (run-time k <= MAX_TOP_K)
@@ -28,12 +31,15 @@ def _weight_ports(n) -> List[Port]:
                  width_bits=512) for i in range(n)]
 
 
-def _shared_ports(n_weight_ports, fmem_buffer) -> List[Port]:
+def _shared_ports(n_weight_ports, fmem_buffer, lmem_buffer) -> List[Port]:
     return _weight_ports(n_weight_ports) + [
+        Port("lmem", "m_axi", "flexllm::wide_word_t", bundle="gmem_lmem", buffer=lmem_buffer, width_bits=512),
         Port("fmem", "m_axi", "float", bundle="gmem_fmem", buffer=fmem_buffer),
         Port("embed", "m_axi", "float", bundle="gmem_embed", buffer="embed"),
-        Port("k_cache", "m_axi", "int8_t", bundle="gmem_k_cache", buffer="k_cache", width_bits=8, direction="inout"),
-        Port("v_cache", "m_axi", "int8_t", bundle="gmem_v_cache", buffer="v_cache", width_bits=8, direction="inout"),
+        Port("k_cache", "m_axi", "flexllm::wide_word_t", bundle="gmem_k_cache", buffer="k_cache", width_bits=512,
+             direction="inout"),
+        Port("v_cache", "m_axi", "flexllm::wide_word_t", bundle="gmem_v_cache", buffer="v_cache", width_bits=512,
+             direction="inout"),
     ]
 
 
@@ -42,17 +48,17 @@ def _sampling_ports() -> List[Port]:
             Port("seed", "scalar", "unsigned")]
 
 
-def prefill_ports(n_weight_ports, fmem_buffer) -> List[Port]:
+def prefill_ports(n_weight_ports, fmem_buffer, lmem_buffer="lmem") -> List[Port]:
     return ([Port("tokens", "m_axi", "int32_t", bundle="gmem_tokens", buffer="prompt_tokens"),
-             Port("n_tokens", "scalar", "int")] + _shared_ports(n_weight_ports, fmem_buffer)
+             Port("n_tokens", "scalar", "int")] + _shared_ports(n_weight_ports, fmem_buffer, lmem_buffer)
             + [Port("logits", "m_axi", "float", bundle="gmem_logits", buffer="prefill_logits", direction="out"),
                Port("next_token", "m_axi", "int32_t", bundle="gmem_next_token", buffer="first_token",
                     direction="out")] + _sampling_ports())
 
 
-def decode_ports(n_weight_ports, fmem_buffer) -> List[Port]:
+def decode_ports(n_weight_ports, fmem_buffer, lmem_buffer="lmem") -> List[Port]:
     return ([Port("first_token", "scalar", "int"), Port("position", "scalar", "int"),
-             Port("n_new", "scalar", "int")] + _shared_ports(n_weight_ports, fmem_buffer)
+             Port("n_new", "scalar", "int")] + _shared_ports(n_weight_ports, fmem_buffer, lmem_buffer)
             + [Port("out_tokens", "m_axi", "int32_t", bundle="gmem_out_tokens", buffer="out_tokens",
                     direction="out"),
                Port("logits", "m_axi", "float", bundle="gmem_logits", buffer="decode_logits", direction="out")]
@@ -70,11 +76,18 @@ def _signature(name, ports) -> str:
     return f"void {name}(" + ",\n        ".join(args) + ")"
 
 
-def _pragmas(ports) -> List[str]:
+ELEMENT_BYTES = {"flexllm::wide_word_t": 64, "float": 4, "int32_t": 4, "int8_t": 1}
+
+
+def _pragmas(ports, buffer_bytes) -> List[str]:
+    """m_axi with depth (elements of the bound buffer), burst length and outstanding transactions in
+    the port's direction(s); s_axilite for scalars and the return."""
     out = []
     for p in ports:
         if p.kind == "m_axi":
-            out.append(f"#pragma HLS INTERFACE m_axi port={p.name} offset=slave bundle={p.bundle}")
+            depth = buffer_bytes.get(p.buffer, 64) // ELEMENT_BYTES[p.ctype]
+            out.append(maxi_pragma(p.name, depth, bundle=p.bundle, read=p.direction != "out",
+                                   write=p.direction != "in"))
         else:
             out.append(f"#pragma HLS INTERFACE s_axilite port={p.name}")
     out.append("#pragma HLS INTERFACE s_axilite port=return")
@@ -82,66 +95,88 @@ def _pragmas(ports) -> List[str]:
 
 
 SAMPLER = """static int sample_token(const float logits[VOCAB], int top_k, float inv_temperature, uint32_t &state) {
-    if (top_k <= 1) return flexllm::greedy_argmax<VOCAB>(logits, VOCAB);
+    if (top_k <= 1) return flexllm::greedy_argmax<VOCAB, SAMPLER_LANES>(logits, VOCAB);
     return flexllm::sample_top_k<VOCAB, MAX_TOP_K>(logits, VOCAB, top_k < MAX_TOP_K ? top_k : MAX_TOP_K,
                                                   inv_temperature, state);
 }"""
 
 
-def _kernel_file(model, name, ports, top_body: List[str]) -> str:
+def _kernel_file(model, name, ports, buffer_bytes, top_body: List[str]) -> str:
     stage = model.config.get_project_name()
-    n = weight_ports(model)
+    _, out_lanes, _ = linear_lanes_of_config(model)
     lines = [f"// {name}: FlexLLM U280 kernel (generated by flexllm build; do not edit)",
-             f'#include "{stage}.h"', f'#include "{stage}_parameters.h"', '#include "flexllm/flexllm_sampling.h"',
-             "", f"using namespace {namespace(model)};", f"static const int MAX_TOP_K = {MAX_TOP_K};", "",
-             step_function(model), "", SAMPLER, "",
-             _signature(name, ports) + " {", *_pragmas(ports),
-             f"    const flexllm::wide_word_t* const wports[WEIGHT_PORTS] = {{{', '.join(f'w{i}' for i in range(n))}}};",
-             "    static float step_logits[VOCAB];", *top_body, "}", ""]
+             f'#include "{stage}.h"', f'#include "{stage}_core.h"', '#include "flexllm/flexllm_sampling.h"',
+             "", f"using namespace {namespace(model)};", f"static const int MAX_TOP_K = {MAX_TOP_K};",
+             f"static const int SAMPLER_LANES = {out_lanes};  // logits banked like the engine's output rows", "",
+             SAMPLER, "",
+             _signature(name, ports) + " {", *_pragmas(ports, buffer_bytes),
+             "    static float step_logits[VOCAB];",
+             f"#pragma HLS ARRAY_PARTITION variable = step_logits cyclic factor = {out_lanes} dim = 1",
+             "#pragma HLS BIND_STORAGE variable = step_logits type = ram_2p impl = bram",
+             *top_body, "}", ""]
     return "\n".join(lines)
 
 
-def prefill_kernel(model, name, fmem_buffer) -> str:
-    ports = prefill_ports(weight_ports(model), fmem_buffer)
+def prefill_kernel(model, name, fmem_buffer, lmem_buffer="lmem", buffer_bytes=None) -> str:
+    ports = prefill_ports(weight_ports(model), fmem_buffer, lmem_buffer)
     body = [
         "    static int32_t chunk_ids[MAX_TOKENS];",
         "    // chunked prefill: MAX_TOKENS tokens per pass over all layers; later chunks attend to the",
-        "    // KV-cache entries the earlier ones wrote",
-        "    PREFILL_CHUNKS:",
+        "    // KV-cache entries the earlier ones wrote; the last chunk also runs the LM head (tail)",
+        "PREFILL_CHUNKS:",
         "    for (int c = 0; c < n_tokens; c += MAX_TOKENS) {",
+        f"#pragma HLS LOOP_TRIPCOUNT max = {MAX_CHUNKS_TRIPCOUNT}",
         "        const int n = n_tokens - c < MAX_TOKENS ? n_tokens - c : MAX_TOKENS;",
-        "        for (int t = 0; t < n; ++t) chunk_ids[t] = tokens[c + t];",
-        "        stage_step(chunk_ids, n, c, wports, fmem, embed, k_cache, v_cache, step_logits);",
+        "    CHUNK_IDS:",
+        "        for (int t = 0; t < n; ++t) {",
+        "#pragma HLS LOOP_TRIPCOUNT max = MAX_TOKENS",
+        "#pragma HLS PIPELINE II = 1",
+        "            chunk_ids[t] = tokens[c + t];",
+        "        }",
+        f"        stage_pass(chunk_ids, n, c, c + n >= n_tokens, {port_list(model)}, lmem, fmem, embed, k_cache, "
+        "v_cache, step_logits);",
         "    }",
         "    uint32_t state = seed ? seed : 1u;",
         "    next_token[0] = sample_token(step_logits, top_k, inv_temperature, state);",
-        "    LOGITS_OUT:",
-        "    for (int j = 0; j < VOCAB; ++j) logits[j] = step_logits[j];",
+        "LOGITS_OUT:",
+        "    for (int j = 0; j < VOCAB; ++j) {",
+        "#pragma HLS PIPELINE II = 1",
+        "        logits[j] = step_logits[j];",
+        "    }",
     ]
-    return _kernel_file(model, name, ports, body)
+    return _kernel_file(model, name, ports, buffer_bytes or {}, body)
 
 
-def decode_kernel(model, name, fmem_buffer) -> str:
-    ports = decode_ports(weight_ports(model), fmem_buffer)
+def decode_kernel(model, name, fmem_buffer, lmem_buffer="lmem", buffer_bytes=None) -> str:
+    ports = decode_ports(weight_ports(model), fmem_buffer, lmem_buffer)
     body = [
         "    int32_t ids[MAX_TOKENS] = {0};",
         "    int token = first_token;",
         "    uint32_t state = seed ? seed : 1u;",
         "    // the token loop on chip: embedding lookup of the new token, all layers, LM head, sampling",
-        "    DECODE_TOKENS:",
+        "DECODE_TOKENS:",
         "    for (int s = 0; s < n_new; ++s) {",
+        "#pragma HLS LOOP_TRIPCOUNT max = MAX_CONTEXT",
         "        ids[0] = token;",
-        "        stage_step(ids, 1, position + s, wports, fmem, embed, k_cache, v_cache, step_logits);",
+        f"        stage_pass(ids, 1, position + s, true, {port_list(model)}, lmem, fmem, embed, k_cache, v_cache, "
+        "step_logits);",
         "        token = sample_token(step_logits, top_k, inv_temperature, state);",
         "        out_tokens[s] = token;",
         "    }",
-        "    LOGITS_OUT:",
-        "    for (int j = 0; j < VOCAB; ++j) logits[j] = step_logits[j];",
+        "LOGITS_OUT:",
+        "    for (int j = 0; j < VOCAB; ++j) {",
+        "#pragma HLS PIPELINE II = 1",
+        "        logits[j] = step_logits[j];",
+        "    }",
     ]
-    return _kernel_file(model, name, ports, body)
+    return _kernel_file(model, name, ports, buffer_bytes or {}, body)
+
+
+MAX_CHUNKS_TRIPCOUNT = 32      # prompt chunks per prefill call (co-simulation / report tripcount only)
 
 
 def stage_headers(model):
     """(header file name, text) pairs the kernel of this stage model includes."""
     stage = model.config.get_project_name()
-    return [(f"{stage}.h", kernel_header(model)), (f"{stage}_parameters.h", parameters_header(model))]
+    return [(f"{stage}.h", kernel_header(model)), (f"{stage}_parameters.h", parameters_header(model)),
+            (f"{stage}_core.h", core_header(model))]

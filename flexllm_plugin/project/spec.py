@@ -15,6 +15,13 @@ HBM_CHANNEL_BYTES = 256 * 1024 * 1024  # 256 MB each
 HBM_CHANNEL_GBPS = 460 / 32            # U280 HBM2: 460 GB/s peak over 32 pseudo-channels
 DDR_BANKS = 2                          # U280 DDR4 banks DDR[0], DDR[1]
 DDR_BANK_BYTES = 16 * 1024 ** 3
+WORD_BYTES = 64                        # one 512-bit word (flexllm::wide_word_t)
+
+
+def kv_row_bytes(head_dim: int) -> int:
+    """Bytes of one KV-cache row: head_dim int8 codes padded to whole 512-bit words
+    (flexllm::kv_row_words, layers/flexllm_kv_cache.h)."""
+    return WORD_BYTES * -(-int(head_dim) // WORD_BYTES)
 
 
 @dataclass

@@ -14,6 +14,8 @@ def testbench_source(spec, prefill_ports, decode_ports) -> str:
     n_ports = sum(1 for p in prefill_ports if p.name.startswith("w") and p.name[1:].isdigit())
     fmem_p = next(p.buffer for p in prefill_ports if p.name == "fmem")
     fmem_d = next(p.buffer for p in decode_ports if p.name == "fmem")
+    lmem_p = next(p.buffer for p in prefill_ports if p.name == "lmem")
+    lmem_d = next(p.buffer for p in decode_ports if p.name == "lmem")
     load_ports = "\n".join(
         f'    load_words(dir + "/{bufs[f"weights_p{i}"].file}", w[{i}]);' for i in range(n_ports))
     wargs = ", ".join(f"w[{i}].data()" for i in range(n_ports))
@@ -31,6 +33,7 @@ def testbench_source(spec, prefill_ports, decode_ports) -> str:
 #include <string>
 #include <vector>
 
+#include "flexllm/flexllm_counters.h"
 #include "flexllm/flexllm_weights.h"
 
 {_signature(f"{name}_prefill", prefill_ports)};
@@ -40,7 +43,7 @@ static const int VOCAB = {m["vocab_size"]};
 static const int MAX_PROMPT = {m["max_prompt"]};
 static const int MAX_CONTEXT = {m["max_context"]};
 static const int MAX_NEW = {m["max_new_tokens"]};
-static const long long KV_ELEMENTS = {bufs["k_cache"].bytes}LL;
+static const long long KV_WORDS = {bufs["k_cache"].bytes // 64}LL;   // 512-bit words of each KV cache
 
 static std::vector<char> read_file(const std::string &path, long long expect_bytes) {{
     std::ifstream f(path, std::ios::binary);
@@ -70,6 +73,17 @@ static std::vector<float> load_floats(const std::string &path) {{
     std::vector<float> v(b.size() / 4);
     std::memcpy(v.data(), b.data(), v.size() * 4);
     return v;
+}}
+
+static void write_words(const std::string &path, const std::vector<flexllm::wide_word_t> &w) {{
+    std::vector<char> b(w.size() * 64);
+    for (size_t i = 0; i < w.size(); ++i)
+        for (int l = 0; l < 8; ++l) {{
+            const uint64_t lane = w[i].range(64 * l + 63, 64 * l).to_uint64();
+            std::memcpy(b.data() + 64 * i + 8 * l, &lane, 8);
+        }}
+    std::ofstream f(path, std::ios::binary);
+    f.write(b.data(), (std::streamsize)b.size());
 }}
 
 template <class T>
@@ -108,26 +122,44 @@ int main(int argc, char **argv) {{
     std::vector<float> fmem_prefill = load_floats(dir + "/{bufs[fmem_p].file}");
     std::vector<float> fmem_decode = load_floats(dir + "/{bufs[fmem_d].file}");
     std::vector<float> embed = load_floats(dir + "/{bufs["embed"].file}");
-    std::vector<int8_t> k_cache(KV_ELEMENTS, 0), v_cache(KV_ELEMENTS, 0);
+    std::vector<flexllm::wide_word_t> lmem_prefill, lmem_decode;
+    load_words(dir + "/{bufs[lmem_p].file}", lmem_prefill);
+    load_words(dir + "/{bufs[lmem_d].file}", lmem_decode);
+    std::vector<flexllm::wide_word_t> k_cache(KV_WORDS, 0), v_cache(KV_WORDS, 0);
     std::vector<float> prefill_logits(VOCAB), decode_logits(VOCAB);
     std::vector<int32_t> tokens(n_new, 0);
     int32_t first = -1;
 
     auto t0 = std::chrono::steady_clock::now();
-    {name}_prefill(prompt.data(), n, {wargs}, fmem_prefill.data(), embed.data(), k_cache.data(),
-                   v_cache.data(), prefill_logits.data(), &first, top_k, inv_t, seed);
+    {name}_prefill(prompt.data(), n, {wargs}, lmem_prefill.data(), fmem_prefill.data(), embed.data(),
+                   k_cache.data(), v_cache.data(), prefill_logits.data(), &first, top_k, inv_t, seed);
     auto t1 = std::chrono::steady_clock::now();
+#ifdef FLEXLLM_COUNTERS
+    {{
+        std::FILE *cf = std::fopen((out + "/counters_prefill.txt").c_str(), "w");
+        flexllm::dump_counters(cf);
+        std::fclose(cf);
+        flexllm::reset_counters();
+    }}
+#endif
     tokens[0] = first;
     if (n_new > 1)
-        {name}_decode(first, n, n_new - 1, {wargs}, fmem_decode.data(), embed.data(), k_cache.data(),
-                      v_cache.data(), tokens.data() + 1, decode_logits.data(), top_k, inv_t, seed);
+        {name}_decode(first, n, n_new - 1, {wargs}, lmem_decode.data(), fmem_decode.data(), embed.data(),
+                      k_cache.data(), v_cache.data(), tokens.data() + 1, decode_logits.data(), top_k, inv_t, seed);
     auto t2 = std::chrono::steady_clock::now();
+#ifdef FLEXLLM_COUNTERS
+    {{
+        std::FILE *cf = std::fopen((out + "/counters_decode.txt").c_str(), "w");
+        flexllm::dump_counters(cf);
+        std::fclose(cf);
+    }}
+#endif
 
     write_file(out + "/tokens.bin", tokens.data(), tokens.size());
     write_file(out + "/prefill_logits.bin", prefill_logits.data(), prefill_logits.size());
     write_file(out + "/decode_logits.bin", decode_logits.data(), decode_logits.size());
-    write_file(out + "/k_cache.bin", k_cache.data(), k_cache.size());
-    write_file(out + "/v_cache.bin", v_cache.data(), v_cache.size());
+    write_words(out + "/k_cache.bin", k_cache);
+    write_words(out + "/v_cache.bin", v_cache);
     const double ms_p = std::chrono::duration<double, std::milli>(t1 - t0).count();
     const double ms_d = std::chrono::duration<double, std::milli>(t2 - t1).count();
     std::printf("{{\\"prefill_ms\\": %.3f, \\"decode_ms\\": %.3f, \\"prompt_tokens\\": %d, \\"new_tokens\\": %d}}\\n",

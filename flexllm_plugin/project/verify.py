@@ -23,7 +23,7 @@ import numpy as np
 from ..config import ConfigError, load_config
 from .builder import BUILD_INFO, CONFIG_COPY
 
-CXXFLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-DFLEXLLM_FAST_CSIM"]
+CXXFLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-DFLEXLLM_FAST_CSIM", "-DFLEXLLM_COUNTERS"]
 
 
 class ProjectError(ValueError):
@@ -138,13 +138,17 @@ def brevitas_teacher_forced(model, prompt: List[int], tokens: List[int]) -> List
 
 
 def _kv_of_golden(kv, max_ctx) -> np.ndarray:
+    """The golden KV cache in the kernel's layout ``[layer][kv_head][max_ctx][row bytes]`` (rows padded
+    to 512-bit words with zeros, layers/flexllm_kv_cache.h)."""
+    from .spec import kv_row_bytes
+
     n_layers = len(kv.k)
     kvh, t, hd = kv.k[0].shape
-    out_k = np.zeros((n_layers, kvh, max_ctx, hd), dtype=np.int8)
+    out_k = np.zeros((n_layers, kvh, max_ctx, kv_row_bytes(hd)), dtype=np.int8)
     out_v = np.zeros_like(out_k)
     for l in range(n_layers):
-        out_k[l, :, :t] = kv.k[l]
-        out_v[l, :, :t] = kv.v[l]
+        out_k[l, :, :t, :hd] = kv.k[l]
+        out_v[l, :, :t, :hd] = kv.v[l]
     return out_k, out_v
 
 
