@@ -32,6 +32,7 @@ SILU_TOKENS:
         for (int c = 0; c * LANES < d; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_D + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("silu_elements");
         SILU_LANES:
             for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL

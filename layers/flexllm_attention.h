@@ -7,7 +7,7 @@
 //   q_int[h, t]  = clamp(rint(rope(q)[i] * c_q[h]), -128, 127)
 //   acc_s[u]     = sum_i q_int[i] * k_int[u][i]                      exact, keys u <= P(t)
 //   s[u]         = f32(acc_s[u]) * qk[h]
-//   m = max_u s[u];  e[u] = exp32(s[u] - m);  sum = sum4(e[0 .. P(t)]);  p[u] = e[u] / sum
+//   m = max_u s[u];  e[u] = exp32(s[u] - m);  sum = sum_partials(e[0 .. P(t)]);  p[u] = e[u] / sum
 //   p_int[u]     = clamp(rint(p[u] * inv_p[h]), 0, 255)               uint8 (flexllm_softmax.h)
 //   acc_v[i]     = sum_{u <= P(t)} p_int[u] * v_int[u][i]             exact
 //   out[t][h * d + i] = f32(acc_v[i]) * pv[h]
@@ -54,6 +54,9 @@ struct attention_config {
     static constexpr int head_lanes = HEAD_LANES;
     static constexpr int key_lanes = KEY_LANES;
     static constexpr int out_row = OUT_ROW;
+    // softmax lanes: the largest power of two <= 16 dividing KEY_LANES (the reduction contract's lane
+    // rule, flexllm_reduce.h), so the softmax reads whole banks of the KEY_LANES-banked score rows
+    static constexpr int softmax_lanes = (KEY_LANES % 16 == 0) ? 16 : (KEY_LANES % 8 == 0) ? 8 : (KEY_LANES % 4 == 0) ? 4 : (KEY_LANES % 2 == 0) ? 2 : 1;
     static constexpr int row_words = kv_row_words(MAX_HD);  // 512-bit words per K/V row
     // |acc_s| <= d * 128 * 128; |acc_v| <= T * 255 * 128
     typedef dot_accumulator<MAX_HD, 128, 128> score_acc_info;
@@ -79,27 +82,39 @@ struct attention_scales {
 };
 
 // RoPE (optional) + static int8 quantization of head slice [col, col + hd) of an activation row:
-// one copy pass, then one fused rotate + quantize pass (rope_apply's arithmetic, flexllm_rope.h).
-template <int MAX_HD, int ROW>
+// one copy pass, then one fused rotate + quantize pass (rope_apply's arithmetic, flexllm_rope.h), LANES
+// elements per cycle each.
+template <int MAX_HD, int ROW, int LANES>
 void attention_quant_head(const float row[ROW], int col, const float cos_row[MAX_HD], const float sin_row[MAX_HD],
                           bool apply_rope, float mult, int hd, int8_t out[MAX_HD]) {
     float x[MAX_HD];
+#pragma HLS ARRAY_PARTITION variable = x cyclic factor = LANES
     const int half = hd >> 1;
 HEAD_COPY:
-    for (int i = 0; i < hd; ++i) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_HD
+    for (int c = 0; c * LANES < hd; ++c) {
+#pragma HLS LOOP_TRIPCOUNT max = (MAX_HD + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
         FLEXLLM_COUNT("attention_head_copy");
-        x[i] = row[col + i];
+        for (int l = 0; l < LANES; ++l) {
+#pragma HLS UNROLL
+            const int i = c * LANES + l;
+            if (i < hd) x[i] = row[col + i];
+        }
     }
 HEAD_QUANT:
-    for (int i = 0; i < hd; ++i) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_HD
+    for (int c = 0; c * LANES < hd; ++c) {
+#pragma HLS LOOP_TRIPCOUNT max = (MAX_HD + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
         FLEXLLM_COUNT("attention_head_quant");
-        const float rot = i < half ? -x[i + half] : x[i - half];
-        const float y = apply_rope ? (x[i] * cos_row[i]) + (rot * sin_row[i]) : x[i];
-        out[i] = (int8_t)quant_static(y, mult, -128, 127);
+        for (int l = 0; l < LANES; ++l) {
+#pragma HLS UNROLL
+            const int i = c * LANES + l;
+            if (i < hd) {
+                const float rot = i < half ? -x[i + half] : x[i - half];
+                const float y = apply_rope ? (x[i] * cos_row[i]) + (rot * sin_row[i]) : x[i];
+                out[i] = (int8_t)quant_static(y, mult, -128, 127);
+            }
+        }
     }
 }
 
@@ -128,6 +143,7 @@ void attention(const float q[CFG::max_new][CFG::row], const float k[CFG::max_new
     constexpr int HL = CFG::head_lanes;
     constexpr int KL = CFG::key_lanes;
     constexpr int RW = CFG::row_words;
+    constexpr int VL = CFG::softmax_lanes;  // lanes of the head-vector loops (quantize, output)
     constexpr int MAX_KEY_STEPS = ceil_div(MAX_CTX, KL);
     constexpr int MAX_HEAD_BLOCKS = ceil_div(CFG::max_heads, HL);
     (void)MAX_KEY_STEPS, (void)MAX_HEAD_BLOCKS;  // loop tripcounts only
@@ -152,6 +168,8 @@ void attention(const float q[CFG::max_new][CFG::row], const float k[CFG::max_new
 #pragma HLS ARRAY_PARTITION variable = p_int cyclic factor = KL dim = 2
 #pragma HLS BIND_STORAGE variable = scores type = ram_2p impl = bram
     float cos_row[MAX_HD], sin_row[MAX_HD];
+#pragma HLS ARRAY_PARTITION variable = cos_row cyclic factor = VL
+#pragma HLS ARRAY_PARTITION variable = sin_row cyclic factor = VL
     int8_t q_int[HL][MAX_HD];
 #pragma HLS ARRAY_PARTITION variable = q_int complete dim = 0
     int8_t row_codes[MAX_HD];
@@ -170,11 +188,11 @@ KV_HEADS:
         for (int t = 0; t < n_tokens; ++t) {
 #pragma HLS LOOP_TRIPCOUNT max = CFG::max_new
             const int pos = position + t;
-            rope_load_tables<MAX_HD>(rope_cos, rope_sin, pos, hd, cos_row, sin_row);
-            attention_quant_head<MAX_HD, CFG::row>(k[t], kh * hd, cos_row, sin_row, true, sc.inv_k[kh], hd, row_codes);
+            rope_load_tables<MAX_HD, VL>(rope_cos, rope_sin, pos, hd, cos_row, sin_row);
+            attention_quant_head<MAX_HD, CFG::row, VL>(k[t], kh * hd, cos_row, sin_row, true, sc.inv_k[kh], hd, row_codes);
             kv_pack_row<MAX_HD, RW>(row_codes, hd, k_buf[pos]);
             kv_write_row<MAX_HD>(k_cache, geo, layer, kh, pos, row_codes);
-            attention_quant_head<MAX_HD, CFG::row>(v[t], kh * hd, cos_row, sin_row, false, sc.inv_v[kh], hd, row_codes);
+            attention_quant_head<MAX_HD, CFG::row, VL>(v[t], kh * hd, cos_row, sin_row, false, sc.inv_v[kh], hd, row_codes);
             kv_pack_row<MAX_HD, RW>(row_codes, hd, v_buf[pos]);
             kv_write_row<MAX_HD>(v_cache, geo, layer, kh, pos, row_codes);
         }
@@ -184,7 +202,7 @@ KV_HEADS:
 #pragma HLS LOOP_TRIPCOUNT max = CFG::max_new
             const int n_keys = position + t + 1;  // causal: keys 0 .. P(t)
             const int key_steps = ceil_div(n_keys, KL);
-            rope_load_tables<MAX_HD>(rope_cos, rope_sin, position + t, hd, cos_row, sin_row);
+            rope_load_tables<MAX_HD, VL>(rope_cos, rope_sin, position + t, hd, cos_row, sin_row);
         HEAD_BLOCKS:
             for (int hb = 0; hb < head_blocks; ++hb) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_HEAD_BLOCKS
@@ -199,7 +217,7 @@ KV_HEADS:
                         m_lane[hl][kl] = -INFINITY;
                     }
                     if (active[hl]) {
-                        attention_quant_head<MAX_HD, CFG::row>(q[t], heads[hl] * hd, cos_row, sin_row, true,
+                        attention_quant_head<MAX_HD, CFG::row, VL>(q[t], heads[hl] * hd, cos_row, sin_row, true,
                                                                sc.c_q[heads[hl]], hd, q_int[hl]);
                     }
                 }
@@ -242,7 +260,7 @@ KV_HEADS:
 #pragma HLS UNROLL
                             m = f32_max(m, m_lane[hl][kl]);
                         }
-                        softmax_quant_prefix<MAX_CTX>(scores[hl], n_keys, m, sc.inv_p[heads[hl]], p_int[hl]);
+                        softmax_quant_prefix<MAX_CTX, CFG::softmax_lanes>(scores[hl], n_keys, m, sc.inv_p[heads[hl]], p_int[hl]);
                     }
                 }
                 // P x V (exact integer) and the output scale.
@@ -287,11 +305,15 @@ KV_HEADS:
             WRITE_OUT:
                 for (int hl = 0; hl < HL; ++hl) {
                     if (!active[hl]) continue;
-                    for (int i = 0; i < hd; ++i) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_HD
+                    for (int c = 0; c * VL < hd; ++c) {
+#pragma HLS LOOP_TRIPCOUNT max = (MAX_HD + VL - 1) / VL
 #pragma HLS PIPELINE II = 1
                         FLEXLLM_COUNT("attention_write_out");
-                        out[t][heads[hl] * hd + i] = acc_to_f32(acc_v[hl][i]) * sc.pv[heads[hl]];
+                        for (int l = 0; l < VL; ++l) {
+#pragma HLS UNROLL
+                            const int i = c * VL + l;
+                            if (i < hd) out[t][heads[hl] * hd + i] = acc_to_f32(acc_v[hl][i]) * sc.pv[heads[hl]];
+                        }
                     }
                 }
             }

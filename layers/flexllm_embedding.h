@@ -13,6 +13,7 @@ EMBEDDING_ROW:
     for (int k = 0; k < d; ++k) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_D
 #pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("embedding_row");
         row[k] = table[base + k];
     }
 }

@@ -60,6 +60,7 @@ HADAMARD_COPY:
     for (int c = 0; c * LANES < n; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_N + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+    FLEXLLM_COUNT("hadamard_copy");
     HADAMARD_COPY_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -79,6 +80,7 @@ HADAMARD_STAGES:
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_N / 2 + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
 #pragma HLS DEPENDENCE variable = buf inter false
+        FLEXLLM_COUNT("hadamard_pairs");
         HADAMARD_PAIRS_LANES:
             for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -104,6 +106,7 @@ HADAMARD_STAGES:
         for (int c = 0; c * LANES < n; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_N + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("hadamard_scale");
         HADAMARD_SCALE_LANES:
             for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -127,6 +130,7 @@ HADAMARD_MIX_OUT:
             for (int d0 = 0; d0 < p; d0 += LANES) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_N / MAX_M + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+            FLEXLLM_COUNT("hadamard_mix_elements");
             HADAMARD_MIX_LANES:
                 for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -142,6 +146,7 @@ HADAMARD_MIX_OUT:
         for (int d0 = 0; d0 < p; d0 += LANES) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_N / MAX_M + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("hadamard_mix_scale");
         HADAMARD_MIX_SCALE_LANES:
             for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL

@@ -21,7 +21,7 @@
 //   linear_mac  --acc tiles-->  linear_epilogue  --out tiles-->  linear_distribute / linear_collect
 //
 // linear_mac has two forms chosen at compile time (one engine either way):
-//  * streaming (decode: TOKEN_LANES = 1, OUT_LANES = PORTS): weights go straight from the port FIFOs
+//  * streaming (decode: MAX_TOKENS = 1, OUT_LANES = PORTS): weights go straight from the port FIFOs
 //    into the PEs. Lane p owns the row of port p in the current block; every word (128 int4 / 64 int8
 //    codes of that row) is consumed in ceil(codes_per_word / IN_LANES) cycles by IN_LANES MACs. No
 //    weight buffer: a weight is used once per token.
@@ -99,7 +99,7 @@ struct linear_config {
     static constexpr int max_in_blocks = ceil_div(MAX_IN, IN_LANES);
     // streaming form: sub-steps per word (IN_LANES codes of the word per cycle)
     static constexpr int word_steps = ceil_div(codes_per_word, IN_LANES);
-    static constexpr bool streaming = TOKEN_LANES == 1 && OUT_LANES == PORTS;
+    static constexpr bool streaming = MAX_TOKENS == 1 && TOKEN_LANES == 1 && OUT_LANES == PORTS;
     // tiled form: pipeline steps per block = max(unpack the next block, MACs of this block)
     static constexpr int max_block_steps = max_int(port_lanes * max_row_words, max_token_blocks * max_in_blocks);
     static constexpr int w_fifo_depth = 64;  // words per port FIFO: one 4 KB AXI burst
@@ -489,6 +489,7 @@ COLLECT:
     for (int s = 0; s < steps; ++s) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_STEPS
 #pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("collect");
         if (t == 0) tile = out_stream.read();
         const int tok = tb * TP + t;
         for (int r = 0; r < BP; ++r) {
@@ -521,6 +522,7 @@ WRITE_ACC_OUT_BLOCKS:
         for (int tb = 0; tb < token_blocks; ++tb) {
 #pragma HLS LOOP_TRIPCOUNT max = CFG::max_token_blocks
 #pragma HLS PIPELINE II = 1
+            FLEXLLM_COUNT("write_acc_token_blocks");
             const linear_acc_tile<CFG> tile = acc_stream.read();
             for (int t = 0; t < TP; ++t) {
 #pragma HLS UNROLL

@@ -53,6 +53,7 @@ REDUCE_TREE_LEVELS:
 #pragma HLS LOOP_TRIPCOUNT max = REDUCE_PARTIALS / 2 / LANES
 #pragma HLS PIPELINE II = 1
 #pragma HLS DEPENDENCE variable = p inter false
+        FLEXLLM_COUNT("reduce_tree_steps");
         REDUCE_TREE_LANES:
             for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -124,6 +125,7 @@ SUM_PARTIALS:
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_N + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
 #pragma HLS DEPENDENCE variable = p inter distance = D true
+    FLEXLLM_COUNT("sum_partials");
     SUM_PARTIALS_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -181,6 +183,7 @@ ROW_MIN_MAX:
     for (int c = 0; c * LANES < n; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_N + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+    FLEXLLM_COUNT("row_min_max");
     ROW_MIN_MAX_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -227,6 +230,7 @@ ROW_ABSMAX:
     for (int c = 0; c * LANES < n; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_N + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+    FLEXLLM_COUNT("row_absmax");
     ROW_ABSMAX_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL

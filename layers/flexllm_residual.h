@@ -18,6 +18,7 @@ RESIDUAL_TOKENS:
         for (int c = 0; c * LANES < d; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_D + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("residual_elements");
         RESIDUAL_LANES:
             for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -39,6 +40,7 @@ RESIDUAL_SUM_TOKENS:
         for (int c = 0; c * LANES < d; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_D + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("residual_sum_elements");
         RESIDUAL_SUM_LANES:
             for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -56,6 +58,7 @@ COPY_ROW:
     for (int c = 0; c * LANES < d; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_D + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+    FLEXLLM_COUNT("copy_row");
     COPY_ROW_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -75,6 +78,7 @@ COPY_ROWS_TOKENS:
         for (int c = 0; c * LANES < d; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_D + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("copy_rows_elements");
         COPY_ROWS_LANES:
             for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL

@@ -30,6 +30,7 @@ RMSNORM_SQUARES:
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_D + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
 #pragma HLS DEPENDENCE variable = p inter distance = D true
+    FLEXLLM_COUNT("rmsnorm_squares");
     RMSNORM_SQUARES_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -49,6 +50,7 @@ RMSNORM_SCALE:
     for (int c = 0; c * LANES < d; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_D + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+    FLEXLLM_COUNT("rmsnorm_scale");
     RMSNORM_SCALE_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL

@@ -25,6 +25,7 @@ ROPE:
     for (int c = 0; c * LANES < hd; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_HD + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+    FLEXLLM_COUNT("rope");
     ROPE_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -46,6 +47,7 @@ ROPE_LOAD:
     for (int c = 0; c * LANES < hd; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_HD + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+    FLEXLLM_COUNT("rope_load");
     ROPE_LOAD_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL

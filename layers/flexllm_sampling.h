@@ -134,6 +134,7 @@ TOPK_SCAN:
 TOPK_WEIGHTS:
     for (int r = 0; r < MAX_K; ++r) {
 #pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("topk_weights");
         if (r < kk) {
             c = c + exp32((top_value[r] - l0) * inv_temperature);
             cum[r] = c;

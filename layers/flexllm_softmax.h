@@ -39,6 +39,7 @@ SOFTMAX_EXP:
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_N + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
 #pragma HLS DEPENDENCE variable = p inter distance = D true
+    FLEXLLM_COUNT("softmax_exp");
     SOFTMAX_EXP_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -65,6 +66,7 @@ SOFTMAX_NORMALIZE:
     for (int c = 0; c * LANES < n; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_N + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+    FLEXLLM_COUNT("softmax_normalize");
     SOFTMAX_NORMALIZE_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -88,6 +90,7 @@ SOFTMAX_NORMALIZE_QUANT:
     for (int c = 0; c * LANES < n; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_N + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+    FLEXLLM_COUNT("softmax_normalize_quant");
     SOFTMAX_NORMALIZE_QUANT_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL

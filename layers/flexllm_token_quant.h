@@ -33,6 +33,7 @@ QUANT_UINT4:
     for (int c = 0; c * LANES < d; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_D + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+    FLEXLLM_COUNT("quant_uint4");
     QUANT_UINT4_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -56,6 +57,7 @@ QUANT_INT8:
     for (int c = 0; c * LANES < d; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_D + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+    FLEXLLM_COUNT("quant_int8");
     QUANT_INT8_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
@@ -114,6 +116,7 @@ QUANT_STATIC:
     for (int c = 0; c * LANES < n; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (MAX_N + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
+    FLEXLLM_COUNT("quant_static");
     QUANT_STATIC_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL

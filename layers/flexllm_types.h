@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "flexllm_counters.h"
+
 namespace flexllm {
 
 // Per-token dynamic quantization of a linear layer's input row.

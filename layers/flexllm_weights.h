@@ -176,6 +176,7 @@ UNPACK_ROW:
     for (int wd = 0; wd < n_words; ++wd) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_WORDS
 #pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("unpack_row");
         const wide_word_t word = read_port_word<PORTS>(w, port, base + wd);
         for (int c = 0; c < CPW; ++c) {
 #pragma HLS UNROLL

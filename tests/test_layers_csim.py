@@ -566,9 +566,10 @@ def test_weight_packing_rejects_out_of_range():
         pack_weights_ports(np.array([[-9]], dtype=np.int8), 4, 2)
 
 
-def test_kv_cache(csim):
-    rng = rng_for("kv")
-    layers, kvh, max_ctx, hd = 3, 2, 40, 32
+@pytest.mark.parametrize("hd", [32, 64, 80])                # one word per row, exactly one, two words
+def test_kv_cache(csim, hd):
+    rng = rng_for("kv", hd)
+    layers, kvh, max_ctx = 3, 2, 40
     cache = rng.integers(-128, 128, (layers, kvh, max_ctx, hd)).astype(np.int8)
     writes = [(2, 1, 0), (2, 1, 39), (0, 0, 5), (1, 1, 7)]
     rows = rng.integers(-128, 128, (len(writes), hd)).astype(np.int8)
@@ -584,7 +585,7 @@ def test_kv_cache(csim):
     out.done()
     assert_ints(got, expected, "kv cache after writes")
     assert_ints(burst, expected[2, 1, :12], "kv_read_rows")
-    assert_ints(single, expected[2, 1, :12], "kv_read_row")
+    assert_ints(single, expected[2, 1, :12], "kv rows decoded from the 512-bit words")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -594,9 +595,11 @@ def test_kv_cache(csim):
 LINEAR_SHAPES = [  # (n_tokens, d_in, d_out): decode and prefill, sizes not multiples of the lanes / ports;
     # d_in 128 / 129: int4 rows of exactly one word / one byte into a second word; d_out < ports
     (1, 96, 160), (7, 160, 96), (16, 33, 17), (3, 576, 64), (2, 1536, 40), (1, 8192, 12), (5, 2048, 23),
-    (1, 128, 2), (3, 129, 3)]
-# (TOKEN_LANES, OUT_LANES, IN_LANES, PORTS) of tests/csim/drv_linear.cpp `lanes<ID>`
-LINEAR_LANES = [(1, 4, 16, 4), (3, 5, 7, 1), (4, 6, 10, 3), (2, 6, 33, 2)]
+    (1, 128, 2), (3, 129, 3), (1, 8192, 7), (1, 2049, 13)]
+# (TOKEN_LANES, OUT_LANES, IN_LANES, PORTS) of tests/csim/drv_linear.cpp `lanes<ID>`; ids 4 and 5 are decode
+# engines (MAX_TOKENS 1: the streaming form, LUT MACs and DSP-packed int4 x uint4 MACs)
+LINEAR_LANES = [(1, 4, 16, 4), (3, 5, 7, 1), (4, 6, 10, 3), (2, 6, 33, 2), (1, 4, 48, 4), (1, 6, 128, 6)]
+DECODE_LANES = {4: None, 5: (4, UINT4)}                 # id -> the only (bits, kind) it runs, None: all
 BITS_KINDS = [(4, UINT4), (4, INT8), (8, INT8), (8, UINT4)]
 
 
@@ -607,11 +610,14 @@ def golden_linear(w, w_scale, bits, kind, q, s, z):
     return lp, y, acc
 
 
-@pytest.mark.parametrize("lanes", range(len(LINEAR_LANES)), ids=["TP{}-BP{}-WP{}-P{}".format(*c) for c in LINEAR_LANES])
+@pytest.mark.parametrize("lanes", range(len(LINEAR_LANES)),
+                         ids=["TP{}-BP{}-WP{}-P{}".format(*c) + ("-dsp2" if i == 5 else "") for i, c in enumerate(LINEAR_LANES)])
 @pytest.mark.parametrize("bits,kind", BITS_KINDS, ids=["w4-uint4", "w4-int8", "w8-int8", "w8-uint4"])
 @pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_linear(csim, lanes, bits, kind, shape):
     n, d_in, d_out = shape
+    if lanes in DECODE_LANES and (n != 1 or DECODE_LANES[lanes] not in (None, (bits, kind))):
+        pytest.skip("decode engine: one token per call (and DSP packing: int4 x uint4 only)")
     rng = rng_for("linear", lanes, bits, kind, shape)
     x = activations(rng, (n, d_in))
     if n > 2:

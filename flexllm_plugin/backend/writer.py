@@ -16,6 +16,7 @@ failed write leaves no half-written project.
 
 from __future__ import annotations
 
+import math
 import shutil
 import string
 from pathlib import Path
@@ -26,7 +27,8 @@ from hls4ml.writer.writers import Writer
 from ..atomic_dir import atomic_directory
 from ..resources import data_dir
 from .graph import layers_of
-from .passes.templates import KIND_ENUM, attention_lanes_of_config, linear_lanes_of_config, unit_call_initializer
+from .passes.templates import (KIND_ENUM, attention_lanes_of_config, element_lanes_of_config, linear_lanes_of_config,
+                               unit_call_initializer)
 
 
 def template_dir() -> Path:
@@ -146,30 +148,29 @@ def interface_pragmas(model, scalars=("n_tokens", "position"), inputs=("input_id
 # ---- the stage core (template file) -------------------------------------------------------------------
 def _storage_pragmas(model) -> List[str]:
     """BIND_STORAGE for every activation buffer above 16 KB (URAM when a bank holds >= 32 KB) and the
-    partitioning its readers and writers need: the engine reads IN_LANES consecutive codes of
-    TOKEN_LANES rows per cycle, the distributor writes OUT_LANES consecutive columns per cycle."""
+    cyclic partitioning its readers and writers need on the column dimension: the distributor writes
+    OUT_LANES consecutive columns per cycle, the element-wise units move EW_LANES, the engine reads
+    IN_LANES consecutive codes of TOKEN_LANES rows per cycle (factor = lcm of the widths that meet)."""
     c = stage_constants(model)
     tl, ol, il = linear_lanes_of_config(model)
+    ew = element_lanes_of_config(model)
     t, w, row = c["MAX_TOKENS"], c["WIDTH"], c["ROW"]
-    code_bytes = 1
     out = []
-    buffers = [("h", t * w * 4, ol), ("x", t * w * 4, 1), ("q", t * row * 4, ol), ("k", t * row * 4, ol),
-               ("v", t * row * 4, ol), ("gate", t * w * 4, ol), ("up", t * w * 4, ol)]
+    buffers = [("h", t * w * 4, math.lcm(ol, ew)), ("x", t * w * 4, ew), ("q", t * row * 4, ol),
+               ("k", t * row * 4, ol), ("v", t * row * 4, ol), ("gate", t * w * 4, math.lcm(ol, ew)),
+               ("up", t * w * 4, math.lcm(ol, ew)), ("codes", t * w, math.lcm(il, ew))]
     for name, size, factor in buffers:
         if factor > 1:
             out.append(f"#pragma HLS ARRAY_PARTITION variable = {name} cyclic factor = {factor} dim = 2")
+        if name == "codes" and tl > 1:
+            out.append(f"#pragma HLS ARRAY_PARTITION variable = codes cyclic factor = {tl} dim = 1")
         if size > 16384:
-            bank = size // factor
+            bank = size // (factor * (tl if name == "codes" else 1))
             out.append(f"#pragma HLS BIND_STORAGE variable = {name} type = ram_2p impl = "
                        f"{'uram' if bank >= 32768 else 'bram'}")
-    out.append(f"#pragma HLS ARRAY_PARTITION variable = codes cyclic factor = {il} dim = 2")
     if tl > 1:
-        out.append(f"#pragma HLS ARRAY_PARTITION variable = codes cyclic factor = {tl} dim = 1")
         out.append(f"#pragma HLS ARRAY_PARTITION variable = tok_scale cyclic factor = {tl} dim = 1")
         out.append(f"#pragma HLS ARRAY_PARTITION variable = tok_zero cyclic factor = {tl} dim = 1")
-    if t * w * code_bytes > 16384:
-        bank = t * w * code_bytes // (il * tl)
-        out.append(f"#pragma HLS BIND_STORAGE variable = codes type = ram_2p impl = {'uram' if bank >= 32768 else 'bram'}")
     return ["    " + line for line in out]
 
 
@@ -225,6 +226,7 @@ def parameters_header(model) -> str:
              f"typedef flexllm::linear_config<MAX_TOKENS, WIDTH, {sched['max_out']}, {tl}, {ol}, {il}, "
              f"{sched['weight_bits']}, {kind}, WEIGHT_PORTS, flexllm::{mac}> ENGINE;",
              f"static const int INPUT_KIND = {kind};",
+             f"static const int EW_LANES = {element_lanes_of_config(model)};  // element-wise units: lanes per cycle",
              "static const int W_FIFO_DEPTH = ENGINE::w_fifo_depth;",
              "// THE attention unit",
              f"typedef flexllm::attention_config<MAX_CONTEXT, MAX_TOKENS, HEAD_DIM, HEADS, KV_HEADS, ROW, {hl}, {kl}, "
@@ -253,7 +255,7 @@ def parameters_header(model) -> str:
         lines += [f"// Online Hadamard (R4) of {n} = {m} x 2^{log2_p} points",
                   f"static const int8_t HADAMARD_SIGNS[{m * m}] = {{{signs}}};",
                   "static void run_hadamard(float x[MAX_TOKENS][WIDTH], int rows) {",
-                  f"    flexllm::hadamard_rows<MAX_TOKENS, WIDTH, {m}>(x, rows, {m}, {log2_p}, HADAMARD_SIGNS, "
+                  f"    flexllm::hadamard_rows<MAX_TOKENS, WIDTH, {m}, EW_LANES>(x, rows, {m}, {log2_p}, HADAMARD_SIGNS, "
                   f"flexllm::hadamard_scale({n}), x);", "}", ""]
     else:
         lines += ["static void run_hadamard(float x[MAX_TOKENS][WIDTH], int rows) {", "    (void)x, (void)rows;", "}", ""]

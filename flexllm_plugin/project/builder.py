@@ -209,34 +209,25 @@ def check_budgets(buffers) -> None:
 
 
 # ---- estimates -------------------------------------------------------------------------------------
-def estimates(cfg: FlexLLMConfig, golden, buffers) -> Dict:
-    """Analytical first-order figures (bandwidth / MAC bounds at the configured clock), not synthesis."""
-    p, d = cfg["Prefill"], cfg["Decode"]
-    f = 1e3 / float(cfg["ClockPeriod"])   # MHz
-    weight_bytes = sum(b.bytes for b in buffers if b.name.startswith("weights_p"))
-    macs = sum(lp.d_in * lp.d_out for _, lp in golden.linears())
-    ports, wp_dec = int(d["BP"]), int(d["WP"])
-    port_bw = min(64 * f * 1e6, HBM_CHANNEL_GBPS * 1e9)   # one 512-bit word per cycle, capped by the channel
-    bw = ports * port_bw
-    decode_bw_s = weight_bytes / bw
-    decode_mac_s = macs / (ports * wp_dec * f * 1e6)      # BP output lanes x WP input lanes per cycle
-    decode_s = max(decode_bw_s, decode_mac_s)
-    prefill_macs_per_cycle = int(p["TP"]) * ports * int(p["WP"])
-    return {
-        "clock_MHz": round(f, 1),
-        "weight_bytes": weight_bytes,
-        "weight_ports": ports,
-        "decode_weight_bandwidth_GBps": round(bw / 1e9, 1),
-        "decode_ms_per_token_weight_stream": round(decode_bw_s * 1e3, 3),
-        "decode_ms_per_token_mac_array": round(decode_mac_s * 1e3, 3),
-        "decode_tokens_per_s_bound": round(1.0 / decode_s, 1),
-        "prefill_int_MACs_per_cycle": prefill_macs_per_cycle,
-        "prefill_ms_per_token_bound": round(macs / (prefill_macs_per_cycle * f * 1e6) * 1e3, 4),
-        "linear_MACs_per_token": macs,
-        "note": "first-order bounds of the linear layers only (decode: max of weight streaming over the BP "
-                "HBM ports at min(64 B/cycle, 14.375 GB/s) each and the BP x WP MAC array; prefill: TP x BP x "
-                "WP MACs/cycle); attention, norms and pipeline fill are not included; not synthesis results",
-    }
+def cost_models(cfg: FlexLLMConfig, stages: Dict) -> Dict:
+    """The cost model of each stage kernel (flexllm_plugin/cost) and their plain-data descriptions."""
+    from ..cost.of_model import model_of_description, stage_description
+
+    descs = {stage: dict(stage_description(hm), name=f"{cfg['ProjectName']}_{stage}") for stage, hm in stages.items()}
+    return {"descriptions": descs, "models": {s: model_of_description(d, cfg["Board"]) for s, d in descs.items()}}
+
+
+def estimates(cfg: FlexLLMConfig, models: Dict) -> Dict:
+    """Resources per kernel and SLR, decode tokens/s and prefill seconds from the cost model; raises
+    ConfigError naming the resource and module when a kernel exceeds the board budget."""
+    from ..cost.report import project_estimates
+
+    est = project_estimates(models["prefill"], models["decode"], int(cfg["Prefill"]["MaxSeqLen"]),
+                            int(cfg["Decode"]["MaxContext"]))
+    for name, k in est["kernels"].items():
+        if k["over_budget"]:
+            raise ConfigError(f"{k['over_budget']} (config {cfg.path or ''}: reduce the lanes of Prefill / Decode)")
+    return est
 
 
 # ---- tokenizer file --------------------------------------------------------------------------------
@@ -281,6 +272,7 @@ def tokenizer_file(tokenizer, vocab_size: int) -> bytes:
 
 # ---- 4. project files ------------------------------------------------------------------------------
 def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Dict, root: Path) -> ProjectSpec:
+    costs = cost_models(cfg, stages)
     from ..backend.memory import ALIGN_BYTES
     from ..resources import data_dir
     from .kernels import decode_kernel, decode_ports, prefill_kernel, prefill_ports, stage_headers
@@ -344,7 +336,10 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
                "lanes": {"prefill": {"TP": int(p["TP"]), "WP": int(p["WP"]), "ports": ports},
                          "decode": {"BP": ports, "WP": int(d["WP"]), "HP": int(d["HP"]),
                                     "KVParallel": int(d["KVParallel"])}}},
-        estimates=estimates(cfg, golden, planned["buffers"]))
+        estimates=estimates(cfg, costs["models"]))
+    spec.estimates["cost_model"] = costs["descriptions"]
+    (root / "report").mkdir()
+    (root / "report" / "estimates.json").write_text(json.dumps(spec.estimates, indent=1, sort_keys=True))
     (root / "csim").mkdir()
     from brevitas_models.text import default_prompt_text
     prompt_ids = list(weights.tokenizer.encode(default_prompt_text(), add_special_tokens=False))[:int(p["MaxSeqLen"])]
@@ -381,6 +376,10 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
     t_end = time.perf_counter()
     return {"output_dir": str(out), "name": spec.name,
             "buffers": {b.name: {"memory": b.memory, "bytes": b.bytes} for b in spec.buffers},
-            "estimates": spec.estimates,
+            "estimates": {"decode_tokens_per_s": spec.estimates["decode_tokens_per_s"],
+                          "prefill_seconds": spec.estimates["prefill_seconds"], "clock_MHz": spec.estimates["clock_MHz"],
+                          "kernels": {n: {"resources": k["resources"], "utilization": k["utilization"]}
+                                      for n, k in spec.estimates["kernels"].items()},
+                          "report": "report/estimates.json"},
             "seconds": {"model": round(t_model - t_start, 2), "convert": round(t_convert - t_model, 2),
                         "total": round(t_end - t_start, 2)}}

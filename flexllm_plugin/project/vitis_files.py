@@ -504,7 +504,11 @@ def readme(spec: ProjectSpec) -> str:
                      _mb(total), f"{100.0 * total / capacity:.1f} %"])
     L += _table(["bank", "buffers", "bytes", "size", "of bank"], rows)
     L += ["", "## Estimates", ""]
-    L += estimates_tables(spec.estimates)
+    if "kernels" in spec.estimates:
+        from ..cost.report import markdown
+        L += markdown(spec.estimates)
+    else:
+        L += estimates_tables(spec.estimates)
     prefill, decode = roles["prefill"].name, roles["decode"].name
     L += ["", "## Build and run", "",
           "Needs Vitis / Vitis HLS 2022.2 or newer and XRT (`source <Vitis>/settings64.sh`, "

@@ -113,12 +113,12 @@ STAGE_STEPS:
             RMSNORM_ROWS:
                 for (int r = 0; r < rows; ++r) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_TOKENS
-                    flexllm::rmsnorm_row<WIDTH>(h[r0 + r], fmem + c.w_off + lay * c.w_stride, c.eps, c.d_in, x[r]);
+                    flexllm::rmsnorm_row<WIDTH, EW_LANES>(h[r0 + r], fmem + c.w_off + lay * c.w_stride, c.eps, c.d_in, x[r]);
                 }
                 break;
             }
             case flexllm::UNIT_QUANT:
-                flexllm::quantize_tokens<MAX_TOKENS, WIDTH, INPUT_KIND>(x, rows, c.d_in, codes, tok_scale, tok_zero);
+                flexllm::quantize_tokens<MAX_TOKENS, WIDTH, INPUT_KIND, EW_LANES>(x, rows, c.d_in, codes, tok_scale, tok_zero);
                 break;
             case flexllm::UNIT_LINEAR:
                 linear_engine(codes, tok_scale, tok_zero, w_streams, param_stream, rows, c.d_in, c.d_out, c.flag, q, k,
@@ -130,7 +130,7 @@ STAGE_STEPS:
                                               v_cache, kv_geo, lay, x, rows, position, HEADS);
                 break;
             case flexllm::UNIT_SWIGLU:
-                flexllm::silu_mul_rows<MAX_TOKENS, WIDTH>(gate, up, rows, c.d_in, x);
+                flexllm::silu_mul_rows<MAX_TOKENS, WIDTH, EW_LANES>(gate, up, rows, c.d_in, x);
                 break;
             default:  // flexllm::UNIT_HADAMARD
                 run_hadamard(x, rows);

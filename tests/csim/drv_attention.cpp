@@ -8,6 +8,7 @@
 
 #include "csim_io.h"
 #include "flexllm_attention.h"
+#include "harness.h"
 
 using namespace flexllm;
 
@@ -43,8 +44,13 @@ void run(int n, int position, int n_heads, const kv_cache_geometry &geo, int lay
          const std::vector<float> &sin_t, const attention_scales<MAX_HEADS, MAX_KV_HEADS> &sc,
          std::vector<int8_t> &k_cache, std::vector<int8_t> &v_cache) {
     typedef attention_config<MAX_CTX, MAX_NEW, MAX_HD, MAX_HEADS, MAX_KV_HEADS, ROW, lanes<ID>::hp, lanes<ID>::kp> cfg;
-    attention<cfg>(q, k, v, cos_t.data(), sin_t.data(), sc, k_cache.data(), v_cache.data(), geo, layer, out, n,
-                   position, n_heads);
+    const size_t rows = k_cache.size() / geo.head_dim;
+    std::vector<wide_word_t> kw = csim::kv_to_words(k_cache, rows, geo.head_dim);
+    std::vector<wide_word_t> vw = csim::kv_to_words(v_cache, rows, geo.head_dim);
+    attention<cfg>(q, k, v, cos_t.data(), sin_t.data(), sc, kw.data(), vw.data(), geo, layer, out, n, position,
+                   n_heads);
+    csim::kv_from_words(kw, rows, geo.head_dim, k_cache);
+    csim::kv_from_words(vw, rows, geo.head_dim, v_cache);
 }
 
 }  // namespace

@@ -4,13 +4,15 @@
 //        q [n][d_in] (u8 for uint4, i8 for int8), scale [n], zero [n],
 //        packed weights [ports][slice_words * 64] (brevitas_models.packing.pack_weights_ports),
 //        w_scale [d_out], wsum [d_out]
-// out:   y [n][d_out] f32, acc [n][d_out] i32 (through linear and linear_int)
+// out:   y [n][d_out] f32, acc [n][d_out] i32 (readers -> MAC -> epilogue -> collector, and the exact
+//        accumulators; tests/csim/harness.h)
 // Every port's memory holds w_off garbage words, the matrix slice, and one more garbage word, so a
 // read outside the slice changes the result.
 #include <string>
 
 #include "csim_io.h"
 #include "flexllm_linear.h"
+#include "harness.h"
 
 using namespace flexllm;
 
@@ -45,6 +47,31 @@ template <>
 struct lanes<3> {
     static constexpr int tp = 2, bp = 6, wp = 33, ports = 2;  // three slots per port
 };
+// Decode engines (one token per call): the streaming form, weights straight into the lanes.
+template <>
+struct lanes<4> {
+    static constexpr int tp = 1, bp = 4, wp = 48, ports = 4, max_t = 1, mac = MAC_LUT;
+};
+template <>
+struct lanes<5> {
+    static constexpr int tp = 1, bp = 6, wp = 128, ports = 6, max_t = 1, mac = MAC_DSP_PACK2;  // 2 products / DSP
+};
+
+template <int ID>
+struct max_tokens_of {
+    static constexpr int value = MAX_T;
+    static constexpr int mac = MAC_LUT;
+};
+template <>
+struct max_tokens_of<4> {
+    static constexpr int value = 1;
+    static constexpr int mac = MAC_LUT;
+};
+template <>
+struct max_tokens_of<5> {
+    static constexpr int value = 1;
+    static constexpr int mac = MAC_DSP_PACK2;
+};
 
 template <int KIND>
 typename input_code<KIND>::type (&codes())[MAX_T][MAX_IN];
@@ -56,7 +83,9 @@ int8_t (&codes<INPUT_INT8_SYM>())[MAX_T][MAX_IN] { return q_i8; }
 template <int ID, int BITS, int KIND>
 void run(int n, int d_in, int d_out, int w_off) {
     constexpr int P = lanes<ID>::ports;
-    typedef linear_config<MAX_T, MAX_IN, MAX_OUT, lanes<ID>::tp, lanes<ID>::bp, lanes<ID>::wp, BITS, KIND, P> cfg;
+    typedef linear_config<max_tokens_of<ID>::value, MAX_IN, MAX_OUT, lanes<ID>::tp, lanes<ID>::bp, lanes<ID>::wp, BITS,
+                          KIND, P, max_tokens_of<ID>::mac>
+        cfg;
     auto &q = codes<KIND>();
     csim::read_rows(q, n, d_in);
     std::vector<float> scale = csim::read_vec<float>(n), zero = csim::read_vec<float>(n);
@@ -76,8 +105,8 @@ void run(int n, int d_in, int d_out, int w_off) {
         s_buf[t] = scale[t];
         z_buf[t] = zero[t];
     }
-    linear<cfg>(q, s_buf, z_buf, w, w_off, w_scale.data(), wsum.data(), y, n, d_in, d_out);
-    linear_int<cfg>(q, w, w_off, acc, n, d_in, d_out);
+    csim::run_linear<cfg, MAX_OUT>(q, s_buf, z_buf, w, w_off, w_scale.data(), wsum.data(), y, n, d_in, d_out);
+    csim::run_linear_int<cfg, MAX_OUT>(q, w, w_off, acc, n, d_in, d_out);
     csim::write_rows(y, n, d_out);
     csim::write_rows(acc, n, d_out);
 }
@@ -110,6 +139,11 @@ int main(int argc, char **argv) {
     else if (id == 1) dispatch<1>(ports, bits, kind, n, d_in, d_out, w_off);
     else if (id == 2) dispatch<2>(ports, bits, kind, n, d_in, d_out, w_off);
     else if (id == 3) dispatch<3>(ports, bits, kind, n, d_in, d_out, w_off);
+    else if (id == 4) dispatch<4>(ports, bits, kind, n, d_in, d_out, w_off);
+    else if (id == 5) {
+        csim::require(ports == 6 && bits == 4 && kind == INPUT_UINT4_ASYM, "linear: DSP packing is int4 x uint4");
+        run<5, 4, INPUT_UINT4_ASYM>(n, d_in, d_out, w_off);
+    }
     else csim::fail("linear: unknown lanes id");
     std::fclose(csim::out_file());
     return 0;

@@ -10,6 +10,7 @@
 #include "flexllm_embedding.h"
 #include "flexllm_hadamard.h"
 #include "flexllm_linear.h"
+#include "harness.h"
 #include "flexllm_residual.h"
 #include "flexllm_rmsnorm.h"
 #include "flexllm_token_quant.h"
@@ -86,10 +87,11 @@ struct model_runner {
     }
 
     static void apply(const linear_params &p, float y[MAX_T][W], int n) {
-        linear<lin>(codes, tok_scale, tok_zero, wport, p.w_off, p.scale.data(), p.wsum.data(), y, n, p.d_in, p.d_out);
+        csim::run_linear<lin, W>(codes, tok_scale, tok_zero, wport, p.w_off, p.scale.data(), p.wsum.data(), y, n, p.d_in,
+                                 p.d_out);
     }
 
-    static void layer(const model_params &m, int i, int8_t *k_cache, int8_t *v_cache, const kv_cache_geometry &geo,
+    static void layer(const model_params &m, int i, wide_word_t *k_cache, wide_word_t *v_cache, const kv_cache_geometry &geo,
                       int n, int position) {
         const layer_params &L = m.layers[i];
         const int d = m.hidden, qd = m.n_heads * m.head_dim;
@@ -99,7 +101,7 @@ struct model_runner {
         apply(L.k_proj, kf, n);
         apply(L.v_proj, vf, n);
         attention<att>(qf, kf, vf, m.cos_t.data(), m.sin_t.data(), L.scales, k_cache, v_cache, geo, i, ao, n,
-                       position, m.n_heads);
+                       position, m.n_heads);  // k_cache / v_cache: 512-bit rows (flexllm_kv_cache.h)
         quantize(ao, n, qd);
         apply(L.o_proj, tmp, n);
         residual_add<MAX_T, W>(h, tmp, n, d);
@@ -114,8 +116,8 @@ struct model_runner {
         residual_add<MAX_T, W>(h, tmp, n, d);
     }
 
-    static void forward(const model_params &m, const int ids[MAX_T], int n, int position, int8_t *k_cache,
-                        int8_t *v_cache, const kv_cache_geometry &geo, float logits[MAX_T][W]) {
+    static void forward(const model_params &m, const int ids[MAX_T], int n, int position, wide_word_t *k_cache,
+                        wide_word_t *v_cache, const kv_cache_geometry &geo, float logits[MAX_T][W]) {
         embedding<MAX_T, W>(m.embed.data(), ids, n, m.hidden, h);
         for (int i = 0; i < m.n_layers; ++i) layer(m, i, k_cache, v_cache, geo, n, position);
         rmsnorm<MAX_T, W>(h, m.final_norm.data(), m.eps, n, m.hidden, xn);
@@ -191,6 +193,9 @@ int main(int argc, char **argv) {
     geo.head_dim = m.head_dim;
     const size_t cache_n = (size_t)m.n_layers * m.n_kv_heads * m.max_ctx * m.head_dim;
     std::vector<int8_t> k_cache(cache_n, 0), v_cache(cache_n, 0);
+    const size_t cache_rows = cache_n / m.head_dim;
+    std::vector<wide_word_t> k_words = csim::kv_to_words(k_cache, cache_rows, m.head_dim);
+    std::vector<wide_word_t> v_words = csim::kv_to_words(v_cache, cache_rows, m.head_dim);
 
     // Calls: prefill / chunked prefill / decode steps, all through the same engines.
     const int n_calls = csim::read_int();
@@ -200,15 +205,17 @@ int main(int argc, char **argv) {
         int ids[MAX_T];
         csim::read(ids, n);
         if (m.bits == 4 && m.kind == INPUT_UINT4_ASYM)
-            model_runner<4, INPUT_UINT4_ASYM>::forward(m, ids, n, position, k_cache.data(), v_cache.data(), geo, logits);
+            model_runner<4, INPUT_UINT4_ASYM>::forward(m, ids, n, position, k_words.data(), v_words.data(), geo, logits);
         else if (m.bits == 4 && m.kind == INPUT_INT8_SYM)
-            model_runner<4, INPUT_INT8_SYM>::forward(m, ids, n, position, k_cache.data(), v_cache.data(), geo, logits);
+            model_runner<4, INPUT_INT8_SYM>::forward(m, ids, n, position, k_words.data(), v_words.data(), geo, logits);
         else if (m.bits == 8 && m.kind == INPUT_INT8_SYM)
-            model_runner<8, INPUT_INT8_SYM>::forward(m, ids, n, position, k_cache.data(), v_cache.data(), geo, logits);
+            model_runner<8, INPUT_INT8_SYM>::forward(m, ids, n, position, k_words.data(), v_words.data(), geo, logits);
         else
             csim::fail("model: unsupported bits / kind");
         csim::write_rows(logits, n, m.vocab);
     }
+    csim::kv_from_words(k_words, cache_rows, m.head_dim, k_cache);
+    csim::kv_from_words(v_words, cache_rows, m.head_dim, v_cache);
     csim::write(k_cache.data(), cache_n);
     csim::write(v_cache.data(), cache_n);
     std::fclose(csim::out_file());

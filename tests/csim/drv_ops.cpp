@@ -4,6 +4,7 @@
 #include <string>
 
 #include "csim_io.h"
+#include "harness.h"
 #include "flexllm_activation.h"
 #include "flexllm_embedding.h"
 #include "flexllm_hadamard.h"
@@ -361,7 +362,8 @@ void op_weights() {
 }
 
 // n_layers, n_kv_heads, max_ctx, hd, cache, n_writes x (layer, kv_head, pos, row[hd]),
-// then (layer, kv_head, n_rows) -> cache after the writes, rows read with kv_read_rows / kv_read_row
+// then (layer, kv_head, n_rows) -> cache after the writes (512-bit row layout, unpacked), rows read with
+// kv_read_rows, rows decoded word by word with kv_code
 void op_kv_cache() {
     kv_cache_geometry g;
     const int n_layers = csim::read_int();
@@ -370,21 +372,30 @@ void op_kv_cache() {
     g.head_dim = csim::read_int();
     csim::require(g.head_dim <= MAX_HD && g.max_ctx <= MAX_CTX, "kv_cache: size");
     std::vector<int8_t> cache = csim::read_vec<int8_t>((size_t)n_layers * g.n_kv_heads * g.max_ctx * g.head_dim);
+    const size_t rows = cache.size() / g.head_dim;
+    std::vector<wide_word_t> words = csim::kv_to_words(cache, rows, g.head_dim);
     const int n_writes = csim::read_int();
     for (int i = 0; i < n_writes; ++i) {
         const int layer = csim::read_int(), kh = csim::read_int(), pos = csim::read_int();
         int8_t row[MAX_HD];
         csim::read(row, g.head_dim);
-        kv_write_row<MAX_HD>(cache.data(), g, layer, kh, pos, row);
+        kv_write_row<MAX_HD>(words.data(), g, layer, kh, pos, row);
     }
     const int layer = csim::read_int(), kh = csim::read_int(), n_rows = csim::read_int();
+    csim::kv_from_words(words, rows, g.head_dim, cache);
     csim::write(cache.data(), cache.size());
-    static int8_t buf[MAX_CTX][MAX_HD];
-    kv_read_rows<MAX_CTX, MAX_HD>(cache.data(), g, layer, kh, n_rows, buf);
-    csim::write_rows(buf, n_rows, g.head_dim);
+    constexpr int RW = kv_row_words(MAX_HD);
+    static wide_word_t buf[MAX_CTX][RW];
+    kv_read_rows<MAX_CTX, RW>(words.data(), g, layer, kh, n_rows, buf);
     for (int u = 0; u < n_rows; ++u) {
         int8_t row[MAX_HD];
-        kv_read_row<MAX_HD>(cache.data(), g, layer, kh, u, row);
+        for (int i = 0; i < g.head_dim; ++i) row[i] = kv_code(buf[u][i / WORD_BYTES], i);
+        csim::write(row, g.head_dim);
+    }
+    for (int u = 0; u < n_rows; ++u) {
+        int8_t row[MAX_HD];
+        const long long base = kv_row_offset(g, layer, kh, u);
+        for (int i = 0; i < g.head_dim; ++i) row[i] = kv_code(words[base + i / WORD_BYTES], i);
         csim::write(row, g.head_dim);
     }
 }

@@ -81,6 +81,9 @@ class BindUnits(ModelOptimizerPass):
             "max_out": max(int(layer.get_attr("n_out")) for layer in linears),
             "weight_bits": int(linears[0].get_attr("weight_bits")), "input_kind": linears[0].get_attr("input_kind"),
             "attention": a.name, "hadamard": had[0].name if had else None, "embedding": emb.name,
+            "heads": int(a.get_attr("heads")), "kv_heads": int(a.get_attr("kv_heads")),
+            "head_dim": int(a.get_attr("head_dim")),
+            "hadamard_m": int(had[0].get_attr("m")) if had else 0, "hadamard_n": int(had[0].get_attr("n_in")) if had else 0,
         }
         return False
 

@@ -46,6 +46,15 @@ def linear_lanes_of_config(model):
     return tl, ol, min(il, codes_per_word)
 
 
+def element_lanes_of_config(model) -> int:
+    """Lanes of the element-wise units (RMSNorm, quantizer, SwiGLU, Hadamard): ElementLanes, a power of
+    two <= 16 (the reduction contract, layers/flexllm_reduce.h)."""
+    lanes = _cfg(model, "ElementLanes", 16)
+    if lanes not in (1, 2, 4, 8, 16):
+        raise ValueError(f"FlexLLM ElementLanes must be 1, 2, 4, 8 or 16, got {lanes}")
+    return lanes
+
+
 def attention_lanes_of_config(model, group: int):
     """(head lanes, key lanes) of the attention unit: HeadLanes query heads of one GQA group (at most
     the group) x KeyLanes keys per cycle."""
@@ -105,3 +114,14 @@ def register_templates(backend):
     """Called by hls4ml's pass scanner with the backend (``register_<module>`` convention)."""
     for cls in TEMPLATES:
         backend.register_template(cls)
+
+
+def stage_lanes(model) -> dict:
+    """Every parallelism knob of the stage's units (the cost model's inputs, flexllm_plugin.cost)."""
+    tl, ol, il = linear_lanes_of_config(model)
+    sched = model.config.config["FlexLLM"]["Schedule"]
+    hl, kl = attention_lanes_of_config(model, sched["heads"] // sched["kv_heads"])
+    return {"token_lanes": tl, "out_lanes": ol, "in_lanes": il, "ports": _cfg(model, "WeightPorts", 1),
+            "head_lanes": hl, "key_lanes": kl, "element_lanes": element_lanes_of_config(model),
+            "mac": model.config.config["FlexLLM"].get("MacImpl") or "MAC_LUT",
+            "max_context": int(model.config.config["FlexLLM"]["MaxContext"])}

@@ -1,0 +1,75 @@
+// Test harness: runs the library's task-graph pieces the way a kernel does, from plain arrays.
+//   run_linear / run_linear_int: one reader per port (linear_read_slice), the parameter blocks, the
+//     MAC array, the epilogue and a collector, connected by hls::streams (sequential C simulation).
+//   kv_to_words / kv_from_words: the int8 [layers][kv_heads][ctx][head_dim] cache of the Python tests
+//     <-> the kernel's 512-bit row layout (flexllm_kv_cache.h).
+#pragma once
+
+#include <vector>
+
+#include "flexllm_kv_cache.h"
+#include "flexllm_linear.h"
+
+namespace csim {
+
+template <class CFG>
+void stream_params(const float *w_scale, const float *wsum, int d_out,
+                   hls::stream<flexllm::linear_param_block<CFG> > &s) {
+    for (int jb = 0; jb * CFG::out_lanes < d_out; ++jb) {
+        flexllm::linear_param_block<CFG> blk;
+        for (int r = 0; r < CFG::out_lanes; ++r) {
+            const int j = jb * CFG::out_lanes + r;
+            blk.scale[r] = j < d_out ? w_scale[j] : 0.0f;
+            blk.wsum[r] = j < d_out ? wsum[j] : 0.0f;
+        }
+        s.write(blk);
+    }
+}
+
+template <class CFG>
+void stream_weights(const flexllm::wide_word_t *const *w, long long w_off, int d_in, int d_out,
+                    hls::stream<flexllm::wide_word_t> streams[CFG::ports]) {
+    for (int p = 0; p < CFG::ports; ++p) flexllm::linear_read_slice<CFG>(w[p], w_off, d_in, d_out, streams[p]);
+}
+
+template <class CFG, int W>
+void run_linear(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], const float *scale, const float *zero,
+                const flexllm::wide_word_t *const *w, long long w_off, const float *w_scale, const float *wsum,
+                float y[CFG::max_tokens][W], int n, int d_in, int d_out) {
+    hls::stream<flexllm::wide_word_t> ws[CFG::ports];
+    hls::stream<flexllm::linear_param_block<CFG> > ps;
+    hls::stream<flexllm::linear_acc_tile<CFG> > acc;
+    hls::stream<flexllm::linear_out_tile<CFG> > out;
+    stream_weights<CFG>(w, w_off, d_in, d_out, ws);
+    stream_params<CFG>(w_scale, wsum, d_out, ps);
+    flexllm::linear_mac<CFG>(q, ws, acc, n, d_in, d_out);
+    flexllm::linear_epilogue<CFG>(acc, ps, scale, zero, out, n, d_out);
+    flexllm::linear_collect<CFG, W>(out, y, n, d_out);
+}
+
+template <class CFG, int W>
+void run_linear_int(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], const flexllm::wide_word_t *const *w,
+                    long long w_off, int32_t acc_out[CFG::max_tokens][W], int n, int d_in, int d_out) {
+    hls::stream<flexllm::wide_word_t> ws[CFG::ports];
+    hls::stream<flexllm::linear_acc_tile<CFG> > acc;
+    stream_weights<CFG>(w, w_off, d_in, d_out, ws);
+    flexllm::linear_mac<CFG>(q, ws, acc, n, d_in, d_out);
+    flexllm::linear_write_acc<CFG, W>(acc, acc_out, n, d_out);
+}
+
+inline std::vector<flexllm::wide_word_t> kv_to_words(const std::vector<int8_t> &bytes, size_t rows, int hd) {
+    const int rw = flexllm::kv_row_words(hd);
+    std::vector<flexllm::wide_word_t> w(rows * rw, 0);
+    for (size_t r = 0; r < rows; ++r)
+        for (int i = 0; i < hd; ++i)
+            w[r * rw + i / 64].range(8 * (i % 64) + 7, 8 * (i % 64)) = (ap_uint<8>)(uint8_t)bytes[r * hd + i];
+    return w;
+}
+
+inline void kv_from_words(const std::vector<flexllm::wide_word_t> &w, size_t rows, int hd, std::vector<int8_t> &bytes) {
+    const int rw = flexllm::kv_row_words(hd);
+    for (size_t r = 0; r < rows; ++r)
+        for (int i = 0; i < hd; ++i) bytes[r * hd + i] = flexllm::kv_code(w[r * rw + i / 64], i);
+}
+
+}  // namespace csim
