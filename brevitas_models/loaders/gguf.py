@@ -242,16 +242,14 @@ def expected_hf_shapes(arch: LlamaArch) -> Dict[str, Tuple[int, ...]]:
 # Loading
 # --------------------------------------------------------------------------------------------
 
-def load_gguf(path: PathLike) -> Tuple[LlamaArch, Dict[str, torch.Tensor]]:
-    """Load a llama-architecture GGUF file as ``(LlamaArch, {hf_name: float32 tensor})``.
+def gguf_arch(path: PathLike) -> LlamaArch:
+    """The architecture from a GGUF file's metadata alone (no tensor is dequantized except rope_freqs)."""
+    return _read_arch(_check_file(path))[2]
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (naming the file) for a
-    corrupt/truncated/non-GGUF file, missing metadata or tensors, inconsistent shapes or an
-    unsupported architecture / RoPE scaling.
-    """
+
+def _read_arch(path: pathlib.Path):
     from gguf.quants import dequantize
 
-    path = _check_file(path)
     reader = _open_reader(path)
     arch_name = _field(reader, path, "general.architecture")
     if arch_name != "llama":
@@ -314,6 +312,20 @@ def load_gguf(path: PathLike) -> Tuple[LlamaArch, Dict[str, torch.Tensor]]:
     except ValueError as exc:
         raise ValueError(f"{path}: invalid architecture metadata: {exc}") from exc
 
+    return reader, tensors, arch
+
+
+def load_gguf(path: PathLike) -> Tuple[LlamaArch, Dict[str, torch.Tensor]]:
+    """Load a llama-architecture GGUF file as ``(LlamaArch, {hf_name: float32 tensor})``.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (naming the file) for a
+    corrupt/truncated/non-GGUF file, missing metadata or tensors, inconsistent shapes or an
+    unsupported architecture / RoPE scaling.
+    """
+    from gguf.quants import dequantize
+
+    path = _check_file(path)
+    reader, tensors, arch = _read_arch(path)
     expected = _expected_shapes(arch)
     state: Dict[str, torch.Tensor] = {}
     unexpected = []
@@ -352,7 +364,7 @@ def load_gguf(path: PathLike) -> Tuple[LlamaArch, Dict[str, torch.Tensor]]:
                          f"{' (GGUF ' + gg[missing[0]] + ')' if missing[0] in gg else ''}")
     for k, v in state.items():
         if not torch.isfinite(v).all():
-            raise ValueError(f"{path}: tensor for {k} contains non-finite values (corrupt file?)")
+            raise ValueError(f"{path}: tensor {k!r} contains NaN/Inf value(s) (corrupt file?)")
     return arch, {k: state[k] for k in expected}
 
 

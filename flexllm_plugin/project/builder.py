@@ -63,17 +63,11 @@ def build_reference(cfg: FlexLLMConfig, log: Callable = _noop):
 
 
 def check_sizes(cfg: FlexLLMConfig, golden) -> None:
-    p, d = cfg["Prefill"], cfg["Decode"]
+    """The limits between the config and the built model (the config-only ones ran in ``parse_config``,
+    the header ones in ``preflight``; this re-checks against the model actually built)."""
+    d = cfg["Decode"]
     if d["MaxContext"] > golden.max_positions:
         raise ConfigError(f"Decode.MaxContext {d['MaxContext']} exceeds the model's {golden.max_positions} positions")
-    if p["MaxSeqLen"] > d["MaxContext"]:
-        raise ConfigError(f"Prefill.MaxSeqLen {p['MaxSeqLen']} exceeds Decode.MaxContext {d['MaxContext']}")
-    if p["ChunkTokens"] > p["MaxSeqLen"]:
-        raise ConfigError(f"Prefill.ChunkTokens {p['ChunkTokens']} exceeds Prefill.MaxSeqLen {p['MaxSeqLen']}")
-    if d["MaxNewTokens"] >= d["MaxContext"]:
-        raise ConfigError(f"Decode.MaxNewTokens {d['MaxNewTokens']} must be below Decode.MaxContext")
-    if d["Sampling"] == "top-k" and d["TopK"] < 2:
-        raise ConfigError("Decode.TopK must be >= 2 with Sampling: top-k")
 
 
 # ---- 2. stage conversion ---------------------------------------------------------------------------
@@ -352,14 +346,20 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
     return spec
 
 
-def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Callable = _noop) -> Dict:
-    """Steps 1-4; returns a summary dict (timings, buffers, estimates)."""
+def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Callable = _noop,
+                  force: bool = False) -> Dict:
+    """Steps 1-4; returns a summary dict (timings, buffers, estimates). Every check that needs only the
+    config, the checkpoint header and the board (``preflight``), and the output directory's, runs first."""
+    from ..preflight import preflight
+
     t_start = time.perf_counter()
     out = Path(out_dir or cfg.output_dir).resolve()
-    weights, model, golden = build_reference(cfg, log)
-    check_sizes(cfg, golden)
-    t_model = time.perf_counter()
-    with atomic_directory(out) as tmp, tempfile.TemporaryDirectory(prefix="flexllm_build_") as work:
+    preflight(cfg)
+    with atomic_directory(out, marker=BUILD_INFO, force=force) as tmp, \
+            tempfile.TemporaryDirectory(prefix="flexllm_build_") as work:
+        weights, model, golden = build_reference(cfg, log)
+        check_sizes(cfg, golden)
+        t_model = time.perf_counter()
         graphs = export_stages(cfg, weights, model, golden, Path(work), log)
         del model                  # the golden model carries every parameter from here on
         gc.collect()
@@ -373,7 +373,8 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
         else:
             import yaml
             (tmp / CONFIG_COPY).write_text(yaml.safe_dump(cfg.data, sort_keys=True))
-        info = {"project": spec.to_dict(), "config": CONFIG_COPY}
+        entries = sorted({p.name for p in tmp.iterdir()} | {BUILD_INFO})
+        info = {"project": spec.to_dict(), "config": CONFIG_COPY, "entries": entries}
         (tmp / BUILD_INFO).write_text(json.dumps(info, indent=1, sort_keys=True, default=str))
     t_end = time.perf_counter()
     return {"output_dir": str(out), "name": spec.name,
