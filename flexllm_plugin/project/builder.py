@@ -19,12 +19,10 @@ The same inputs give a byte-identical project (no timestamps; deterministic orde
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,8 +30,11 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from brevitas_models.progress import bar
+
 from ..atomic_dir import atomic_directory
 from ..config import ConfigError, FlexLLMConfig
+from ..ui import tool_output
 from .spec import (DDR_BANK_BYTES, HBM_CHANNEL_BYTES, HBM_CHANNEL_GBPS, HBM_CHANNELS, U280_PLATFORM, Buffer, Kernel,
                    ProjectSpec)
 
@@ -99,10 +100,13 @@ def export_stages(cfg: FlexLLMConfig, weights, model, golden, workdir: Path, log
     view = vocab_view(model, EXPORT_VOCAB_ROWS)
     seq = {"prefill": int(cfg["Prefill"]["ChunkTokens"]), "decode": DECODE_EXPORT_PAST}
     out = {}
+    progress = bar(2, "QONNX export", "stages")
     for stage in ("prefill", "decode"):
         t0 = time.perf_counter()
         out[stage] = export_stage(view, stage, workdir / stage, tokens, seq_len=seq[stage], layers=1)["onnx"]
+        progress.update(1)
         log(f"{stage}: exported one decoder block in {time.perf_counter() - t0:.1f} s")
+    progress.close()
     return out
 
 
@@ -117,18 +121,22 @@ def convert_stages(cfg: FlexLLMConfig, golden, graphs: Dict, workdir: Path, log:
     vocab = {"embed": golden.embed, "lm_head_w_int": golden.lm_head.w_int, "lm_head_w_scale": golden.lm_head.w_scale}
     pack_cache: Dict = {}          # both stages pack each weight matrix once
     out = {}
+    progress = bar(len(graphs), "fusion + hls4ml conversion", "stages")
     for stage, onnx_path in graphs.items():
         t0 = time.perf_counter()
         fused = fuse_llama(onnx_path)
-        with contextlib.redirect_stdout(sys.stderr):      # hls4ml prints progress on stdout
+        fused.save(str(Path(onnx_path).parent / "fused.onnx"))      # kept in the project's qonnx/
+        with tool_output():                                # hls4ml prints its topology on stdout
             hm = hls4ml.converters.convert_from_onnx_model(
                 fused.model, output_dir=str(workdir / f"{stage}_hls4ml"), project_name=f"{name}_{stage}_stage",
                 backend="FlexLLM", part=cfg["Part"], clock_period=cfg["ClockPeriod"],
                 flexllm=dict(stage_options(cfg, golden, stage), VocabParams=vocab, PackCache=pack_cache))
         del fused
         out[stage] = hm
+        progress.update(1)
         log(f"{stage}: fused and converted (temporal reuse over {golden.num_layers} layers) in "
             f"{time.perf_counter() - t0:.1f} s")
+    progress.close()
     return out
 
 
@@ -351,6 +359,7 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
     """Steps 1-4; returns a summary dict (timings, buffers, estimates). Every check that needs only the
     config, the checkpoint header and the board (``preflight``), and the output directory's, runs first."""
     from ..preflight import preflight
+    from .reference import save_ap_types, save_graphs, save_reference, save_tokenizer
 
     t_start = time.perf_counter()
     out = Path(out_dir or cfg.output_dir).resolve()
@@ -359,6 +368,7 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
             tempfile.TemporaryDirectory(prefix="flexllm_build_") as work:
         weights, model, golden = build_reference(cfg, log)
         check_sizes(cfg, golden)
+        save_reference(tmp, weights, model)         # verify / generate need only the project
         t_model = time.perf_counter()
         graphs = export_stages(cfg, weights, model, golden, Path(work), log)
         del model                  # the golden model carries every parameter from here on
@@ -368,6 +378,9 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
         plans = {s: hm.config.config["FlexLLM"]["MemoryPlan"] for s, hm in stages.items()}
         planned = plan_buffers(cfg, golden, plans)
         spec = write_project(cfg, weights, golden, stages, planned, tmp)
+        save_tokenizer(tmp, weights.tokenizer)
+        save_graphs(tmp, Path(work))
+        save_ap_types(tmp)
         if cfg.path is not None:
             shutil.copyfile(cfg.path, tmp / CONFIG_COPY)
         else:
