@@ -55,6 +55,8 @@ def test_project_keeps_its_qonnx_graphs_and_reference(moved_project):
             assert (moved_project / "qonnx" / stage / f).is_file(), (stage, f)
     assert (moved_project / "reference" / "calibrated.pt").is_file()
     assert (moved_project / "tokenizer" / "hf" / "tokenizer.json").is_file()
+    sums = subprocess.run(["sha256sum", "-c", "--quiet", "weights/sha256sums.txt"], cwd=moved_project)
+    assert sums.returncode == 0
     info = json.loads((moved_project / "flexllm_build.json").read_text())
     assert "qonnx" in info["entries"] and "reference" in info["entries"]
 

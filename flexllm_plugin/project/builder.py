@@ -359,6 +359,7 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
     """Steps 1-4; returns a summary dict (timings, buffers, estimates). Every check that needs only the
     config, the checkpoint header and the board (``preflight``), and the output directory's, runs first."""
     from ..preflight import preflight
+    from .manifest_check import write_sha256sums
     from .reference import save_ap_types, save_graphs, save_reference, save_tokenizer
 
     t_start = time.perf_counter()
@@ -379,6 +380,7 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
         planned = plan_buffers(cfg, golden, plans)
         spec = write_project(cfg, weights, golden, stages, planned, tmp)
         save_tokenizer(tmp, weights.tokenizer)
+        write_sha256sums(tmp, planned["buffers"])    # `sha256sum -c`, flexllm::check_sha256sums
         save_graphs(tmp, Path(work))
         save_ap_types(tmp)
         if cfg.path is not None:
