@@ -131,22 +131,28 @@ def atomic_directory(out: Path, marker: Optional[str] = None, force: bool = Fals
         try:
             yield tmp
             mode = check_output_dir(out, marker, force) if marker else mode     # unchanged since the start?
-            if mode == "merge":
-                _merge(tmp, out, owned_entries(out, marker) or set())
-            elif out.exists():
-                if mode == "new":
-                    out.rmdir()                                  # empty directory
-                    os.replace(tmp, out)
-                else:
-                    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-                    os.replace(out, old / "prj")
-                    os.replace(tmp, out)
-                    shutil.rmtree(old)
-            else:
+            if not out.exists():
                 os.replace(tmp, out)
+            elif mode == "merge" or mode == "new" or _holds_cwd(out):
+                # an existing directory keeps its inode (and mode, and anyone's working directory in it):
+                # the entries move into it
+                _merge(tmp, out, (owned_entries(out, marker) if marker else None) or set())
+            else:
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+                os.replace(out, old / "prj")
+                os.replace(tmp, out)
+                shutil.rmtree(old)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+
+def _holds_cwd(out: Path) -> bool:
+    try:
+        cwd = Path(os.getcwd()).resolve()
+    except FileNotFoundError:
+        return False
+    return cwd == out.resolve() or out.resolve() in cwd.parents
 
 
 def _merge(tmp: Path, out: Path, owned: set) -> None:

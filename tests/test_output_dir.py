@@ -4,6 +4,7 @@ model is loaded), keep the user's entries with --force, lock the directory, hono
 import os
 import stat
 import time
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +158,18 @@ def test_os_errors_are_one_line_exit_2(tmp_path, no_model, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.startswith("flexllm: error: ") and "Permission denied" in err and len(err.splitlines()) == 1
     assert "Traceback" not in err
+
+
+def test_empty_directory_and_working_directory_keep_their_inode(tmp_path, monkeypatch):
+    """`--out .` in an empty directory, or in a previous project: the shell's working directory stays valid."""
+    out = tmp_path / "here"
+    out.mkdir()
+    inode = out.stat().st_ino
+    monkeypatch.chdir(out)
+    with atomic_directory(Path("."), MARKER) as tmp:
+        _fill(tmp)
+    assert out.stat().st_ino == inode and sorted(os.listdir(out)) == ["Makefile", "firmware", MARKER]
+    with atomic_directory(Path("."), MARKER) as tmp:      # a previous project, rebuilt from inside it
+        _fill(tmp, ("hls", MARKER))
+    assert out.stat().st_ino == inode and sorted(os.listdir(out)) == [MARKER, "hls"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]
