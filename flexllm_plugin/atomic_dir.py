@@ -121,7 +121,8 @@ def output_lock(out: Path):
 @contextlib.contextmanager
 def atomic_directory(out: Path, marker: Optional[str] = None, force: bool = False):
     """Yield a temporary sibling of ``out`` to fill; on success it takes the place of ``out`` as the
-    module docstring says; on any error it is removed and ``out`` is untouched."""
+    module docstring says; on any error it is removed and ``out`` is untouched. Without ``marker`` (hls4ml's
+    writer: its OutputDir is its own) an existing ``out`` is replaced whole."""
     out = Path(os.path.abspath(out))
     mode = check_output_dir(out, marker, force) if marker else ("replace" if out.exists() else "new")
     _check_writable(out.parent)
@@ -133,7 +134,7 @@ def atomic_directory(out: Path, marker: Optional[str] = None, force: bool = Fals
             mode = check_output_dir(out, marker, force) if marker else mode     # unchanged since the start?
             if not out.exists():
                 os.replace(tmp, out)
-            elif mode == "merge" or mode == "new" or _holds_cwd(out):
+            elif marker and (mode in ("merge", "new") or _holds_cwd(out)):
                 # an existing directory keeps its inode (and mode, and anyone's working directory in it):
                 # the entries move into it
                 _merge(tmp, out, (owned_entries(out, marker) if marker else None) or set())
