@@ -354,6 +354,14 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
     return spec
 
 
+def _file_data(path) -> Optional[Dict]:
+    from ..config import load_config
+    try:
+        return load_config(path).data
+    except (ConfigError, OSError):
+        return None
+
+
 def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Callable = _noop,
                   force: bool = False) -> Dict:
     """Steps 1-4; returns a summary dict (timings, buffers, estimates). Every check that needs only the
@@ -383,8 +391,8 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
         write_sha256sums(tmp, planned["buffers"])    # `sha256sum -c`, flexllm::check_sha256sums
         save_graphs(tmp, Path(work))
         save_ap_types(tmp)
-        if cfg.path is not None:
-            shutil.copyfile(cfg.path, tmp / CONFIG_COPY)
+        if cfg.path is not None and _file_data(cfg.path) == cfg.data:
+            shutil.copyfile(cfg.path, tmp / CONFIG_COPY)     # the user's file, comments included
         else:
             import yaml
             (tmp / CONFIG_COPY).write_text(yaml.safe_dump(cfg.data, sort_keys=True))
