@@ -51,15 +51,13 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
 
-    from flexllm_plugin.config import load_config
-    from flexllm_plugin.project.builder import CONFIG_COPY, build_reference
+    from flexllm_plugin.project.reference import load_reference, load_tokenizer
     from flexllm_plugin.project.verify import (compile_testbench, golden_generate, load_project,
                                                run_testbench)
 
     info = load_project(args.outdir)
-    cfg = load_config(args.outdir / CONFIG_COPY)
-    weights, model, golden = build_reference(cfg)
-    ids = real_prompt_ids(weights.tokenizer, args.prompt_tokens)
+    model, golden = load_reference(args.outdir)          # the project alone: no model source needed
+    ids = real_prompt_ids(load_tokenizer(args.outdir), args.prompt_tokens)
     t0 = time.perf_counter()
     exe = compile_testbench(args.outdir, info["project"]["name"])
     compile_s = time.perf_counter() - t0

@@ -3,6 +3,7 @@ scales) on real text, ready for evaluation and export."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -30,8 +31,10 @@ def calibration_windows(weights: LoadedWeights, spec: QuantSpec, text: Optional[
     return windows(tokens[tokens.numel() - need:], ctx)
 
 
-# Bump when a change to rotation/calibration/GPTQ makes earlier cached models stale.
-RECIPE_VERSION = 2
+# Bump when a change to rotation/calibration/GPTQ makes earlier cached models stale (the key also hashes
+# the source code of this package, so this is a belt to those braces).
+RECIPE_VERSION = 3
+CACHE_SUFFIX = ".pt"
 
 
 def default_cache_dir() -> Optional[Path]:
@@ -42,41 +45,100 @@ def default_cache_dir() -> Optional[Path]:
     return Path.home() / ".cache" / "flexllm"
 
 
-def _cache_key(weights: LoadedWeights, spec: QuantSpec, calib: Optional[torch.Tensor]) -> str:
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """Hash of every source file of ``brevitas_models`` (the code that computes a calibrated model) and
+    the versions of torch and Brevitas."""
     h = hashlib.sha256()
-    h.update(json.dumps({"recipe": RECIPE_VERSION, "arch": weights.arch.to_dict(), "spec": spec.to_dict(),
-                         "source": weights.source}, sort_keys=True, default=str).encode())
+    root = Path(__file__).resolve().parent
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    for pkg in ("torch", "brevitas"):
+        try:
+            from importlib.metadata import version
+            h.update(f"{pkg}={version(pkg)}".encode())
+        except Exception:
+            h.update(f"{pkg}=?".encode())
+    return h.hexdigest()[:16]
+
+
+def _cache_key(weights: LoadedWeights, spec: QuantSpec, calib: Optional[torch.Tensor],
+               max_positions: Optional[int] = None) -> str:
+    """Every byte that affects the calibrated model: all weights (whole tensors), the architecture, the
+    recipe, the calibration tokens, the RoPE table size and the code version."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"recipe": RECIPE_VERSION, "code": code_version(), "arch": weights.arch.to_dict(),
+                         "spec": spec.to_dict(), "max_positions": max_positions},
+                        sort_keys=True, default=str).encode())
     for name in sorted(weights.state_dict):
-        t = weights.state_dict[name]
-        h.update(name.encode())
-        h.update(t.detach().contiguous().view(torch.uint8).numpy()[:: max(1, t.numel() // 4096)].tobytes())
+        t = weights.state_dict[name].detach().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
     if calib is not None:
-        h.update(calib.numpy().tobytes())
+        h.update(calib.contiguous().numpy().tobytes())
     return h.hexdigest()[:24]
+
+
+def cache_entries(cache_dir: Optional[Path] = None):
+    """The cached calibrated models: [{file, bytes, modified, and the metadata written with it}]."""
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    out = []
+    if cache_dir is None or not cache_dir.is_dir():
+        return out
+    for f in sorted(cache_dir.glob(f"*{CACHE_SUFFIX}")):
+        meta = {}
+        side = f.with_suffix(".json")
+        if side.is_file():
+            try:
+                meta = json.loads(side.read_text())
+            except ValueError:
+                meta = {}
+        st = f.stat()
+        out.append({"file": str(f), "bytes": st.st_size, "modified": st.st_mtime, **meta})
+    return out
+
+
+def clear_cache(cache_dir: Optional[Path] = None) -> int:
+    """Remove the cached calibrated models (only files this module wrote); returns how many."""
+    entries = cache_entries(cache_dir)
+    for e in entries:
+        f = Path(e["file"])
+        f.unlink(missing_ok=True)
+        f.with_suffix(".json").unlink(missing_ok=True)
+    return len(entries)
+
+
+def restore_model(arch, spec: QuantSpec, state_dict, max_positions: Optional[int] = None) -> LlamaModel:
+    """A calibrated model from its saved state (cache entry or a project's reference model)."""
+    torch.manual_seed(arch.seed)
+    model = LlamaModel(arch, spec, max_positions=max_positions)
+    model.eval()
+    if spec.rotation == "hadamard":
+        model.rotated = True
+        for layer in model.layers:
+            layer.mlp.online_hadamard.enabled = True
+    model.load_state_dict(state_dict, strict=True)
+    return model
 
 
 def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[str] = None,
                 max_positions: Optional[int] = None, log: Optional[Callable[[str], None]] = None,
                 cache_dir: Optional[Path] = None) -> LlamaModel:
     """Rotate and calibrate a model for ``spec``. Calibrated models are cached by a hash of the
-    weights (sampled), architecture, recipe and calibration tokens: a cache hit restores the exact
+    weights (whole tensors), architecture, recipe, calibration tokens and code: a cache hit restores the exact
     calibrated state (weights, scales) instead of recomputing GPTQ."""
-    torch.manual_seed(weights.arch.seed)
-    model = LlamaModel(weights.arch, spec, max_positions=max_positions)
-    model.eval()
     calib = calibration_windows(weights, spec, calib_text) if spec.needs_calibration else None
     cache_file = None
     if cache_dir is not None and calib is not None:
-        cache_file = Path(cache_dir) / f"{spec.name}-{_cache_key(weights, spec, calib)}.pt"
+        cache_file = Path(cache_dir) / f"{spec.name}-{_cache_key(weights, spec, calib, max_positions)}{CACHE_SUFFIX}"
         if cache_file.is_file():
-            if spec.rotation == "hadamard":
-                model.rotated = True
-                for layer in model.layers:
-                    layer.mlp.online_hadamard.enabled = True
-            model.load_state_dict(torch.load(cache_file, weights_only=True), strict=True)
+            model = restore_model(weights.arch, spec, torch.load(cache_file, weights_only=True), max_positions)
             if log:
                 log(f"loaded calibrated model from {cache_file}")
             return model
+    torch.manual_seed(weights.arch.seed)
+    model = LlamaModel(weights.arch, spec, max_positions=max_positions)
+    model.eval()
     model.load_hf_state_dict(weights.state_dict)
     if spec.rotation == "hadamard":
         rotate(model)
@@ -88,5 +150,9 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(".tmp")
         torch.save(model.state_dict(), tmp)
+        cache_file.with_suffix(".json").write_text(json.dumps(
+            {"source": weights.source, "preset": spec.name, "rotation": spec.rotation, "gptq": spec.gptq,
+             "layers": weights.arch.num_layers, "hidden_size": weights.arch.hidden_size,
+             "calibration_tokens": int(calib.numel()), "code": code_version()}, sort_keys=True))
         tmp.replace(cache_file)
     return model

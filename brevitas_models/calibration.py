@@ -24,6 +24,7 @@ import torch
 
 from .gptq import HessianAccumulator, gptq_quantize
 from .model import LlamaModel, QuantLinearUnit, causal_mask
+from .progress import bar
 
 
 def init_weight_scales(model: LlamaModel) -> None:
@@ -86,6 +87,9 @@ def calibrate(model: LlamaModel, windows: torch.Tensor, gptq: bool, batch_size: 
     mask = causal_mask(ctx, 0)
     with torch.no_grad():
         hidden = [model.embed_tokens(windows[i:i + batch_size]) for i in range(0, n, batch_size)]
+        n_layers = len(model.layers)
+        progress = bar(n_layers + (1 if gptq else 0), "calibration" + (" (GPTQ)" if gptq else ""), "layers")
+        t_start = time.perf_counter()
         for li, layer in enumerate(model.layers):
             t0 = time.perf_counter()
             at, mlp = layer.self_attn, layer.mlp
@@ -117,10 +121,15 @@ def calibrate(model: LlamaModel, windows: torch.Tensor, gptq: bool, batch_size: 
                 _gptq_group([mlp.gate_proj, mlp.up_proj], run_layer, log)
                 _gptq_group([mlp.down_proj], run_layer, log)
             hidden = [layer(h, cos, sin, mask)[0] for h in hidden]
-            log(f"calibrated layer {li} in {time.perf_counter() - t0:.1f} s")
+            progress.update(1)
+            now = time.perf_counter()
+            left = (now - t_start) / (li + 1) * (n_layers - li - 1)
+            log(f"calibrated layer {li + 1} of {n_layers} in {now - t0:.1f} s (about {left:.0f} s left)")
         if gptq:
             normed = [model.norm(h) for h in hidden]
             _gptq_group([model.lm_head], lambda: _run_all(model.lm_head, normed), log)
+            progress.update(1)
+        progress.close()
 
 
 def _run_all(module, inputs) -> None:

@@ -22,8 +22,10 @@ def perplexity(model, token_windows: torch.Tensor, batch_size: int = 1) -> dict:
 
 
 def _perplexity(model, token_windows, batch_size):
+    from .progress import bar
     total_nll = 0.0
     count = 0
+    progress = bar(token_windows.shape[0], "perplexity", "windows")
     for i in range(0, token_windows.shape[0], batch_size):
         batch = token_windows[i:i + batch_size]
         logits, _ = model(batch)
@@ -31,4 +33,7 @@ def _perplexity(model, token_windows, batch_size):
                               batch[:, 1:].reshape(-1), reduction="sum")
         total_nll += float(nll)
         count += batch[:, 1:].numel()
+        progress.update(batch.shape[0])
+        progress.set_postfix_str(f"ppl {math.exp(total_nll / count):.2f}")
+    progress.close()
     return {"ppl": math.exp(total_nll / count), "scored_tokens": count}

@@ -296,6 +296,20 @@ def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
+def hardware_scheme_problems(spec) -> list:
+    """Why a QuantSpec cannot run on the FlexLLM hardware (empty: it can)."""
+    problems = []
+    if spec.weight_bits is None:
+        problems.append("weight_bits is None (float weights)")
+    if spec.input_quant not in INPUT_QUANT_KINDS:
+        problems.append(f"input_quant is {spec.input_quant!r} (need one of {INPUT_QUANT_KINDS})")
+    if spec.qkv_bits != 8:
+        problems.append(f"qkv_bits is {spec.qkv_bits!r} (need 8)")
+    if spec.softmax_bits != 8:
+        problems.append(f"softmax_bits is {spec.softmax_bits!r} (need 8)")
+    return problems
+
+
 class GoldenModel:
     """Bit-true numpy model of the hardware arithmetic (see the module docstring for the contract)."""
 
@@ -339,15 +353,7 @@ class GoldenModel:
         import torch
 
         spec, a = model.spec, model.arch
-        problems = []
-        if spec.weight_bits is None:
-            problems.append("weight_bits is None (float weights)")
-        if spec.input_quant not in INPUT_QUANT_KINDS:
-            problems.append(f"input_quant is {spec.input_quant!r} (need one of {INPUT_QUANT_KINDS})")
-        if spec.qkv_bits != 8:
-            problems.append(f"qkv_bits is {spec.qkv_bits!r} (need 8)")
-        if spec.softmax_bits != 8:
-            problems.append(f"softmax_bits is {spec.softmax_bits!r} (need 8)")
+        problems = hardware_scheme_problems(spec)
         if problems:
             raise ValueError(f"the golden model needs the hardware quantization scheme (integer weights, "
                              f"per-token input quant, qkv_bits=8, softmax_bits=8); preset "

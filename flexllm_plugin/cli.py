@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import List, Optional
 
@@ -14,7 +15,13 @@ from .config import ConfigError, load_config
 
 def _log(quiet: bool):
     def log(msg: str):
-        if not quiet:
+        if quiet:
+            return
+        from brevitas_models.progress import enabled
+        if enabled():            # do not break a progress bar's line
+            from tqdm import tqdm
+            tqdm.write(f"[flexllm] {msg}", file=sys.stderr)
+        else:
             print(f"[flexllm] {msg}", file=sys.stderr, flush=True)
     return log
 
@@ -107,7 +114,7 @@ def cmd_build(args) -> dict:
         arch_over = dict(cfg["Model"]["Architecture"] or {})
         arch_over["num_layers"] = args.layers
         cfg.data["Model"]["Architecture"] = arch_over
-    return build_project(cfg, args.out, log=_log(args.quiet))
+    return build_project(cfg, args.out, log=_log(args.quiet), force=args.force)
 
 
 def cmd_verify(args) -> dict:
@@ -117,68 +124,110 @@ def cmd_verify(args) -> dict:
 
 def cmd_generate(args) -> dict:
     from .project.verify import generate
-    return generate(args.outdir, args.prompt, args.max_new_tokens, args.top_k, args.temperature, args.seed)
+    return generate(args.outdir, args.prompt, args.max_new_tokens, args.top_k, args.temperature, args.seed,
+                    log=_log(args.quiet))
+
+
+def cmd_cache(args) -> dict:
+    from brevitas_models.build import cache_entries, clear_cache, default_cache_dir
+    cache_dir = default_cache_dir()
+    if args.action == "clear":
+        return {"cache_dir": str(cache_dir) if cache_dir else None, "removed": clear_cache(cache_dir)}
+    return {"cache_dir": str(cache_dir) if cache_dir else None, "entries": cache_entries(cache_dir)}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("flexllm")
+    except Exception:
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="flexllm", description="FlexLLM: Brevitas Llama -> QONNX -> U280")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="flexllm", description="FlexLLM: Brevitas Llama -> QONNX -> U280 Vitis project",
+                                epilog="User errors exit with status 2 and one line naming the key, file or tensor.")
+    p.add_argument("--version", action="version", version=f"flexllm {_version()}", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(sp):
-        sp.add_argument("config", help="flexllm YAML config")
+    out_opts = argparse.ArgumentParser(add_help=False)
+    out_opts.add_argument("--json", action="store_true", help="print one JSON object (for machines) instead of text")
+    out_opts.add_argument("--quiet", action="store_true",
+                          help="no progress bars or messages on stderr (also silences hls4ml and Brevitas)")
+    out_opts.add_argument("--debug", action="store_true",
+                          help="show tracebacks and the output of hls4ml / the compilers")
+
+    def model_opts(sp):
+        sp.add_argument("config", help="flexllm YAML config (see README: Config format)")
         sp.add_argument("--quant", choices=["float", "w8a8", "w4a8", "flexllm-w4a4"], default=None,
                         help="quantization preset (default: the config's Quantization.Preset)")
         sp.add_argument("--rotation", choices=["none", "hadamard"], default=None,
                         help="override the preset's rotation")
         sp.add_argument("--text", default=None, help="text file (default: CPython's pydoc topics)")
-        sp.add_argument("--json", action="store_true", help="print one JSON object")
-        sp.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
-    sp = sub.add_parser("ppl", help="perplexity of the (quantized) model on real text")
-    common(sp)
-    sp.add_argument("--max-tokens", type=int, default=8192)
-    sp.add_argument("--ctx", type=int, default=512)
+    sp = sub.add_parser("ppl", parents=[out_opts], help="perplexity of the (quantized) model on real text")
+    model_opts(sp)
+    sp.add_argument("--max-tokens", type=int, default=8192, help="tokens to score (default 8192)")
+    sp.add_argument("--ctx", type=int, default=512, help="context window length in tokens (default 512)")
     sp.set_defaults(func=cmd_ppl)
 
-    sp = sub.add_parser("export", help="export one stage as QONNX + reference.npz")
-    common(sp)
-    sp.add_argument("--stage", choices=["prefill", "decode"], required=True)
+    sp = sub.add_parser("export", parents=[out_opts], help="export one stage as QONNX + reference.npz")
+    model_opts(sp)
+    sp.add_argument("--stage", choices=["prefill", "decode"], required=True, help="which stage graph to export")
     sp.add_argument("--seq-len", type=int, default=None, help="prefill length L / decode past length P")
     sp.add_argument("--layers", type=int, default=None, help="export only the first N decoder layers")
-    sp.add_argument("--out", required=True, type=Path)
+    sp.add_argument("--out", required=True, type=Path, help="directory for model.onnx and reference.npz")
     sp.set_defaults(func=cmd_export)
 
-    sp = sub.add_parser("run", help="main job: float vs quantized perplexity, export both stages")
-    sp.add_argument("config")
-    sp.add_argument("--max-tokens", type=int, default=8192)
-    sp.add_argument("--ctx", type=int, default=512)
+    sp = sub.add_parser("run", parents=[out_opts], help="main job: float vs quantized perplexity, export both stages")
+    sp.add_argument("config", help="flexllm YAML config")
+    sp.add_argument("--max-tokens", type=int, default=8192, help="tokens to score (default 8192)")
+    sp.add_argument("--ctx", type=int, default=512, help="context window length in tokens (default 512)")
     sp.add_argument("--out", default=None, help="export directory (default: OutputDir/qonnx)")
-    sp.add_argument("--json", action="store_true")
-    sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_run)
 
-    sp = sub.add_parser("build", help="generate the U280 Vitis project (kernels, weights, host, build files)")
-    sp.add_argument("config")
-    sp.add_argument("--out", default=None, type=Path, help="output directory (default: the config's OutputDir)")
+    sp = sub.add_parser("build", parents=[out_opts],
+                        help="generate the U280 Vitis project (kernels, weights, host, build files)")
+    sp.add_argument("config", help="flexllm YAML config")
+    sp.add_argument("--out", default=None, type=Path,
+                    help="output directory (default: the config's OutputDir); must be missing, empty or a "
+                         "previous flexllm project")
+    sp.add_argument("--force", action="store_true",
+                    help="also write into a non-empty directory that is not a flexllm project (its files are "
+                         "kept; a name clash is still an error)")
     sp.add_argument("--layers", type=int, default=None, help="build only the first N decoder layers")
-    sp.add_argument("--json", action="store_true")
-    sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_build)
 
     for name, func, helptext in (("verify", cmd_verify, "C-simulate a built project against the golden model"),
                                  ("generate", cmd_generate, "print the text the C simulation generates")):
-        sp = sub.add_parser(name, help=helptext)
-        sp.add_argument("outdir", type=Path)
-        sp.add_argument("--prompt", required=True)
-        sp.add_argument("--max-new-tokens", type=int, default=32)
+        sp = sub.add_parser(name, parents=[out_opts], help=helptext)
+        sp.add_argument("outdir", type=Path, help="a project directory written by flexllm build")
+        sp.add_argument("--prompt", required=True, help="prompt text")
+        sp.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
         if name == "generate":
-            sp.add_argument("--top-k", type=int, default=1)
-            sp.add_argument("--temperature", type=float, default=1.0)
-            sp.add_argument("--seed", type=int, default=1)
-        sp.add_argument("--json", action="store_true")
-        sp.add_argument("--quiet", action="store_true")
+            sp.add_argument("--top-k", type=int, default=None,
+                            help="sample among the K most likely tokens (default: the project's Decode.Sampling/TopK)")
+            sp.add_argument("--temperature", type=float, default=None,
+                            help="softmax temperature; 0 = greedy (default: the project's Decode.Temperature)")
+            sp.add_argument("--seed", type=int, default=1, help="random seed of top-k sampling (default 1)")
         sp.set_defaults(func=func)
+
+    sp = sub.add_parser("cache", parents=[out_opts], help="list or clear the calibrated-model cache "
+                        "($FLEXLLM_CACHE, default ~/.cache/flexllm)")
+    sp.add_argument("action", choices=["list", "clear"], help="list the cached models, or remove them")
+    sp.set_defaults(func=cmd_cache)
     return p
+
+
+USER_ERRORS = (ConfigError, FileNotFoundError, ValueError, PermissionError, NotADirectoryError, IsADirectoryError)
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.strerror and e.filename:
+        return f"{e.filename}: {e.strerror}"
+    lines = str(e).strip().splitlines() or [type(e).__name__]
+    more = " (run with --debug for the full message)" if len(lines) > 1 else ""
+    return lines[0] + more
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -188,15 +237,28 @@ def main(argv: Optional[List[str]] = None) -> int:
         if value is not None and value <= 0:
             print(f"flexllm: error: --{name.replace('_', '-')} must be positive, got {value}", file=sys.stderr)
             return 2
+    from .ui import configure, render
+    configure(quiet=args.quiet, debug=args.debug)
     try:
         result = args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"flexllm: error: {e}", file=sys.stderr)
+    except USER_ERRORS as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"flexllm: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("flexllm: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:     # a bug, not a user error: one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"flexllm: internal error: {type(e).__name__}: {_one_line(e)}"
+              f"{'' if args.debug else ' (run with --debug for the traceback)'}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(result, default=float))
     else:
-        print(json.dumps(result, indent=2, default=float))
+        print(render(args.command, result))
     return 0
 
 

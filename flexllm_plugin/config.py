@@ -7,6 +7,9 @@ Every key is declared here with its type and default; an unknown key or a bad va
 from __future__ import annotations
 
 import copy
+import keyword
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -27,8 +30,25 @@ def _int(lo=1, hi=None):
 
 
 def _float_pos(v):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-        return "must be a positive number"
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+        return "must be a positive finite number"
+
+
+C_KEYWORDS = frozenset("""alignas alignof and and_eq asm auto bitand bitor bool break case catch char char16_t
+char32_t char8_t class compl concept const consteval constexpr constinit const_cast continue co_await co_return
+co_yield decltype default delete do double dynamic_cast else enum explicit export extern false float for friend
+goto if inline int long mutable namespace new noexcept not not_eq nullptr operator or or_eq private protected
+public register reinterpret_cast requires return short signed sizeof static static_assert static_cast struct
+switch template this thread_local throw true try typedef typeid typename union unsigned using virtual void
+volatile wchar_t while xor xor_eq main""".split())
+
+
+def _c_identifier(v):
+    if not isinstance(v, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", v):
+        return ("must be a C identifier (letters, digits, underscores, not starting with a digit, at most 64 "
+                "characters): it names the kernels and their source files")
+    if v in C_KEYWORDS or v.startswith("__"):
+        return "must not be a C/C++ keyword or a reserved name"
 
 
 def _str(v):
@@ -62,11 +82,11 @@ def _mapping(v):
 # key -> (default, validator). A nested dict of this form declares a section.
 SCHEMA: Dict[str, Any] = {
     "Backend": ("FlexLLM", _choice("FlexLLM")),
-    "Part": ("xcu280-fsvh2892-2L-e", _str),
+    "Part": ("xcu280-fsvh2892-2L-e", _str),        # checked against Board in cross-field checks
     "Board": ("u280", _choice("u280")),
     "ClockPeriod": (3.33, _float_pos),
     "OutputDir": ("flexllm_prj", _str),
-    "ProjectName": ("flexllm", _str),
+    "ProjectName": ("flexllm", _c_identifier),
     "Model": {
         "Source": (None, _opt(_str)),
         "Architecture": (None, _opt(_mapping)),
@@ -89,7 +109,7 @@ SCHEMA: Dict[str, Any] = {
     "Decode": {
         "MaxContext": (2048, _int(1)),
         "MaxNewTokens": (1024, _int(1)),
-        "BP": (16, _int(1, 32)),
+        "BP": (16, _int(1, 32)),       # HBM budget (ports + parameters + K + V <= 32) in cross_checks
         "WP": (64, _int(1)),
         "HP": (8, _int(1)),
         "KVParallel": (32, _int(1)),
@@ -173,8 +193,69 @@ class FlexLLMConfig:
         return f" in {self.path}" if self.path else ""
 
 
+HBM_PARAM_CHANNELS = 1          # the fp32 parameter image (shared by both kernels)
+HBM_KV_CHANNELS = 2             # K cache, V cache
+
+
+def _non_finite(data: Any, path: str = ""):
+    """The key path of the first NaN / Inf number anywhere in the config, else None."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return path or "config"
+    if isinstance(data, dict):
+        for k, v in data.items():
+            found = _non_finite(v, f"{path}.{k}" if path else str(k))
+            if found:
+                return found
+    if isinstance(data, list):
+        for i, v in enumerate(data):
+            found = _non_finite(v, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def cross_checks(data: Dict[str, Any], source: str = "") -> None:
+    """Limits between fields that need only the config (no model): context and prompt sizes, sampling,
+    the HBM channel budget, the part of the board, features not implemented yet."""
+    from .project.spec import BOARDS, HBM_CHANNELS
+
+    where = f" in {source}" if source else ""
+    p, d = data["Prefill"], data["Decode"]
+    if p["MaxSeqLen"] > d["MaxContext"]:
+        raise ConfigError(f"Prefill.MaxSeqLen {p['MaxSeqLen']}{where} exceeds Decode.MaxContext {d['MaxContext']} "
+                          "(the prompt must fit the KV cache)")
+    if p["ChunkTokens"] > p["MaxSeqLen"]:
+        raise ConfigError(f"Prefill.ChunkTokens {p['ChunkTokens']}{where} exceeds Prefill.MaxSeqLen {p['MaxSeqLen']}")
+    if d["MaxNewTokens"] >= d["MaxContext"]:
+        raise ConfigError(f"Decode.MaxNewTokens {d['MaxNewTokens']}{where} must be below Decode.MaxContext "
+                          f"{d['MaxContext']}")
+    if d["Sampling"] == "top-k" and d["TopK"] < 2:
+        raise ConfigError(f"Decode.TopK {d['TopK']}{where} must be >= 2 with Sampling: top-k (TopK 1 is greedy)")
+    if d["Sampling"] == "greedy" and d["TopK"] != 1:
+        raise ConfigError(f"Decode.TopK {d['TopK']}{where} has no effect with Sampling: greedy; set Sampling: top-k "
+                          "or TopK: 1")
+    channels = d["BP"] + HBM_PARAM_CHANNELS + HBM_KV_CHANNELS
+    if channels > HBM_CHANNELS:
+        raise ConfigError(f"Decode.BP {d['BP']}{where}: {d['BP']} weight ports + {HBM_PARAM_CHANNELS} parameter "
+                          f"channel + {HBM_KV_CHANNELS} KV-cache channels = {channels} HBM channels, the "
+                          f"{data['Board'].upper()} has {HBM_CHANNELS}; use Decode.BP <= "
+                          f"{HBM_CHANNELS - HBM_PARAM_CHANNELS - HBM_KV_CHANNELS}")
+    board = BOARDS[data["Board"]]
+    if data["Part"] != board["part"]:
+        raise ConfigError(f"Part {data['Part']!r}{where} is not the part of Board {data['Board']!r} "
+                          f"({board['part']}, platform {board['platform']})")
+    if data["HMT"]["Enabled"]:
+        raise ConfigError(f"HMT.Enabled{where}: HMT (hierarchical memory transformer) is not implemented yet; "
+                          "set HMT.Enabled: false or remove the HMT section")
+
+
 def parse_config(data: Dict[str, Any], source: str = "") -> FlexLLMConfig:
+    bad = _non_finite(data)
+    if bad:
+        raise ConfigError(f"{bad}{' in ' + source if source else ''} must be a finite number, got "
+                          f"{_lookup(data, bad)!r}")
     validated = _validate(data, SCHEMA, "", source)
+    cross_checks(validated, source)
     m = validated["Model"]
     if m["Source"] is not None:
         from brevitas_models.sources import parse_source
@@ -192,14 +273,56 @@ def parse_config(data: Dict[str, Any], source: str = "") -> FlexLLMConfig:
     return FlexLLMConfig(validated, Path(source) if source else None)
 
 
+def _lookup(data, path):
+    for part in re.split(r"\.|\[", path):
+        if part.endswith("]"):
+            data = data[int(part[:-1])]
+        elif isinstance(data, dict):
+            data = data.get(part)
+    return data
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+
+def _construct_mapping(loader, node, deep=False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"duplicate key {key!r} at line {key_node.start_mark.line + 1} (first at line "
+                              f"{seen[key]}){' in ' + loader.name if getattr(loader, 'name', None) else ''}")
+        seen[key] = key_node.start_mark.line + 1
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(path: Path) -> Any:
+    """The YAML document of ``path``; errors are one line naming the file, line and problem."""
+    try:
+        loader = _UniqueKeyLoader(path.read_text())
+        loader.name = str(path)
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML:{at}: {problem}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not a UTF-8 text file ({e.reason})") from None
+
+
 def load_config(path) -> FlexLLMConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p} is not valid YAML: {e}") from None
+    data = load_yaml(p)
     if data is None:
         raise ConfigError(f"config file is empty: {p}")
     return parse_config(data, str(p))

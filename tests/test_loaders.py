@@ -234,6 +234,23 @@ def test_synthetic_gguf_llama3_rope_scaling(tmp_path):
     assert rs.low_freq_factor == pytest.approx(2.0, rel=1e-3) and rs.high_freq_factor == pytest.approx(16.0, rel=1e-3)
 
 
+@pytest.mark.parametrize("variant", ["tied", "untied", "llama3"])
+def test_gguf_header_scan_gives_the_loaders_architecture(tmp_path, variant):
+    """gguf_arch (the config checks' fast header scan) agrees with the full reader."""
+    from brevitas_models.loaders.gguf import gguf_arch
+
+    arch = dataclasses.replace(preset("tiny"), tie_embeddings=variant != "untied")
+    if variant == "llama3":
+        arch = dataclasses.replace(arch, rope_theta=500000.0, max_position_embeddings=131072,
+                                   rope_scaling=RopeScaling(32.0, 1.0, 4.0, 8192))
+    path = _write_gguf(tmp_path / "m.gguf", arch, random_state_dict(arch))
+    assert gguf_arch(path) == load_gguf(path)[0]
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="bad.gguf: not a valid GGUF file"):
+        gguf_arch(bad)
+
+
 def test_gguf_unsupported_rope_scaling(tmp_path):
     import gguf
 

@@ -123,15 +123,10 @@ def _tiny_cfg(tmp_path, **sections):
 
 
 def test_too_many_hbm_channels_fails_cleanly(tmp_path):
-    """30 weight ports + parameters + K + V > 32 HBM channels: a clear error, nothing half written."""
-    from flexllm_plugin.project.builder import build_project
-
-    cfg = _tiny_cfg(tmp_path, Decode={"BP": 30})
-    out = tmp_path / "prj"
-    with pytest.raises(ConfigError, match=r"HBM\[32\]"):
-        build_project(cfg, out)
-    assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".prj")] == []
+    """30 weight ports + parameters + K + V > 32 HBM channels: a clear error when the config is loaded."""
+    with pytest.raises(ConfigError, match=r"Decode.BP 30 .*= 33 HBM channels, the U280 has 32"):
+        _tiny_cfg(tmp_path, Decode={"BP": 30})
+    assert [p.name for p in tmp_path.iterdir()] == ["cfg.yaml"]
 
 
 def test_budget_checks_name_the_bank():

@@ -17,6 +17,7 @@ import math
 import os
 import pathlib
 import re
+import struct
 from typing import Any, Dict, Optional, Tuple, Union
 
 import numpy as np
@@ -242,17 +243,106 @@ def expected_hf_shapes(arch: LlamaArch) -> Dict[str, Tuple[int, ...]]:
 # Loading
 # --------------------------------------------------------------------------------------------
 
-def load_gguf(path: PathLike) -> Tuple[LlamaArch, Dict[str, torch.Tensor]]:
-    """Load a llama-architecture GGUF file as ``(LlamaArch, {hf_name: float32 tensor})``.
+def gguf_arch(path: PathLike) -> LlamaArch:
+    """The architecture from a GGUF file's metadata alone, in milliseconds: a scan of the header that
+    skips the tokenizer arrays (gguf.GGUFReader decodes them all: seconds); no tensor is read except
+    rope_freqs."""
+    path = _check_file(path)
+    try:
+        header = _HeaderScan(path)
+    except (ValueError, struct.error, IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a valid GGUF file or truncated/corrupt header ({exc})") from exc
+    return _read_arch(path, header)[2]
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (naming the file) for a
-    corrupt/truncated/non-GGUF file, missing metadata or tensors, inconsistent shapes or an
-    unsupported architecture / RoPE scaling.
-    """
+
+class _HeaderScan:
+    """The parts of ``gguf.GGUFReader`` that :func:`_read_arch` uses (``fields``, ``tensors``), from one
+    pass over the header; array values are skipped (their ``contents()`` is None)."""
+
+    class Field:
+        def __init__(self, value, vtype):
+            import gguf
+            self._value, self.types = value, [gguf.GGUFValueType(vtype)]
+
+        def contents(self):
+            return self._value
+
+    class Tensor:
+        def __init__(self, name, shape, ttype, data):
+            import gguf
+            self.name, self.shape, self._data = name, shape, data
+            self.tensor_type = gguf.GGMLQuantizationType(ttype)
+
+        @property
+        def data(self):
+            return self._data()
+
+    _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+    def __init__(self, path: pathlib.Path):
+        import mmap
+        with open(path, "rb") as f:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        if buf[:4] != b"GGUF":
+            raise ValueError("bad magic")
+        version, n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
+        if version < 2:
+            raise ValueError(f"GGUF version {version} not supported")
+        pos = 24
+        self.fields = {}
+        for _ in range(n_kv):
+            key, pos = self._string(buf, pos)
+            (vtype,), pos = struct.unpack_from("<I", buf, pos), pos + 4
+            value, pos = self._value(buf, pos, vtype)
+            self.fields[key] = self.Field(value, vtype)
+        infos = []
+        for _ in range(n_tensors):
+            name, pos = self._string(buf, pos)
+            (n_dims,), pos = struct.unpack_from("<I", buf, pos), pos + 4
+            dims = struct.unpack_from(f"<{n_dims}Q", buf, pos)
+            pos += 8 * n_dims
+            ttype, offset = struct.unpack_from("<IQ", buf, pos)
+            pos += 12
+            infos.append((name, dims, ttype, offset))
+        align = self.fields["general.alignment"].contents() if "general.alignment" in self.fields else 32
+        start = -(-pos // align) * align
+        self.tensors = [self.Tensor(n, d, t, self._reader(buf, start + o, d, t)) for n, d, t, o in infos]
+
+    @staticmethod
+    def _string(buf, pos):
+        (n,) = struct.unpack_from("<Q", buf, pos)
+        return bytes(buf[pos + 8:pos + 8 + n]).decode("utf-8"), pos + 8 + n
+
+    def _value(self, buf, pos, vtype):
+        if vtype in self._SCALARS:
+            fmt = self._SCALARS[vtype]
+            return struct.unpack_from(fmt, buf, pos)[0], pos + struct.calcsize(fmt)
+        if vtype == 8:
+            return self._string(buf, pos)
+        if vtype == 9:
+            etype, n = struct.unpack_from("<IQ", buf, pos)
+            pos += 12
+            if etype in self._SCALARS:
+                return None, pos + n * struct.calcsize(self._SCALARS[etype])
+            for _ in range(n):
+                _, pos = self._value(buf, pos, etype)
+            return None, pos
+        raise ValueError(f"unknown GGUF value type {vtype}")
+
+    @staticmethod
+    def _reader(buf, offset, dims, ttype):
+        def read():
+            if ttype != 0:        # only F32 tensors (rope_freqs) are read from the header scan
+                raise ValueError(f"tensor type {ttype} is not read by the header scan")
+            n = int(np.prod(dims)) if dims else 1
+            return np.frombuffer(buf, dtype=np.float32, count=n, offset=offset).reshape(tuple(reversed(dims)))
+        return read
+
+
+def _read_arch(path: pathlib.Path, reader=None):
     from gguf.quants import dequantize
 
-    path = _check_file(path)
-    reader = _open_reader(path)
+    reader = reader if reader is not None else _open_reader(path)
     arch_name = _field(reader, path, "general.architecture")
     if arch_name != "llama":
         raise ValueError(f"{path}: unsupported GGUF architecture {arch_name!r} (only 'llama' is supported)")
@@ -314,6 +404,20 @@ def load_gguf(path: PathLike) -> Tuple[LlamaArch, Dict[str, torch.Tensor]]:
     except ValueError as exc:
         raise ValueError(f"{path}: invalid architecture metadata: {exc}") from exc
 
+    return reader, tensors, arch
+
+
+def load_gguf(path: PathLike) -> Tuple[LlamaArch, Dict[str, torch.Tensor]]:
+    """Load a llama-architecture GGUF file as ``(LlamaArch, {hf_name: float32 tensor})``.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (naming the file) for a
+    corrupt/truncated/non-GGUF file, missing metadata or tensors, inconsistent shapes or an
+    unsupported architecture / RoPE scaling.
+    """
+    from gguf.quants import dequantize
+
+    path = _check_file(path)
+    reader, tensors, arch = _read_arch(path)
     expected = _expected_shapes(arch)
     state: Dict[str, torch.Tensor] = {}
     unexpected = []
@@ -352,7 +456,7 @@ def load_gguf(path: PathLike) -> Tuple[LlamaArch, Dict[str, torch.Tensor]]:
                          f"{' (GGUF ' + gg[missing[0]] + ')' if missing[0] in gg else ''}")
     for k, v in state.items():
         if not torch.isfinite(v).all():
-            raise ValueError(f"{path}: tensor for {k} contains non-finite values (corrupt file?)")
+            raise ValueError(f"{path}: tensor {k!r} contains NaN/Inf value(s) (corrupt file?)")
     return arch, {k: state[k] for k in expected}
 
 

@@ -19,7 +19,7 @@ from brevitas_models.loaders.gguf import expected_hf_shapes
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ["load_hf_dir", "load_hf_tokenizer", "arch_from_hf_config"]
+__all__ = ["load_hf_dir", "load_hf_tokenizer", "arch_from_hf_config", "hf_arch"]
 
 _INDEX = "model.safetensors.index.json"
 _IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
@@ -116,11 +116,12 @@ def _weight_files(path: pathlib.Path) -> List[pathlib.Path]:
     return files
 
 
-def load_hf_dir(path: PathLike) -> Tuple[LlamaArch, Dict[str, torch.Tensor]]:
-    """Load a local HF Llama directory as ``(LlamaArch, {hf_name: float32 tensor})``."""
-    from safetensors import safe_open
+def hf_arch(path: PathLike) -> LlamaArch:
+    """The architecture of a local HF Llama directory from its config.json alone."""
+    return _read_config(_check_dir(path))[1]
 
-    path = _check_dir(path)
+
+def _read_config(path: pathlib.Path):
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file}: config.json not found in Hugging Face model directory {path}")
@@ -130,7 +131,15 @@ def load_hf_dir(path: PathLike) -> Tuple[LlamaArch, Dict[str, torch.Tensor]]:
         raise ValueError(f"{cfg_file}: invalid JSON ({exc})") from exc
     if not isinstance(cfg, dict):
         raise ValueError(f"{cfg_file}: expected a JSON object")
-    arch = arch_from_hf_config(cfg, cfg_file)
+    return cfg_file, arch_from_hf_config(cfg, cfg_file)
+
+
+def load_hf_dir(path: PathLike) -> Tuple[LlamaArch, Dict[str, torch.Tensor]]:
+    """Load a local HF Llama directory as ``(LlamaArch, {hf_name: float32 tensor})``."""
+    from safetensors import safe_open
+
+    path = _check_dir(path)
+    cfg_file, arch = _read_config(path)
     expected = expected_hf_shapes(arch)
 
     state: Dict[str, torch.Tensor] = {}
@@ -154,7 +163,11 @@ def load_hf_dir(path: PathLike) -> Tuple[LlamaArch, Dict[str, torch.Tensor]]:
                                          f"expected {expected[name]} from {cfg_file.name}")
                     if not t.is_floating_point():
                         raise ValueError(f"{f}: tensor {name!r} has non-float dtype {t.dtype}")
-                    state[name] = t.to(torch.float32).contiguous()
+                    t = t.to(torch.float32).contiguous()
+                    if not torch.isfinite(t).all():
+                        bad = int((~torch.isfinite(t)).sum())
+                        raise ValueError(f"{f}: tensor {name!r} contains {bad} NaN/Inf value(s)")
+                    state[name] = t
         except ValueError:
             raise
         except Exception as exc:  # safetensors raises its own error types on corrupt files

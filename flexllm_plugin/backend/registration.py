@@ -37,7 +37,10 @@ def register_onnx_handlers() -> None:
 
     from ..converters.onnx_handlers import ONNX_HANDLERS
 
+    from ..converters.routes import install as install_routes
+
     register_layers()
+    install_routes()          # YAML route defaults, unfused graphs fused (converters/routes.py)
     for op_type, fn in ONNX_HANDLERS.items():
         current = onnx_to_hls.layer_handlers.get(op_type)
         if current is fn:

@@ -19,12 +19,10 @@ The same inputs give a byte-identical project (no timestamps; deterministic orde
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import hashlib
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,10 +30,13 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from brevitas_models.progress import bar
+
 from ..atomic_dir import atomic_directory
 from ..config import ConfigError, FlexLLMConfig
-from .spec import (kv_row_bytes, DDR_BANK_BYTES, HBM_CHANNEL_BYTES, HBM_CHANNEL_GBPS, HBM_CHANNELS, U280_PLATFORM, Buffer, Kernel,
-                   ProjectSpec)
+from ..ui import tool_output
+from .spec import (DDR_BANK_BYTES, HBM_CHANNEL_BYTES, HBM_CHANNELS, U280_PLATFORM, Buffer, Kernel, ProjectSpec,
+                   kv_row_bytes)
 
 BUILD_INFO = "flexllm_build.json"
 CONFIG_COPY = "flexllm_config.yaml"
@@ -63,17 +64,11 @@ def build_reference(cfg: FlexLLMConfig, log: Callable = _noop):
 
 
 def check_sizes(cfg: FlexLLMConfig, golden) -> None:
-    p, d = cfg["Prefill"], cfg["Decode"]
+    """The limits between the config and the built model (the config-only ones ran in ``parse_config``,
+    the header ones in ``preflight``; this re-checks against the model actually built)."""
+    d = cfg["Decode"]
     if d["MaxContext"] > golden.max_positions:
         raise ConfigError(f"Decode.MaxContext {d['MaxContext']} exceeds the model's {golden.max_positions} positions")
-    if p["MaxSeqLen"] > d["MaxContext"]:
-        raise ConfigError(f"Prefill.MaxSeqLen {p['MaxSeqLen']} exceeds Decode.MaxContext {d['MaxContext']}")
-    if p["ChunkTokens"] > p["MaxSeqLen"]:
-        raise ConfigError(f"Prefill.ChunkTokens {p['ChunkTokens']} exceeds Prefill.MaxSeqLen {p['MaxSeqLen']}")
-    if d["MaxNewTokens"] >= d["MaxContext"]:
-        raise ConfigError(f"Decode.MaxNewTokens {d['MaxNewTokens']} must be below Decode.MaxContext")
-    if d["Sampling"] == "top-k" and d["TopK"] < 2:
-        raise ConfigError("Decode.TopK must be >= 2 with Sampling: top-k")
 
 
 # ---- 2. stage conversion ---------------------------------------------------------------------------
@@ -105,10 +100,13 @@ def export_stages(cfg: FlexLLMConfig, weights, model, golden, workdir: Path, log
     view = vocab_view(model, EXPORT_VOCAB_ROWS)
     seq = {"prefill": int(cfg["Prefill"]["ChunkTokens"]), "decode": DECODE_EXPORT_PAST}
     out = {}
+    progress = bar(2, "QONNX export", "stages")
     for stage in ("prefill", "decode"):
         t0 = time.perf_counter()
         out[stage] = export_stage(view, stage, workdir / stage, tokens, seq_len=seq[stage], layers=1)["onnx"]
+        progress.update(1)
         log(f"{stage}: exported one decoder block in {time.perf_counter() - t0:.1f} s")
+    progress.close()
     return out
 
 
@@ -123,18 +121,22 @@ def convert_stages(cfg: FlexLLMConfig, golden, graphs: Dict, workdir: Path, log:
     vocab = {"embed": golden.embed, "lm_head_w_int": golden.lm_head.w_int, "lm_head_w_scale": golden.lm_head.w_scale}
     pack_cache: Dict = {}          # both stages pack each weight matrix once
     out = {}
+    progress = bar(len(graphs), "fusion + hls4ml conversion", "stages")
     for stage, onnx_path in graphs.items():
         t0 = time.perf_counter()
         fused = fuse_llama(onnx_path)
-        with contextlib.redirect_stdout(sys.stderr):      # hls4ml prints progress on stdout
+        fused.save(str(Path(onnx_path).parent / "fused.onnx"))      # kept in the project's qonnx/
+        with tool_output():                                # hls4ml prints its topology on stdout
             hm = hls4ml.converters.convert_from_onnx_model(
                 fused.model, output_dir=str(workdir / f"{stage}_hls4ml"), project_name=f"{name}_{stage}_stage",
                 backend="FlexLLM", part=cfg["Part"], clock_period=cfg["ClockPeriod"],
                 flexllm=dict(stage_options(cfg, golden, stage), VocabParams=vocab, PackCache=pack_cache))
         del fused
         out[stage] = hm
+        progress.update(1)
         log(f"{stage}: fused and converted (temporal reuse over {golden.num_layers} layers) in "
             f"{time.perf_counter() - t0:.1f} s")
+    progress.close()
     return out
 
 
@@ -350,14 +352,31 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
     return spec
 
 
-def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Callable = _noop) -> Dict:
-    """Steps 1-4; returns a summary dict (timings, buffers, estimates)."""
+def _file_data(path) -> Optional[Dict]:
+    from ..config import load_config
+    try:
+        return load_config(path).data
+    except (ConfigError, OSError):
+        return None
+
+
+def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Callable = _noop,
+                  force: bool = False) -> Dict:
+    """Steps 1-4; returns a summary dict (timings, buffers, estimates). Every check that needs only the
+    config, the checkpoint header and the board (``preflight``), and the output directory's, runs first."""
+    from ..preflight import preflight
+    from .manifest_check import write_sha256sums
+    from .reference import save_ap_types, save_graphs, save_reference, save_tokenizer
+
     t_start = time.perf_counter()
     out = Path(out_dir or cfg.output_dir).resolve()
-    weights, model, golden = build_reference(cfg, log)
-    check_sizes(cfg, golden)
-    t_model = time.perf_counter()
-    with atomic_directory(out) as tmp, tempfile.TemporaryDirectory(prefix="flexllm_build_") as work:
+    preflight(cfg)
+    with atomic_directory(out, marker=BUILD_INFO, force=force) as tmp, \
+            tempfile.TemporaryDirectory(prefix="flexllm_build_") as work:
+        weights, model, golden = build_reference(cfg, log)
+        check_sizes(cfg, golden)
+        save_reference(tmp, weights, model)         # verify / generate need only the project
+        t_model = time.perf_counter()
         graphs = export_stages(cfg, weights, model, golden, Path(work), log)
         del model                  # the golden model carries every parameter from here on
         gc.collect()
@@ -366,12 +385,17 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
         plans = {s: hm.config.config["FlexLLM"]["MemoryPlan"] for s, hm in stages.items()}
         planned = plan_buffers(cfg, golden, plans)
         spec = write_project(cfg, weights, golden, stages, planned, tmp)
-        if cfg.path is not None:
-            shutil.copyfile(cfg.path, tmp / CONFIG_COPY)
+        save_tokenizer(tmp, weights.tokenizer)
+        write_sha256sums(tmp, planned["buffers"])    # `sha256sum -c`, flexllm::check_sha256sums
+        save_graphs(tmp, Path(work))
+        save_ap_types(tmp)
+        if cfg.path is not None and _file_data(cfg.path) == cfg.data:
+            shutil.copyfile(cfg.path, tmp / CONFIG_COPY)     # the user's file, comments included
         else:
             import yaml
             (tmp / CONFIG_COPY).write_text(yaml.safe_dump(cfg.data, sort_keys=True))
-        info = {"project": spec.to_dict(), "config": CONFIG_COPY}
+        entries = sorted({p.name for p in tmp.iterdir()} | {BUILD_INFO})
+        info = {"project": spec.to_dict(), "config": CONFIG_COPY, "entries": entries}
         (tmp / BUILD_INFO).write_text(json.dumps(info, indent=1, sort_keys=True, default=str))
     t_end = time.perf_counter()
     return {"output_dir": str(out), "name": spec.name,

@@ -84,3 +84,7 @@ class ProjectSpec:
             if b.name == name:
                 return b
         raise KeyError(f"no buffer {name!r} in project {self.name!r}")
+
+
+# Boards: the FPGA part and the Vitis platform the project targets.
+BOARDS = {"u280": {"part": U280_PART, "platform": U280_PLATFORM}}

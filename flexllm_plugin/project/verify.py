@@ -20,13 +20,13 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..config import ConfigError, load_config
-from .builder import BUILD_INFO, CONFIG_COPY
+from .builder import BUILD_INFO
+from .reference import ReferenceError, load_reference, load_tokenizer
 
 CXXFLAGS = ["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-DFLEXLLM_FAST_CSIM", "-DFLEXLLM_COUNTERS"]
 
 
-class ProjectError(ValueError):
+class ProjectError(ReferenceError):
     pass
 
 
@@ -158,16 +158,12 @@ def verify(outdir, prompt_text: str, max_new_tokens: int, log=lambda m: None) ->
     info = load_project(outdir)
     spec = info["project"]
     m = spec["model"]
-    cfg = load_config(outdir / CONFIG_COPY)
-    from .builder import build_reference
-
-    weights, model, golden = build_reference(cfg, log)
-    prompt = list(weights.tokenizer.encode(prompt_text, add_special_tokens=False))
+    tokenizer = load_tokenizer(outdir)
+    prompt = list(tokenizer.encode(prompt_text, add_special_tokens=False))
     _check_request(m, len(prompt), max_new_tokens)
-    exe = compile_testbench(outdir, spec["name"])
-    log(f"C simulation: {len(prompt)} prompt tokens, {max_new_tokens} new tokens")
-    cs = run_testbench(outdir, exe, prompt, max_new_tokens)
-    log(f"golden model and Brevitas reference")
+    model, golden = load_reference(outdir)
+    cs = _csim(outdir, spec["name"], prompt, max_new_tokens, log)
+    log("golden model and Brevitas reference")
     t_ref = time.perf_counter()
     ref_tokens, ref_pre, ref_last, kv = golden_generate(golden, prompt, max_new_tokens)
     t_golden = time.perf_counter() - t_ref
@@ -195,7 +191,7 @@ def verify(outdir, prompt_text: str, max_new_tokens: int, log=lambda m: None) ->
         "brevitas_agreement": float(np.mean([a == b for a, b in zip(bt, ref_tokens)])),
         "prompt_tokens": len(prompt),
         "new_tokens": max_new_tokens,
-        "text": weights.tokenizer.decode(cs["tokens"]),
+        "text": tokenizer.decode(cs["tokens"]),
         "csim_seconds": round(cs["seconds"], 3),
         "csim_kernel_ms": cs["timing"],
         "golden_seconds": round(t_golden, 3),
@@ -203,16 +199,47 @@ def verify(outdir, prompt_text: str, max_new_tokens: int, log=lambda m: None) ->
     }
 
 
-def generate(outdir, prompt_text: str, max_new_tokens: int, top_k: int = 1, temperature: float = 1.0,
-             seed: int = 1) -> Dict:
+def _csim(outdir: Path, name: str, prompt: List[int], n_new: int, log, **sampling) -> Dict:
+    from brevitas_models.progress import bar
+
+    progress = bar(2, "C simulation", "steps")
+    progress.set_postfix_str("compiling the testbench and both kernels (g++)")
+    exe = compile_testbench(outdir, name)
+    progress.update(1)
+    log(f"C simulation: {len(prompt)} prompt tokens, {n_new} new tokens")
+    progress.set_postfix_str(f"prefill {len(prompt)} tokens, decode {n_new - 1}")
+    cs = run_testbench(outdir, exe, prompt, n_new, **sampling)
+    progress.update(1)
+    progress.close()
+    return cs
+
+
+def sampling_settings(model: Dict, top_k: Optional[int], temperature: Optional[float]):
+    """(top_k, 1 / temperature, temperature) for the testbench: the project's Decode.Sampling / TopK / Temperature
+    unless given; temperature 0 means greedy (top-k 1)."""
+    if top_k is None:
+        top_k = int(model.get("top_k", 1)) if model.get("sampling") == "top_k" else 1
+    if temperature is None:
+        temperature = float(model.get("temperature", 1.0))
+    if not np.isfinite(temperature) or temperature < 0:
+        raise ProjectError(f"--temperature must be a finite number >= 0, got {temperature}")
+    if top_k < 1 or top_k > model["vocab_size"]:
+        raise ProjectError(f"--top-k must be in 1..{model['vocab_size']} (the vocabulary), got {top_k}")
+    if temperature == 0:
+        return 1, 1.0, 0.0
+    return top_k, 1.0 / temperature, temperature
+
+
+def generate(outdir, prompt_text: str, max_new_tokens: int, top_k: Optional[int] = None,
+             temperature: Optional[float] = None, seed: int = 1, log=lambda m: None) -> Dict:
     outdir = Path(outdir)
     info = load_project(outdir)
     spec = info["project"]
-    cfg = load_config(outdir / CONFIG_COPY)
-    weights = cfg.load_weights()
-    prompt = list(weights.tokenizer.encode(prompt_text, add_special_tokens=False))
+    k, inv_t, temp = sampling_settings(spec["model"], top_k, temperature)
+    tokenizer = load_tokenizer(outdir)
+    prompt = list(tokenizer.encode(prompt_text, add_special_tokens=False))
     _check_request(spec["model"], len(prompt), max_new_tokens)
-    exe = compile_testbench(outdir, spec["name"])
-    cs = run_testbench(outdir, exe, prompt, max_new_tokens, top_k, 1.0 / temperature, seed)
-    return {"prompt": prompt_text, "tokens": cs["tokens"], "text": weights.tokenizer.decode(cs["tokens"]),
+    cs = _csim(outdir, spec["name"], prompt, max_new_tokens, log, top_k=k, inv_temperature=inv_t, seed=seed)
+    return {"prompt": prompt_text, "tokens": cs["tokens"], "text": tokenizer.decode(cs["tokens"]),
+            "top_k": k, "temperature": temp, "seed": seed,
             "seconds": round(cs["seconds"], 3), "kernel_ms": cs["timing"]}

@@ -1,0 +1,74 @@
+"""Checks that need the config, the checkpoint's header and the board -- and nothing else.
+
+``flexllm build`` runs :func:`preflight` before it loads or calibrates a model (minutes), so every
+error that can be known from these three fails in well under a second, naming the key or the file.
+The memory plan (``project/builder.py: plan_buffers``) checks the exact sizes again after packing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .config import HBM_KV_CHANNELS, HBM_PARAM_CHANNELS, ConfigError, FlexLLMConfig
+
+if TYPE_CHECKING:
+    from brevitas_models.arch import LlamaArch
+
+MAX_RUNTIME_POSITIONS = 8192        # brevitas_models.model.LlamaModel caps its RoPE table here
+
+
+def model_arch(cfg: FlexLLMConfig) -> "LlamaArch":
+    """The architecture of ``Model`` from the checkpoint's header (HF config.json, GGUF metadata)."""
+    from brevitas_models.sources import load_arch
+
+    m = cfg["Model"]
+    if m["Source"] is None and not m["Architecture"]:
+        raise ConfigError(f"Model{cfg._where()} needs Source or Architecture")
+    try:
+        return load_arch(m["Source"], m["Architecture"])
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        raise ConfigError(f"Model{cfg._where()}: {e}") from None
+
+
+def linear_weight_count(arch: "LlamaArch") -> int:
+    """Weights of every quantized linear (7 per layer + the LM head)."""
+    h, f = arch.hidden_size, arch.intermediate_size
+    q, kv = arch.num_heads * arch.head_dim, arch.num_kv_heads * arch.head_dim
+    per_layer = h * q + 2 * h * kv + q * h + 3 * h * f
+    return arch.num_layers * per_layer + arch.vocab_size * h
+
+
+def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
+    """Everything checkable before a model is built; returns the model's architecture."""
+    from brevitas_models.golden import hardware_scheme_problems
+
+    from .project.spec import HBM_CHANNEL_BYTES
+
+    where = cfg._where()
+    spec = cfg.quant_spec()
+    problems = hardware_scheme_problems(spec)
+    if problems:
+        raise ConfigError(f"Quantization.Preset {spec.name!r}{where} cannot run on the FlexLLM hardware: "
+                          + "; ".join(problems))
+    arch = model_arch(cfg)
+    d = cfg["Decode"]
+    positions = min(arch.max_position_embeddings, MAX_RUNTIME_POSITIONS)
+    if d["MaxContext"] > positions:
+        raise ConfigError(f"Decode.MaxContext {d['MaxContext']}{where} exceeds the model's {positions} positions")
+    if d["TopK"] > arch.vocab_size:
+        raise ConfigError(f"Decode.TopK {d['TopK']}{where} exceeds the vocabulary ({arch.vocab_size} tokens)")
+    kv_bytes = arch.num_layers * arch.num_kv_heads * d["MaxContext"] * arch.head_dim
+    if kv_bytes > HBM_CHANNEL_BYTES:
+        raise ConfigError(f"Decode.MaxContext {d['MaxContext']}{where}: the K cache needs {kv_bytes / 2**20:.1f} MB, "
+                          f"over the 256 MB of its HBM channel ({arch.num_layers} layers x {arch.num_kv_heads} KV "
+                          f"heads x {arch.head_dim}); reduce Decode.MaxContext")
+    per_port = linear_weight_count(arch) * spec.weight_bits / 8 / d["BP"]
+    if per_port > HBM_CHANNEL_BYTES:
+        need = -(-int(linear_weight_count(arch) * spec.weight_bits / 8) // HBM_CHANNEL_BYTES)
+        raise ConfigError(f"Decode.BP {d['BP']}{where}: {per_port / 2**20:.0f} MB of weights per port, over the "
+                          f"256 MB of one HBM channel; use Decode.BP >= {need} "
+                          f"(at most {32 - HBM_PARAM_CHANNELS - HBM_KV_CHANNELS})")
+    if cfg["Prefill"]["MaxSeqLen"] > positions:
+        raise ConfigError(f"Prefill.MaxSeqLen {cfg['Prefill']['MaxSeqLen']}{where} exceeds the model's "
+                          f"{positions} positions")
+    return arch

@@ -1,0 +1,113 @@
+"""What makes a project self-contained: everything ``verify`` and ``generate`` need, stored in it.
+
+``flexllm build`` adds to the project (besides kernels, weights and build files):
+
+* ``reference/calibrated.pt`` + ``reference/model.json``: the calibrated Brevitas model's state and its
+  architecture and recipe -- the golden model is rebuilt from it exactly, with no model source and no
+  calibration;
+* ``tokenizer/hf/`` (a transformers tokenizer, ``save_pretrained``) or ``tokenizer/byte.json`` (the
+  byte-level tokenizer of random-weight models);
+* ``qonnx/<stage>/model.onnx`` (the exported QONNX block), ``fused.onnx`` (after ``fuse_llama``) and
+  ``reference.npz`` -- the graphs that were converted, for inspection, as FINN keeps its intermediate models;
+* ``csim/ap_types/``: the arbitrary-precision headers (from hls4ml's package), so ``make csim`` works on a
+  machine without Vitis.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Dict
+
+REFERENCE_DIR = "reference"
+STATE_FILE = "reference/calibrated.pt"
+MODEL_FILE = "reference/model.json"
+HF_TOKENIZER_DIR = "tokenizer/hf"
+BYTE_TOKENIZER_FILE = "tokenizer/byte.json"
+QONNX_DIR = "qonnx"
+AP_TYPES_DIR = "csim/ap_types"
+
+
+class ReferenceError(ValueError):
+    pass
+
+
+def save_reference(root: Path, weights, model) -> None:
+    import torch
+
+    (root / REFERENCE_DIR).mkdir(exist_ok=True)
+    torch.save(model.state_dict(), root / STATE_FILE)
+    meta = {"arch": model.arch.to_dict(), "spec": model.spec.to_dict(),
+            "max_positions": int(model.rope_cos.shape[0]), "source": weights.source}
+    (root / MODEL_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+
+
+def save_tokenizer(root: Path, tok) -> None:
+    from brevitas_models.text import ByteTokenizer
+
+    (root / "tokenizer").mkdir(exist_ok=True)
+    if isinstance(tok, ByteTokenizer):
+        (root / BYTE_TOKENIZER_FILE).write_text(json.dumps({"vocab_size": tok.vocab_size}))
+    elif hasattr(tok, "save_pretrained"):
+        tok.save_pretrained(str(root / HF_TOKENIZER_DIR))
+    else:
+        raise ReferenceError(f"cannot store a tokenizer of type {type(tok).__name__} in the project")
+
+
+def save_graphs(root: Path, workdir: Path) -> None:
+    """The exported and fused QONNX graph of each stage (and the export's reference.npz)."""
+    for stage_dir in sorted(p for p in Path(workdir).iterdir() if p.is_dir() and (p / "model.onnx").is_file()):
+        dst = root / QONNX_DIR / stage_dir.name
+        dst.mkdir(parents=True)
+        for f in sorted(stage_dir.iterdir()):
+            if f.is_file():
+                shutil.copyfile(f, dst / f.name)
+
+
+def save_ap_types(root: Path) -> None:
+    import hls4ml
+
+    src = Path(hls4ml.__file__).parent / "templates" / "vivado" / "ap_types"
+    shutil.copytree(src, root / AP_TYPES_DIR, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def load_tokenizer(outdir: Path):
+    outdir = Path(outdir)
+    if (outdir / BYTE_TOKENIZER_FILE).is_file():
+        from brevitas_models.text import ByteTokenizer
+        return ByteTokenizer(int(json.loads((outdir / BYTE_TOKENIZER_FILE).read_text())["vocab_size"]))
+    if (outdir / HF_TOKENIZER_DIR).is_dir():
+        from transformers import AutoTokenizer
+        try:
+            return AutoTokenizer.from_pretrained(str(outdir / HF_TOKENIZER_DIR), local_files_only=True)
+        except Exception as e:
+            raise ReferenceError(f"{outdir / HF_TOKENIZER_DIR}: cannot load the project's tokenizer "
+                                 f"({type(e).__name__}: {e})") from None
+    raise ReferenceError(f"{outdir}: the project has no tokenizer ({BYTE_TOKENIZER_FILE} or {HF_TOKENIZER_DIR}/); "
+                         "rebuild it with this flexllm")
+
+
+def load_reference(outdir: Path):
+    """(calibrated Brevitas model, golden model) rebuilt from the project alone."""
+    import torch
+
+    from brevitas_models.arch import LlamaArch
+    from brevitas_models.build import restore_model
+    from brevitas_models.golden import GoldenModel
+    from brevitas_models.quant_presets import QuantSpec
+
+    outdir = Path(outdir)
+    meta_path, state_path = outdir / MODEL_FILE, outdir / STATE_FILE
+    for p in (meta_path, state_path):
+        if not p.is_file():
+            raise ReferenceError(f"{p} missing: the project's reference model is incomplete; rebuild it")
+    meta: Dict = json.loads(meta_path.read_text())
+    arch = LlamaArch.from_dict(meta["arch"], where=str(meta_path))
+    spec = QuantSpec(**meta["spec"])
+    try:
+        state = torch.load(state_path, weights_only=True)
+        model = restore_model(arch, spec, state, meta["max_positions"])
+    except Exception as e:
+        raise ReferenceError(f"{state_path}: cannot restore the reference model ({type(e).__name__}: {e})") from None
+    return model, GoldenModel.from_brevitas(model)
