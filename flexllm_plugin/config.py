@@ -193,7 +193,7 @@ class FlexLLMConfig:
         return f" in {self.path}" if self.path else ""
 
 
-HBM_PARAM_CHANNELS = 1          # the fp32 parameter image (shared by both kernels)
+HBM_PARAM_CHANNELS = 2          # the fp32 parameter image (fmem) and the linear parameter blocks (lmem)
 HBM_KV_CHANNELS = 2             # K cache, V cache
 
 
@@ -237,7 +237,7 @@ def cross_checks(data: Dict[str, Any], source: str = "") -> None:
     channels = d["BP"] + HBM_PARAM_CHANNELS + HBM_KV_CHANNELS
     if channels > HBM_CHANNELS:
         raise ConfigError(f"Decode.BP {d['BP']}{where}: {d['BP']} weight ports + {HBM_PARAM_CHANNELS} parameter "
-                          f"channel + {HBM_KV_CHANNELS} KV-cache channels = {channels} HBM channels, the "
+                          f"channels + {HBM_KV_CHANNELS} KV-cache channels = {channels} HBM channels, the "
                           f"{data['Board'].upper()} has {HBM_CHANNELS}; use Decode.BP <= "
                           f"{HBM_CHANNELS - HBM_PARAM_CHANNELS - HBM_KV_CHANNELS}")
     board = BOARDS[data["Board"]]

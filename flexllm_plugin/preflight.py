@@ -57,7 +57,8 @@ def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
         raise ConfigError(f"Decode.MaxContext {d['MaxContext']}{where} exceeds the model's {positions} positions")
     if d["TopK"] > arch.vocab_size:
         raise ConfigError(f"Decode.TopK {d['TopK']}{where} exceeds the vocabulary ({arch.vocab_size} tokens)")
-    kv_bytes = arch.num_layers * arch.num_kv_heads * d["MaxContext"] * arch.head_dim
+    from .project.spec import kv_row_bytes
+    kv_bytes = arch.num_layers * arch.num_kv_heads * d["MaxContext"] * kv_row_bytes(arch.head_dim)
     if kv_bytes > HBM_CHANNEL_BYTES:
         raise ConfigError(f"Decode.MaxContext {d['MaxContext']}{where}: the K cache needs {kv_bytes / 2**20:.1f} MB, "
                           f"over the 256 MB of its HBM channel ({arch.num_layers} layers x {arch.num_kv_heads} KV "
@@ -71,4 +72,18 @@ def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
     if cfg["Prefill"]["MaxSeqLen"] > positions:
         raise ConfigError(f"Prefill.MaxSeqLen {cfg['Prefill']['MaxSeqLen']}{where} exceeds the model's "
                           f"{positions} positions")
+    check_hardware_budget(cfg, arch, spec)
     return arch
+
+
+def check_hardware_budget(cfg: FlexLLMConfig, arch, spec) -> None:
+    """Both kernels against the board's resources (the cost model, flexllm_plugin/cost), before any model
+    is built: a ConfigError naming the kernel, resource and module when a budget is exceeded."""
+    from .cost.from_config import models_of_config
+
+    for model in models_of_config(cfg, arch, spec).values():
+        try:
+            model.check_budget()
+        except ValueError as e:
+            raise ConfigError(f"{e}{cfg._where()}: reduce the lanes of Prefill / Decode "
+                              "(TP, WP, BP, HP, KVParallel)") from None

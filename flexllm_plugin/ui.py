@@ -59,11 +59,15 @@ def _build(r):
     for name, b in r["buffers"].items():
         lines.append(f"  {name:<16} {b['memory']:<8} {_mb(b['bytes'])}")
     e = r["estimates"]
-    lines += ["", "Estimates (first-order bounds, not synthesis):",
-              f"  clock {e['clock_MHz']} MHz, {e['weight_ports']} weight ports, "
-              f"{e['decode_weight_bandwidth_GBps']} GB/s weight bandwidth",
-              f"  decode <= {e['decode_tokens_per_s_bound']} tokens/s; prefill {e['prefill_ms_per_token_bound']} "
-              "ms/token bound", "",
+    lines += ["", f"Estimates (cost model at {e['clock_MHz']} MHz, not synthesis; {e['report']}):",
+              "  decode tokens/s by context: " + ", ".join(f"{c}: {v if v is not None else '-'}"
+                                                            for c, v in e["decode_tokens_per_s"].items()),
+              "  prefill seconds by prompt:  " + ", ".join(f"{n}: {v if v is not None else '-'}"
+                                                            for n, v in e["prefill_seconds"].items())]
+    for name, k in e["kernels"].items():
+        lines.append(f"  {name}: " + ", ".join(f"{key.upper()} {k['resources'][key]:,} ({100 * k['utilization'][key]:.0f} %)"
+                                              for key in ("dsp", "lut", "ff", "bram36", "uram")))
+    lines += ["",
               f"Next: flexllm verify {r['output_dir']} --prompt 'Hello'   (C simulation vs the golden model)",
               f"      make -C {r['output_dir']} csim | hls | xclbin"]
     return "\n".join(lines)

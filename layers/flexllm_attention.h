@@ -54,9 +54,11 @@ struct attention_config {
     static constexpr int head_lanes = HEAD_LANES;
     static constexpr int key_lanes = KEY_LANES;
     static constexpr int out_row = OUT_ROW;
-    // softmax lanes: the largest power of two <= 16 dividing KEY_LANES (the reduction contract's lane
-    // rule, flexllm_reduce.h), so the softmax reads whole banks of the KEY_LANES-banked score rows
-    static constexpr int softmax_lanes = (KEY_LANES % 16 == 0) ? 16 : (KEY_LANES % 8 == 0) ? 8 : (KEY_LANES % 4 == 0) ? 4 : (KEY_LANES % 2 == 0) ? 2 : 1;
+    // softmax and head-vector lanes: 16, the most the reduction contract allows (flexllm_reduce.h); the
+    // score rows are banked by lcm(KEY_LANES, 16) so both the key lanes and the softmax lanes hit
+    // distinct banks
+    static constexpr int softmax_lanes = 16;
+    static constexpr int score_banks = KEY_LANES * 16 / gcd_int(KEY_LANES, 16);
     static constexpr int row_words = kv_row_words(MAX_HD);  // 512-bit words per K/V row
     // |acc_s| <= d * 128 * 128; |acc_v| <= T * 255 * 128
     typedef dot_accumulator<MAX_HD, 128, 128> score_acc_info;
@@ -144,6 +146,8 @@ void attention(const float q[CFG::max_new][CFG::row], const float k[CFG::max_new
     constexpr int KL = CFG::key_lanes;
     constexpr int RW = CFG::row_words;
     constexpr int VL = CFG::softmax_lanes;  // lanes of the head-vector loops (quantize, output)
+    constexpr int SB = CFG::score_banks;
+    (void)SB;  // partition factor only
     constexpr int MAX_KEY_STEPS = ceil_div(MAX_CTX, KL);
     constexpr int MAX_HEAD_BLOCKS = ceil_div(CFG::max_heads, HL);
     (void)MAX_KEY_STEPS, (void)MAX_HEAD_BLOCKS;  // loop tripcounts only
@@ -163,9 +167,9 @@ void attention(const float q[CFG::max_new][CFG::row], const float k[CFG::max_new
     static float scores[HL][MAX_CTX];
     static uint8_t p_int[HL][MAX_CTX];
 #pragma HLS ARRAY_PARTITION variable = scores complete dim = 1
-#pragma HLS ARRAY_PARTITION variable = scores cyclic factor = KL dim = 2
+#pragma HLS ARRAY_PARTITION variable = scores cyclic factor = SB dim = 2
 #pragma HLS ARRAY_PARTITION variable = p_int complete dim = 1
-#pragma HLS ARRAY_PARTITION variable = p_int cyclic factor = KL dim = 2
+#pragma HLS ARRAY_PARTITION variable = p_int cyclic factor = SB dim = 2
 #pragma HLS BIND_STORAGE variable = scores type = ram_2p impl = bram
     float cos_row[MAX_HD], sin_row[MAX_HD];
 #pragma HLS ARRAY_PARTITION variable = cos_row cyclic factor = VL
@@ -182,8 +186,7 @@ KV_HEADS:
     for (int kh = 0; kh < n_kv_heads; ++kh) {
 #pragma HLS LOOP_TRIPCOUNT max = CFG::max_kv_heads
         // Cached keys / values (positions < position), then the new entries.
-        kv_read_rows<MAX_CTX, RW>(k_cache, geo, layer, kh, position, k_buf);
-        kv_read_rows<MAX_CTX, RW>(v_cache, geo, layer, kh, position, v_buf);
+        kv_read_rows_pair<MAX_CTX, RW>(k_cache, v_cache, geo, layer, kh, position, k_buf, v_buf);
     NEW_KV:
         for (int t = 0; t < n_tokens; ++t) {
 #pragma HLS LOOP_TRIPCOUNT max = CFG::max_new

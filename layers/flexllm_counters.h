@@ -38,7 +38,5 @@ inline void dump_counters(std::FILE *f) {
         ++flexllm_counter_;                                                     \
     } while (0)
 #else
-#define FLEXLLM_COUNT(name) \
-    do {                    \
-    } while (0)
+#define FLEXLLM_COUNT(name) ((void)0)
 #endif

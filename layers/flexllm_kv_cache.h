@@ -84,6 +84,31 @@ KV_READ_ROWS:
     }
 }
 
+// K and V rows together: kbuf[u] / vbuf[u] = rows u < n_rows of (layer, kv_head) from both caches, one
+// word of each per cycle (the two ports stream concurrently: one burst each).
+template <int MAX_CTX, int MAX_RW>
+void kv_read_rows_pair(const wide_word_t *k_cache, const wide_word_t *v_cache, const kv_cache_geometry &g, int layer,
+                       int kv_head, int n_rows, wide_word_t kbuf[MAX_CTX][MAX_RW], wide_word_t vbuf[MAX_CTX][MAX_RW]) {
+    const long long base = kv_row_offset(g, layer, kv_head, 0);
+    const int rw = kv_row_words(g.head_dim);
+    const long long n = (long long)n_rows * rw;
+    constexpr long long MAX_WORDS = (long long)MAX_CTX * MAX_RW;
+    (void)MAX_WORDS;  // loop tripcount only
+    int u = 0, wd = 0;
+KV_READ_ROWS_PAIR:
+    for (long long e = 0; e < n; ++e) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_WORDS
+#pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("kv_read_rows_pair");
+        kbuf[u][wd] = k_cache[base + e];
+        vbuf[u][wd] = v_cache[base + e];
+        if (++wd == rw) {
+            wd = 0;
+            ++u;
+        }
+    }
+}
+
 // Words of one row from codes (on-chip form of a new entry).
 template <int MAX_HD, int MAX_RW>
 void kv_pack_row(const int8_t row[MAX_HD], int head_dim, wide_word_t words[MAX_RW]) {

@@ -25,6 +25,8 @@ constexpr int min_int(int a, int b) { return a < b ? a : b; }
 
 constexpr int max_int(int a, int b) { return a > b ? a : b; }
 
+constexpr int gcd_int(int a, int b) { return b == 0 ? a : gcd_int(b, a % b); }
+
 // Number of bits of the unsigned value v (0 -> 0). Compile-time only.
 constexpr int bit_length(unsigned long long v) {
     int n = 0;

@@ -86,8 +86,8 @@ def test_attention_trip_counts_by_hand():
     att = AttentionUnit(max_ctx=64, max_new=1, head_dim=16, heads=6, kv_heads=2, head_lanes=2, key_lanes=4)
     it = att.iterations(1, 9)        # 10 keys, group 3 = head blocks of 2 + 1
     assert it["attention_scores"] == 2 * 2 * 3 and it["attention_pv"] == 2 * 2 * 3
-    assert it["kv_read_rows"] == 2 * 2 * 9 and it["softmax_exp"] == 2 * 3 * 3
-    assert it["reduce_tree_steps"] == 2 * 3 * tree_steps(4)
+    assert it["kv_read_rows_pair"] == 2 * 9 and it["softmax_exp"] == 2 * 3 * 1     # 16 softmax lanes
+    assert it["reduce_tree_steps"] == 2 * 3 * tree_steps(16)
 
 
 def test_budget_check_names_the_module():

@@ -12,9 +12,8 @@ pytest.importorskip("clang.cindex")
 from flexllm_plugin.project import hls_rules  # noqa: E402
 from flexllm_plugin.project.hls_rules import Violation, check_kernel, check_project  # noqa: E402
 
-# The generated kernels do not follow the rules yet (they are being rewritten). When they do, set this
-# to True: test_check_project_on_tiny_build then requires no violation at all.
-EXPECT_CLEAN = False
+# The generated kernels follow every rule: test_check_project_on_tiny_build requires no violation at all.
+EXPECT_CLEAN = True
 
 HEADER = """\
 #pragma once

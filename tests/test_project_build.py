@@ -68,7 +68,17 @@ def test_verify_matches_the_golden_model(tiny_project):
     assert r["csim_tokens"] == r["reference_tokens"] and len(r["csim_tokens"]) == 12
     assert r["brevitas_agreement"] >= 0.9
     assert set(r) >= {"match", "reference_tokens", "csim_tokens", "first_divergence", "max_logit_rel_err",
-                      "brevitas_tokens", "brevitas_agreement", "seconds"}
+                      "brevitas_tokens", "brevitas_agreement", "seconds", "cycles"}
+    _assert_cycles_held_to_the_code(r)
+
+
+def _assert_cycles_held_to_the_code(r):
+    """The cost model's cycles of the whole prefill and of a decode token against the C simulation's loop
+    counters (issue bound 10 %; the trip counts are exact, so no loop may differ at all)."""
+    for stage in ("prefill", "decode"):
+        c = r["cycles"][stage]
+        assert abs(c["counted"] - c["modeled"]) <= 0.10 * c["counted"], (stage, c)
+        assert c["loops_differing"] == {}, (stage, c["loops_differing"])
 
 
 def test_cli_generate_and_verify_errors(tiny_project):
@@ -124,7 +134,7 @@ def _tiny_cfg(tmp_path, **sections):
 
 def test_too_many_hbm_channels_fails_cleanly(tmp_path):
     """30 weight ports + parameters + K + V > 32 HBM channels: a clear error when the config is loaded."""
-    with pytest.raises(ConfigError, match=r"Decode.BP 30 .*= 33 HBM channels, the U280 has 32"):
+    with pytest.raises(ConfigError, match=r"Decode.BP 30 .*= 34 HBM channels, the U280 has 32"):
         _tiny_cfg(tmp_path, Decode={"BP": 30})
     assert [p.name for p in tmp_path.iterdir()] == ["cfg.yaml"]
 
@@ -170,4 +180,37 @@ def test_smollm2_two_layers_build_and_verify(tmp_path):
     build_project(load_config(path), out)
     r = verify(out, "Assert statements are a convenient way to insert debugging assertions into a program:", 8)
     assert r["match"], r
+    _assert_cycles_held_to_the_code(r)
+    from flexllm_plugin.project.hls_rules import check_project
+
+    violations = check_project(out)          # the HLS rules on the SmolLM2-shaped kernels
+    assert violations and all(v == [] for v in violations.values()), violations
     assert r["prompt_tokens"] > 8           # several prefill chunks
+
+
+def test_cost_model_of_a_config_equals_the_converted_stages(tiny_project):
+    """The estimates of a config without building (cost/from_config.py: what a DSE evaluates) describe
+    exactly the kernels a build generates: same schedule, sizes and lanes as the converted stages."""
+    from flexllm_plugin.cost.from_config import descriptions_of_config
+    from flexllm_plugin.preflight import model_arch
+
+    out, _ = tiny_project
+    built = json.loads((out / "flexllm_build.json").read_text())["project"]["estimates"]["cost_model"]
+    cfg = load_config(config_path("tiny.yaml"))
+    derived = descriptions_of_config(cfg, model_arch(cfg), cfg.quant_spec())
+    keep = ("unit", "d_in", "d_out")
+    for stage in ("prefill", "decode"):
+        b, d = built[stage], derived[stage]
+        for part in ("block", "tail"):
+            calls = [{k: c[k] for k in keep if k in c} for c in b["schedule"][part]]
+            assert [{k: c[k] for k in keep} for c in d["schedule"][part]] == [
+                dict(c, d_in=c["d_in"] if c["unit"] != "UNIT_ATTENTION" else 0) for c in calls], (stage, part)
+        for key in ("max_tokens", "hidden", "width", "row", "vocab", "max_out", "weight_bits", "input_kind",
+                    "heads", "kv_heads", "head_dim", "hadamard_m", "hadamard_n"):
+            assert b["schedule"][key] == d["schedule"][key], (stage, key)
+        assert b["lanes"] == d["lanes"] and b["n_layers"] == d["n_layers"], stage
+    est = json.loads((out / "report" / "estimates.json").read_text())
+    assert set(est["decode_tokens_per_s"]) == {"128", "512", "1024", "2048"}
+    assert set(est["prefill_seconds"]) == {"128", "512", "1024"}
+    for k in est["kernels"].values():
+        assert k["over_budget"] is None and len(k["slr"]) == 3

@@ -26,8 +26,10 @@ from hls4ml.writer.writers import Writer
 
 from ..atomic_dir import atomic_directory
 from ..resources import data_dir
+from ..cost.buffers import buffer_layout, storage_impl
 from .graph import layers_of
-from .passes.templates import (KIND_ENUM, attention_lanes_of_config, element_lanes_of_config, linear_lanes_of_config,
+from .passes.templates import (KIND_ENUM, attention_lanes_of_config, element_lanes_of_config, hadamard_lanes_of_config,
+                               linear_lanes_of_config,
                                unit_call_initializer)
 
 
@@ -147,27 +149,26 @@ def interface_pragmas(model, scalars=("n_tokens", "position"), inputs=("input_id
 
 # ---- the stage core (template file) -------------------------------------------------------------------
 def _storage_pragmas(model) -> List[str]:
-    """BIND_STORAGE for every activation buffer above 16 KB (URAM when a bank holds >= 32 KB) and the
-    cyclic partitioning its readers and writers need on the column dimension: the distributor writes
-    OUT_LANES consecutive columns per cycle, the element-wise units move EW_LANES, the engine reads
-    IN_LANES consecutive codes of TOKEN_LANES rows per cycle (factor = lcm of the widths that meet)."""
+    """Storage of the activation buffers: the column dimension RESHAPED into wide words of F elements
+    (F = lcm of the widths that meet there: the distributor writes OUT_LANES consecutive columns per cycle,
+    the element-wise units move EW_LANES, the engine reads IN_LANES consecutive codes; every access is an
+    aligned group of consecutive columns, so it touches one word: wide words instead of partitioning),
+    the engine's TOKEN_LANES rows of the codes partitioned cyclically, and a BIND_STORAGE for every buffer
+    above 16 KB (storage_impl of one bank)."""
     c = stage_constants(model)
     tl, ol, il = linear_lanes_of_config(model)
     ew = element_lanes_of_config(model)
-    t, w, row = c["MAX_TOKENS"], c["WIDTH"], c["ROW"]
+    hl = hadamard_lanes_of_config(model) if _schedule(model)["hadamard"] else 1
     out = []
-    buffers = [("h", t * w * 4, math.lcm(ol, ew)), ("x", t * w * 4, ew), ("q", t * row * 4, ol),
-               ("k", t * row * 4, ol), ("v", t * row * 4, ol), ("gate", t * w * 4, math.lcm(ol, ew)),
-               ("up", t * w * 4, math.lcm(ol, ew)), ("codes", t * w, math.lcm(il, ew))]
-    for name, size, factor in buffers:
+    for name, rows, cols, bits, factor, row_banks in buffer_layout(c, tl, ol, il, ew, hl):
         if factor > 1:
-            out.append(f"#pragma HLS ARRAY_PARTITION variable = {name} cyclic factor = {factor} dim = 2")
-        if name == "codes" and tl > 1:
-            out.append(f"#pragma HLS ARRAY_PARTITION variable = codes cyclic factor = {tl} dim = 1")
-        if size > 16384:
-            bank = size // (factor * (tl if name == "codes" else 1))
+            out.append(f"#pragma HLS ARRAY_RESHAPE variable = {name} cyclic factor = {factor} dim = 2")
+        if row_banks > 1:
+            out.append(f"#pragma HLS ARRAY_PARTITION variable = {name} cyclic factor = {row_banks} dim = 1")
+        if rows * cols * bits // 8 > 16384:
+            depth = -(-rows // row_banks) * -(-cols // factor)
             out.append(f"#pragma HLS BIND_STORAGE variable = {name} type = ram_2p impl = "
-                       f"{'uram' if bank >= 32768 else 'bram'}")
+                       f"{storage_impl(depth * factor * bits // 8, factor * bits)}")
     if tl > 1:
         out.append(f"#pragma HLS ARRAY_PARTITION variable = tok_scale cyclic factor = {tl} dim = 1")
         out.append(f"#pragma HLS ARRAY_PARTITION variable = tok_zero cyclic factor = {tl} dim = 1")
@@ -254,8 +255,9 @@ def parameters_header(model) -> str:
         log2_p = (n // m).bit_length() - 1
         lines += [f"// Online Hadamard (R4) of {n} = {m} x 2^{log2_p} points",
                   f"static const int8_t HADAMARD_SIGNS[{m * m}] = {{{signs}}};",
+                  f"static const int HADAMARD_LANES = {hadamard_lanes_of_config(model)};",
                   "static void run_hadamard(float x[MAX_TOKENS][WIDTH], int rows) {",
-                  f"    flexllm::hadamard_rows<MAX_TOKENS, WIDTH, {m}, EW_LANES>(x, rows, {m}, {log2_p}, HADAMARD_SIGNS, "
+                  f"    flexllm::hadamard_rows<MAX_TOKENS, WIDTH, {m}, HADAMARD_LANES>(x, rows, {m}, {log2_p}, HADAMARD_SIGNS, "
                   f"flexllm::hadamard_scale({n}), x);", "}", ""]
     else:
         lines += ["static void run_hadamard(float x[MAX_TOKENS][WIDTH], int rows) {", "    (void)x, (void)rows;", "}", ""]

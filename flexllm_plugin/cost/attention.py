@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from math import gcd
 
 from .reduce import ceil_div, partials_resources, tree_steps
 from .resources import (CONTROL, EXP32, FADD, FCMP, FDIV, FMUL, INT8_MUL, ITOF, ROUND, Resources, memory)
@@ -19,10 +20,8 @@ LOOP_FILL = 10          # pipeline depth of a short element loop
 
 
 def softmax_lanes(key_lanes: int) -> int:
-    for lanes in (16, 8, 4, 2):
-        if key_lanes % lanes == 0:
-            return lanes
-    return 1
+    """CFG::softmax_lanes of flexllm_attention.h (16 whatever the key lanes)."""
+    return 16
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class AttentionUnit:
         group = self.heads // self.kv_heads
         c = Counter()
         for _ in range(self.kv_heads):
-            c["kv_read_rows"] += 2 * position * rw
+            c["kv_read_rows_pair"] += position * rw
             c["rope_load"] += n_tokens * vec
             c["attention_head_copy"] += n_tokens * 2 * vec
             c["attention_head_quant"] += n_tokens * 2 * vec
@@ -72,8 +71,8 @@ class AttentionUnit:
     def cycles(self, n_tokens: int, position: int, words_per_cycle: float) -> float:
         """Sequential loops of one call; the K/V bursts run at the HBM rate of their port."""
         it = self.iterations(n_tokens, position)
-        kv = it["kv_read_rows"] / min(1.0, words_per_cycle) + self.kv_heads * 2 * KV_FILL
-        loops = sum(v for k, v in it.items() if k != "kv_read_rows")
+        kv = it["kv_read_rows_pair"] / min(1.0, words_per_cycle) + self.kv_heads * KV_FILL
+        loops = sum(v for k, v in it.items() if k != "kv_read_rows_pair")
         group = self.heads // self.kv_heads
         invocations = self.kv_heads * (1 + n_tokens * (5 + ceil_div(group, self.head_lanes) * (4 + 3 * self.head_lanes)))
         return kv + loops + invocations * LOOP_FILL
@@ -88,7 +87,8 @@ class AttentionUnit:
         quant_head = (FMUL * 3 + FADD + ROUND) * sl + CONTROL * 2
         out = (ITOF + FMUL) * sl + CONTROL
         kv_buf = memory(ceil_div(self.max_ctx, kl), 512 * self.row_words, banks=2 * kl, impl="uram")
-        score_buf = memory(ceil_div(self.max_ctx, kl), 32, banks=hl * kl, impl="bram")
-        p_buf = memory(ceil_div(self.max_ctx, kl), 8, banks=hl * kl, impl="bram")
+        sb = kl * 16 // gcd(kl, 16)
+        score_buf = memory(ceil_div(self.max_ctx, sb), 32, banks=hl * sb, impl="bram")
+        p_buf = memory(ceil_div(self.max_ctx, sb), 8, banks=hl * sb)
         return {"attention_scores": scores, "attention_pv": pv, "attention_softmax": softmax,
                 "attention_quant_out": quant_head + out, "attention_buffers": kv_buf + score_buf + p_buf}

@@ -18,6 +18,7 @@ class ElementwiseUnits:
     input_kind: str               # quantizer kind
     hadamard_m: int = 1           # online Hadamard n = m * 2^k (0: none)
     hadamard_n: int = 0
+    hadamard_lanes: int = 1
 
     def rmsnorm(self, rows: int, d: int) -> Counter:
         L = self.lanes
@@ -34,7 +35,7 @@ class ElementwiseUnits:
         return Counter({"silu_elements": rows * ceil_div(d, self.lanes)})
 
     def hadamard(self, rows: int) -> Counter:
-        L, n, m = self.lanes, self.hadamard_n, self.hadamard_m
+        L, n, m = self.hadamard_lanes, self.hadamard_n, self.hadamard_m
         p = n // m
         log2_p = p.bit_length() - 1
         c = Counter({"hadamard_copy": rows * ceil_div(n, L), "hadamard_pairs": rows * log2_p * ceil_div(n // 2, L)})
@@ -64,7 +65,8 @@ class ElementwiseUnits:
         }
         if self.hadamard_n:
             n = self.hadamard_n
-            out["hadamard"] = (FADD * 3 + FMUL) * L + memory(ceil_div(n, L), 32, banks=2 * L) + CONTROL * 4
+            H = self.hadamard_lanes
+            out["hadamard"] = (FADD * 3 + FMUL) * H + memory(ceil_div(n, H), 32, banks=2 * H) + CONTROL * 4
         return out
 
 

@@ -89,6 +89,8 @@ def memory(depth: int, width_bits: int, banks: int = 1, impl: str = "auto") -> R
     any width or 1 Kbit, BRAM otherwise)."""
     if impl == "uram":
         return Resources(uram=uram(depth, width_bits) * banks)
+    if impl == "lutram":
+        return Resources(lut=lutram(depth, width_bits) * banks)
     if impl == "bram" or (impl == "auto" and depth * width_bits > 1024 and depth > 64):
         return Resources(bram36=bram36(depth, width_bits) * banks)
     return Resources(lut=lutram(depth, width_bits) * banks, ff=0)

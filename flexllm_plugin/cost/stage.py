@@ -18,6 +18,7 @@ from math import lcm
 from typing import Dict, List, Optional
 
 from .attention import AttentionUnit
+from .buffers import buffer_layout, storage_impl
 from .board import Board
 from .elementwise import LOOP_FILL, ElementwiseUnits, Sampler
 from .linear import LinearEngine
@@ -142,17 +143,14 @@ class StageModel:
         out.update(self.units.resources(w))
         out["sampler"] = self.sampler.resources()
 
-        def buf(words, width_bits, banks):
-            depth = ceil_div(words, banks)
-            impl = "uram" if depth * width_bits >= 8 * 32768 else "bram"
-            return memory(depth, width_bits, banks=banks, impl=impl)
-
-        # activation buffers (one placement unit each): fp32 rows, cyclic banks as the writer's pragmas
-        for name, words, bits, banks in (("h", t * w, 32, lcm(ol, ew)), ("gate", t * w, 32, lcm(ol, ew)),
-                                         ("up", t * w, 32, lcm(ol, ew)), ("x", t * w, 32, ew),
-                                         ("q", t * row, 32, ol), ("k", t * row, 32, ol), ("v", t * row, 32, ol),
-                                         ("codes", t * w, 8, lcm(il, ew) * tl), ("logits", v, 32, ol)):
-            out[f"buffer_{name}"] = buf(words, bits, banks)
+        consts = {"MAX_TOKENS": t, "WIDTH": w, "ROW": row}
+        hl = self.units.hadamard_lanes if s.get("hadamard_n") else 1
+        for name, rows, cols, bits, factor, row_banks in buffer_layout(consts, tl, ol, il, ew, hl):
+            depth = ceil_div(rows, row_banks) * ceil_div(cols, factor)
+            impl = storage_impl(depth * factor * bits // 8, factor * bits)
+            out[f"buffer_{name}"] = memory(depth, factor * bits, banks=row_banks, impl=impl)
+        depth = ceil_div(v, ol)       # logits: banked by OUT_LANES (the distributor and the argmax lanes)
+        out["buffer_logits"] = memory(depth, 32, banks=ol, impl=storage_impl(depth * 4, 32))
         p = self.engine.ports
         out["m_axi"] = (maxi_adapter(512) * p + maxi_adapter(512) + maxi_adapter(32) * 2
                         + maxi_adapter(512, read=True, write=True) * 2 + maxi_adapter(32, read=False, write=True) * 2)
@@ -163,8 +161,8 @@ class StageModel:
         return total(self.resources().values())
 
     def place(self) -> Dict[int, List[str]]:
-        """Modules -> SLRs: first-fit decreasing by each module's largest share of one SLR, the HBM-facing
-        modules (m_axi, readers, FIFOs) pinned to SLR0 where the HBM controllers are."""
+        """Modules -> SLRs, largest first, each to the SLR whose fullest resource stays lowest (balanced
+        placement; the HBM-facing modules (m_axi, readers, FIFOs) pinned to SLR0, next to the HBM)."""
         res = self.resources()
         cap = self.board.slr * self.board.slr_cap
         used = [Resources() for _ in range(self.board.slrs)]
@@ -176,16 +174,10 @@ class StageModel:
 
         order = [m for m in pinned if m in res] + sorted((m for m in res if m not in pinned), key=lambda m: -share(res[m]))
         for m in order:
-            slots = [0] if m in pinned else range(self.board.slrs)
-            for i in slots:
-                if all(getattr(used[i] + res[m], k) <= getattr(cap, k) for k in KEYS) or m in pinned:
-                    used[i] = used[i] + res[m]
-                    placement[i].append(m)
-                    break
-            else:
-                i = min(range(self.board.slrs), key=lambda j: share(used[j] + res[m]))
-                used[i] = used[i] + res[m]
-                placement[i].append(m)
+            # pinned modules go to SLR0; the others to the SLR whose fullest resource stays lowest
+            i = 0 if m in pinned else min(range(self.board.slrs), key=lambda j: (share(used[j] + res[m]), j))
+            used[i] = used[i] + res[m]
+            placement[i].append(m)
         self.extra["slr_used"] = used
         return placement
 
@@ -233,6 +225,7 @@ def stage_model(name: str, schedule: Dict, n_layers: int, lanes: Dict, board: Bo
                         heads=s["heads"], kv_heads=s["kv_heads"], head_lanes=lanes["head_lanes"],
                         key_lanes=lanes["key_lanes"])
     units = ElementwiseUnits(lanes=lanes["element_lanes"], input_kind=s["input_kind"],
-                             hadamard_m=s.get("hadamard_m") or 1, hadamard_n=s.get("hadamard_n") or 0)
+                             hadamard_m=s.get("hadamard_m") or 1, hadamard_n=s.get("hadamard_n") or 0,
+                             hadamard_lanes=lanes.get("hadamard_lanes", 1))
     sampler = Sampler(vocab=s["vocab"], lanes=lanes["out_lanes"])
     return StageModel(name, s, n_layers, engine, att, units, sampler, clock_mhz, board)

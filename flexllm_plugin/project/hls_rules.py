@@ -87,7 +87,7 @@ from clang.cindex import TypeKind as TK
 BIND_STORAGE_MIN_BYTES = 16 * 1024
 WIDE_PORT_MIN_BITS = 256
 DEFAULT_WIDE_PORTS = r"^(w\d+|k_cache.*|v_cache.*|kc\d+|vc\d+)$"
-DEFAULT_ENGINE_FUNCTIONS = ("linear_unit",)
+DEFAULT_ENGINE_FUNCTIONS = ("linear_mac", "attention")   # the MAC array of THE linear engine; THE attention unit
 
 # Warnings that matter for HLS (variable-length arrays do not synthesise; a missing return or an
 # uninitialised read gives C simulation and RTL different behaviour). Enabled explicitly.
@@ -399,6 +399,8 @@ class KernelUnit:
             ref = ref.get_definition()
             if ref is None or ref.kind not in _FUNCTION_KINDS:
                 return None
+        if ref.spelling.startswith("operator") and "operator" not in {t.spelling for t in ref.get_tokens()}:
+            return None      # a compiler-generated member (implicit copy assignment of a struct with arrays)
         return ref if self.in_project(ref) else None
 
     def calls(self, fn: ci.Cursor) -> Iterator[Tuple[ci.Cursor, ci.Cursor]]:

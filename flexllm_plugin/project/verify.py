@@ -92,7 +92,13 @@ def run_testbench(outdir: Path, exe: Path, prompt: List[int], n_new: int, top_k:
         if r.returncode:
             raise ProjectError(f"C simulation failed (exit {r.returncode}): {r.stderr.strip()}")
         timing = json.loads(r.stdout.strip().splitlines()[-1])
-        return {"tokens": np.fromfile(tmp / "tokens.bin", dtype=np.int32).tolist(),
+        counters = {}
+        for stage in ("prefill", "decode"):
+            path = tmp / f"counters_{stage}.txt"
+            if path.is_file():
+                from ..backend.simulation import parse_counts
+                counters[stage] = parse_counts(path.read_text())
+        return {"counters": counters,"tokens": np.fromfile(tmp / "tokens.bin", dtype=np.int32).tolist(),
                 "prefill_logits": np.fromfile(tmp / "prefill_logits.bin", dtype=np.float32),
                 "decode_logits": np.fromfile(tmp / "decode_logits.bin", dtype=np.float32),
                 "k_cache": np.fromfile(tmp / "k_cache.bin", dtype=np.int8),
@@ -195,8 +201,37 @@ def verify(outdir, prompt_text: str, max_new_tokens: int, log=lambda m: None) ->
         "csim_seconds": round(cs["seconds"], 3),
         "csim_kernel_ms": cs["timing"],
         "golden_seconds": round(t_golden, 3),
+        "cycles": cycles_report(spec, cs.get("counters", {}), len(prompt), max_new_tokens),
         "seconds": round(time.perf_counter() - t_start, 3),
     }
+
+
+def cycles_report(spec: Dict, counters: Dict, n_prompt: int, n_new: int) -> Dict:
+    """Counted vs modeled cycles of the C simulation just run: every pipelined loop iteration is one cycle
+    (II = 1), so the counted cycles are the C simulation's loop counters (layers/flexllm_counters.h) and
+    the modeled ones the cost model's trip counts for the same prompt and tokens (flexllm_plugin/cost);
+    decode per generated token. ``modeled_with_memory`` adds pipeline fills, handshakes and the HBM rate
+    (the estimate of the kernel's time); ``loops`` lists every loop whose counts differ."""
+    from ..cost.of_model import model_of_description
+
+    descs = spec.get("estimates", {}).get("cost_model")
+    if not descs or not counters:
+        return {}
+    out = {}
+    pre, dec = model_of_description(descs["prefill"]), model_of_description(descs["decode"])
+    steps = max(n_new - 1, 0)
+    cases = {"prefill": (pre.prefill_iterations(n_prompt), 1, sum(pre.prefill_cycles(n_prompt).values())),
+             "decode": (dec.decode_iterations(n_prompt, steps), max(steps, 1),
+                        sum(sum(dec.decode_token_cycles(n_prompt + s).values()) for s in range(steps)))}
+    for stage, (modeled, per, full) in cases.items():
+        counted = counters.get(stage)
+        if counted is None or (stage == "decode" and steps == 0):
+            continue
+        diff = {k: {"counted": counted.get(k, 0), "modeled": modeled.get(k, 0)}
+                for k in sorted(set(counted) | set(modeled)) if counted.get(k, 0) != modeled.get(k, 0)}
+        out[stage] = {"counted": round(sum(counted.values()) / per, 1), "modeled": round(sum(modeled.values()) / per, 1),
+                      "modeled_with_memory": round(full / per, 1), "loops_differing": diff}
+    return out
 
 
 def _csim(outdir: Path, name: str, prompt: List[int], n_new: int, log, **sampling) -> Dict:

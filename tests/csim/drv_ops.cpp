@@ -335,11 +335,11 @@ void unpack_all(int d_out, int d_in, int w_off) {
         w[p] = mem[p].data();
     }
     for (int j = 0; j < d_out; ++j) {
-        unpack_weight_row<BITS, PORTS, MAX_D>(w, w_off, j, d_in, qi[0]);
+        csim::unpack_weight_row<BITS, PORTS, MAX_D>(w, w_off, j, d_in, qi[0]);
         csim::write(qi[0], d_in);
     }
     for (int j = 0; j < d_out; ++j)
-        for (int k = 0; k < d_in; ++k) csim::write1(weight_code<BITS, PORTS>(w, w_off, j, k, d_in));
+        for (int k = 0; k < d_in; ++k) csim::write1(csim::weight_code<BITS, PORTS>(w, w_off, j, k, d_in));
 }
 
 template <int BITS>

@@ -72,4 +72,61 @@ inline void kv_from_words(const std::vector<flexllm::wide_word_t> &w, size_t row
         for (int i = 0; i < hd; ++i) bytes[r * hd + i] = flexllm::kv_code(w[r * rw + i / 64], i);
 }
 
+// Random access to the multi-port weight layout (a reference reader for the tests; kernels stream whole
+// slices through one reader task per port instead, flexllm_linear.h).
+using flexllm::wide_word_t;
+using flexllm::weight_format;
+using flexllm::weight_row_word_offset;
+using flexllm::weight_port_of_row;
+using flexllm::weight_row_words;
+using flexllm::weight_code_of_word;
+
+// Word of port `port` at word index `idx` of the matrix (w[p] + w_off + idx). An array of m_axi
+// pointers cannot be indexed at run time in hardware (each pointer is a different AXI port), so
+// the port is selected by an unrolled loop whose index is a constant in every copy.
+template <int PORTS>
+inline flexllm::wide_word_t read_port_word(const wide_word_t *const w[PORTS], int port, long long idx) {
+#pragma HLS INLINE
+    wide_word_t word = 0;
+    for (int p = 0; p < PORTS; ++p) {
+#pragma HLS UNROLL
+        if (p == port) word = w[p][idx];
+    }
+    return word;
+}
+
+// Code w[j][k] read directly from the port layout (random access; engines stream whole slices).
+// w[p] + w_off is port p's slice of the matrix.
+template <int BITS, int PORTS>
+inline int8_t weight_code(const wide_word_t *const w[PORTS], long long w_off, int j, int k, int d_in) {
+#pragma HLS INLINE
+    constexpr int CPW = weight_format<BITS>::codes_per_word;
+    const long long idx = w_off + weight_row_word_offset(j, d_in, BITS, PORTS) + k / CPW;
+    const wide_word_t word = read_port_word<PORTS>(w, weight_port_of_row(j, PORTS), idx);
+    return weight_code_of_word<BITS>(word, k % CPW);
+}
+
+// Unpack row j (d_in codes) into out[0 .. d_in-1] with one sequential burst over its words.
+template <int BITS, int PORTS, int MAX_IN>
+void unpack_weight_row(const wide_word_t *const w[PORTS], long long w_off, int j, int d_in, int8_t out[MAX_IN]) {
+    constexpr int CPW = weight_format<BITS>::codes_per_word;
+    constexpr int MAX_WORDS = weight_row_words(MAX_IN, BITS);
+    (void)MAX_WORDS;  // loop tripcount only
+    const long long base = w_off + weight_row_word_offset(j, d_in, BITS, PORTS);
+    const int port = weight_port_of_row(j, PORTS);
+    const int n_words = weight_row_words(d_in, BITS);
+UNPACK_ROW:
+    for (int wd = 0; wd < n_words; ++wd) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_WORDS
+#pragma HLS PIPELINE II = 1
+        FLEXLLM_COUNT("unpack_row");
+        const wide_word_t word = read_port_word<PORTS>(w, port, base + wd);
+        for (int c = 0; c < CPW; ++c) {
+#pragma HLS UNROLL
+            const int k = wd * CPW + c;
+            if (k < d_in) out[k] = weight_code_of_word<BITS>(word, c);
+        }
+    }
+}
+
 }  // namespace csim

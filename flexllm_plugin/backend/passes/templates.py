@@ -55,6 +55,14 @@ def element_lanes_of_config(model) -> int:
     return lanes
 
 
+def hadamard_lanes_of_config(model) -> int:
+    """Lanes of the online Hadamard unit (butterflies per cycle): HadamardLanes, a power of two <= 128."""
+    lanes = _cfg(model, "HadamardLanes", 64)
+    if lanes < 1 or lanes > 128 or lanes & (lanes - 1):
+        raise ValueError(f"FlexLLM HadamardLanes must be a power of two in 1..128, got {lanes}")
+    return lanes
+
+
 def attention_lanes_of_config(model, group: int):
     """(head lanes, key lanes) of the attention unit: HeadLanes query heads of one GQA group (at most
     the group) x KeyLanes keys per cycle."""
@@ -123,5 +131,6 @@ def stage_lanes(model) -> dict:
     hl, kl = attention_lanes_of_config(model, sched["heads"] // sched["kv_heads"])
     return {"token_lanes": tl, "out_lanes": ol, "in_lanes": il, "ports": _cfg(model, "WeightPorts", 1),
             "head_lanes": hl, "key_lanes": kl, "element_lanes": element_lanes_of_config(model),
+            "hadamard_lanes": hadamard_lanes_of_config(model),
             "mac": model.config.config["FlexLLM"].get("MacImpl") or "MAC_LUT",
             "max_context": int(model.config.config["FlexLLM"]["MaxContext"])}
