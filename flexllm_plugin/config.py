@@ -104,7 +104,6 @@ SCHEMA: Dict[str, Any] = {
         "ChunkTokens": (32, _int(1)),
         "TP": (8, _int(1)),
         "WP": (24, _int(1)),
-        "FFNPorts": (3, _int(1, 32)),
     },
     "Decode": {
         "MaxContext": (2048, _int(1)),

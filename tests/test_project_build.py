@@ -38,7 +38,7 @@ def tiny_project(tmp_path_factory):
 def test_build_writes_a_complete_u280_project(tiny_project):
     out, summary = tiny_project
     for rel in ("firmware/tiny_prefill.cpp", "firmware/tiny_decode.cpp", "hls/tiny_prefill.tcl",
-                "hls/tiny_decode.tcl", "vitis/link.cfg", "host/host.cpp", "Makefile", "README.md",
+                "hls/tiny_decode.tcl", "vitis/link_tiny_prefill.cfg", "vitis/link_tiny_decode.cfg", "host/host.cpp", "Makefile", "README.md",
                 "csim/testbench.cpp", "weights/manifest.json", "tokenizer/tokens.bin", "flexllm_build.json"):
         assert (out / rel).is_file(), rel
     decode = (out / "firmware" / "tiny_decode.cpp").read_text()
@@ -49,9 +49,11 @@ def test_build_writes_a_complete_u280_project(tiny_project):
     assert "BLOCK_STEPS = N_LAYERS * BLOCK_CALLS" in core and "weight_reader<3>(w3" in core
     assert "DECODE_TOKENS:" in decode and "stage_pass(ids, 1, position + s, true" in decode
     assert "sample_token(step_logits" in decode
-    cfg = (out / "vitis" / "link.cfg").read_text()
-    assert "platform=xilinx_u280_gen3x16_xdma_1_202211_1" in cfg
-    assert "sp=tiny_decode_1.w3:HBM[3]" in cfg and "sp=tiny_prefill_1.k_cache:HBM[6]" in cfg
+    pre_cfg = (out / "vitis" / "link_tiny_prefill.cfg").read_text()
+    dec_cfg = (out / "vitis" / "link_tiny_decode.cfg").read_text()
+    assert "platform=xilinx_u280_gen3x16_xdma_1_202211_1" in pre_cfg and "nk=tiny_prefill:1:tiny_prefill_1" in pre_cfg
+    assert "sp=tiny_decode_1.w3:HBM[3]" in dec_cfg and "sp=tiny_prefill_1.k_cache:HBM[6]" in pre_cfg
+    assert "tiny_decode" not in pre_cfg.split("[connectivity]")[1]      # one kernel per xclbin
     assert summary["buffers"]["embed"]["memory"] == "DDR[0]"
     manifest = json.loads((out / "weights" / "manifest.json").read_text())
     assert manifest["weight_ports"] == 4

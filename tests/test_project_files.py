@@ -4,7 +4,7 @@ Vitis or XRT:
 * every ``hls/<kernel>.tcl`` runs under ``tclsh`` with stub procs for the Vitis HLS commands it may
   use (each records its call and checks its options; ``add_files`` fails on a missing file; any other
   command fails through ``unknown``);
-* ``vitis/link.cfg`` is parsed and cross-checked against the kernels' ``#pragma HLS INTERFACE m_axi``
+* ``vitis/link_<kernel>.cfg`` (one xclbin per kernel) is parsed and cross-checked against the kernels' ``#pragma HLS INTERFACE m_axi``
   lines: one ``sp=`` per m_axi port, existing CUs and ports, U280 bank names;
 * ``host/host.cpp`` compiles (``-fsyntax-only``) against the declaration-only XRT stub in
   ``tests/xrt_stub/``, and - built by the generated Makefile against the stub's fake runtime - runs end
@@ -172,7 +172,8 @@ def project(tmp_path_factory):
 
 def test_files_written_and_deterministic(project, tmp_path):
     spec, root, written = project
-    assert written == [f"hls/{NAME}_prefill.tcl", f"hls/{NAME}_decode.tcl", "vitis/link.cfg",
+    assert written == [f"hls/{NAME}_prefill.tcl", f"hls/{NAME}_decode.tcl", f"vitis/link_{NAME}_prefill.cfg",
+                       f"vitis/link_{NAME}_decode.cfg",
                        "host/host.cpp", "host/buffers.txt", "Makefile", "README.md"]
     again = write_vitis_files(make_spec(), tmp_path)
     assert again == written
@@ -402,44 +403,35 @@ def parse_cfg(text: str):
 
 
 def test_link_cfg(project):
+    """One v++ link configuration per kernel (prefill and decode are separate xclbins)."""
     spec, root, _ = project
-    cfg = parse_cfg((root / "vitis" / "link.cfg").read_text())
-    assert set(cfg) == {"", "connectivity"}
-    assert cfg[""] == [("platform", "xilinx_u280_gen3x16_xdma_1_202211_1"), ("kernel_frequency", "0:300")]
-    # kernel instances from nk=<kernel>:<count>:<names>
-    instances = {}
-    for key, value in cfg["connectivity"]:
-        if key == "nk":
-            kernel, count, names = value.split(":")
-            assert int(count) == 1 and len(names.split(".")) == 1
-            instances[names] = kernel
-    assert sorted(instances.values()) == sorted(k.name for k in spec.kernels)
-    # m_axi ports from the kernel sources' pragmas
-    m_axi = {}
     for k in spec.kernels:
+        cfg = parse_cfg((root / "vitis" / f"link_{k.name}.cfg").read_text())
+        assert set(cfg) == {"", "connectivity"}
+        assert cfg[""] == [("platform", "xilinx_u280_gen3x16_xdma_1_202211_1"), ("kernel_frequency", "0:300")]
+        nk = [v for key, v in cfg["connectivity"] if key == "nk"]
+        assert nk == [f"{k.name}:1:{k.name}_1"]
         pragmas = parse_interface_pragmas((root / k.source).read_text())
-        m_axi[k.name] = {p for p, o in pragmas.items() if o["mode"] == "m_axi"}
-        assert m_axi[k.name] == {p.name for p in k.ports if p.kind == "m_axi"}
-    seen = {}
-    for key, value in cfg["connectivity"]:
-        if key != "sp":
-            assert key == "nk", key
-            continue
-        target, memory = value.split(":")
-        inst, port = target.split(".")
-        assert inst in instances, f"sp for unknown CU {inst}"
-        assert port in m_axi[instances[inst]], f"{port} is not an m_axi port of {instances[inst]}"
-        kind, index = parse_memory(memory)          # HBM[0..31] / DDR[0..1]
-        assert (kind == "HBM" and 0 <= index < 32) or (kind == "DDR" and index in (0, 1))
-        assert (inst, port) not in seen, f"two sp for {inst}.{port}"
-        seen[(inst, port)] = memory
-    want = {(f"{k.name}_1", p): None for k in spec.kernels for p in m_axi[k.name]}
-    assert set(seen) == set(want)
-    # every port on the bank of its buffer; shared buffers on one bank
-    for k in spec.kernels:
+        m_axi = {p for p, o in pragmas.items() if o["mode"] == "m_axi"}
+        assert m_axi == {p.name for p in k.ports if p.kind == "m_axi"}
+        seen = {}
+        for key, value in cfg["connectivity"]:
+            if key != "sp":
+                assert key == "nk", key
+                continue
+            target, memory = value.split(":")
+            inst, port = target.split(".")
+            assert inst == f"{k.name}_1", f"sp for another CU {inst}"
+            assert port in m_axi, f"{port} is not an m_axi port of {k.name}"
+            kind, index = parse_memory(memory)          # HBM[0..31] / DDR[0..1]
+            assert (kind == "HBM" and 0 <= index < 32) or (kind == "DDR" and index in (0, 1))
+            assert port not in seen, f"two sp for {inst}.{port}"
+            seen[port] = memory
+        assert set(seen) == m_axi
+        # every port on the bank of its buffer (the same bank in both xclbins: the host carries the KV over)
         for p in k.ports:
             if p.kind == "m_axi":
-                assert seen[(f"{k.name}_1", p.name)] == spec.buffer(p.buffer).memory
+                assert seen[p.name] == spec.buffer(p.buffer).memory
 
 
 def test_check_kernel_sources(project, tmp_path):
@@ -524,7 +516,8 @@ def host_build(project, tmp_path_factory):
     subprocess.run(["ar", "rcs", str(xrt / "lib" / "libxrt_coreutil.a"), str(obj)], check=True)
     make = subprocess.run(["make", "host", f"XILINX_XRT={xrt}", "HOST_CXXFLAGS=-std=c++17 -O0 -Wall"],
                           cwd=root, capture_output=True, text=True, timeout=120)
-    (root / "fake.xclbin").write_bytes(b"xclbin2\0")
+    for stage in ("prefill", "decode"):
+        (root / f"fake_{stage}.xclbin").write_bytes(b"xclbin2\0")
     return syntax.returncode, syntax_out, make, xrt
 
 
@@ -547,7 +540,8 @@ def run_host(root, host, *args, writes="", log=None):
     env = dict(os.environ, XRT_STUB_WRITES=writes)
     if log is not None:
         env["XRT_STUB_LOG"] = str(log)
-    return subprocess.run([str(host), str(root / "fake.xclbin"), str(root), *args], env=env,
+    return subprocess.run([str(host), str(root / "fake_prefill.xclbin"), str(root / "fake_decode.xclbin"), str(root),
+                           *args], env=env,
                           capture_output=True, text=True, timeout=30)
 
 
@@ -571,27 +565,42 @@ def test_host_runs_on_fake_runtime(project, host_bin, tmp_path):
     lines = [line.split() for line in log.read_text().splitlines()]
     kernel_id = {l[1]: int(l[2]) for l in lines if l[0] == "kernel"}
     assert kernel_id == {pre.name: 0, dec.name: 1}
+    # two xclbins: prefill's loaded first, decode's after the prefill run
+    loads = [n for n, l in enumerate(lines) if l[0] == "load_xclbin"]
+    starts = [n for n, l in enumerate(lines) if l[0] == "start"]
+    assert [lines[n][1].rsplit("/", 1)[-1] for n in loads] == ["fake_prefill.xclbin", "fake_decode.xclbin"]
+    assert loads[0] < starts[0] < loads[1] < starts[1]
+    # each stage: one bo per buffer its kernel uses, in that kernel's argument's memory group, uploaded whole
+    bidx = {b.name: i for i, b in enumerate(spec.buffers)}
     bos = [l for l in lines if l[0] == "bo"]
-    assert len(bos) == len(spec.buffers)
-    # bo i: memory group of the first kernel argument bound to buffer i
-    for i, b in enumerate(spec.buffers):
-        k, a = next((k, a) for k in spec.kernels for a, p in enumerate(k.ports) if p.buffer == b.name)
-        assert bos[i] == ["bo", str(i), "size", str(b.bytes), "group", str(1000 * kernel_id[k.name] + a)]
-    # every buffer uploaded in full before the first run
-    first_start = next(n for n, l in enumerate(lines) if l[0] == "start")
-    for i, b in enumerate(spec.buffers):
-        assert ["sync", str(i), "0", str(b.bytes), "0"] in lines[:first_start]
-    # arguments: shared buffers -> same bo in both kernels; scalars by value
+    stage_bos = {}
+    for k, lo, hi in ((pre, loads[0], loads[1]), (dec, loads[1], len(lines))):
+        used = [(bidx[p.buffer], a) for a, p in enumerate(k.ports) if p.kind == "m_axi"]
+        mine = [l for l in lines[lo:hi] if l[0] == "bo"]
+        assert len(mine) == len(used)
+        for (bi, a), l in zip(sorted(used), mine):
+            assert l[2:] == ["size", str(spec.buffers[bi].bytes), "group", str(1000 * kernel_id[k.name] + a)]
+        stage_bos[k.name] = {bi: l[1] for (bi, _), l in zip(sorted(used), mine)}
+        start = next(n for n in starts if n > lo)
+        for bi, bo_id in stage_bos[k.name].items():
+            assert ["sync", bo_id, "0", str(spec.buffers[bi].bytes), "0"] in lines[lo:start]
+    assert len(bos) == sum(len(v) for v in stage_bos.values())
+    # the KV cache is read back after prefill, before the decode xclbin is loaded
+    kv = bidx[pre.ports[arg[pre.name]["k_cache"]].buffer]
+    assert ["sync", stage_bos[pre.name][kv], "1", str(spec.buffers[kv].bytes), "0"] in lines[starts[0]:loads[1]]
+    # arguments: every m_axi argument bound to its stage's bo of the buffer; scalars by value
     args = {}
     for l in lines:
         if l[0] == "set_arg":
             args[(l[1], int(l[2]))] = l[3:]
-    bidx = {b.name: i for i, b in enumerate(spec.buffers)}
     for k in spec.kernels:
         for a, p in enumerate(k.ports):
             if p.kind == "m_axi":
-                assert args[(k.name, a)] == ["bo", str(bidx[p.buffer])]
-    assert args[(pre.name, arg[pre.name]["k_cache"])] == args[(dec.name, arg[dec.name]["k_cache"])]
+                assert args[(k.name, a)] == ["bo", stage_bos[k.name][bidx[p.buffer]]]
+    used = [{p.buffer for p in k.ports if p.kind == "m_axi"} for k in (pre, dec)]
+    carried = sum(b.bytes for b in spec.buffers if b.name in used[0] & used[1] and not b.file)
+    assert carried >= 2 * spec.buffers[kv].bytes
+    assert "switch: " in out and f"{carried} bytes of KV cache carried over" in out
 
     def scalar(k, name):
         kind, size, hexv = args[(k, arg[k][name])]
@@ -687,8 +696,9 @@ def test_makefile_vitis_targets(project):
     assert rc == 0, out
     for k in spec.kernels:
         assert f'FLEXLLM_HLS_STEPS="synth export" vitis_hls -f hls/{k.name}.tcl' in out
-    assert (f"v++ -l -t hw --config vitis/link.cfg --temp_dir build/hw/_x -o build/hw/{NAME}.xclbin "
-            f"build/xo/{NAME}_prefill.xo build/xo/{NAME}_decode.xo") in out
+    for k in spec.kernels:
+        assert (f"v++ -l -t hw --config vitis/link_{k.name}.cfg --temp_dir build/hw/_x_{k.name} -o "
+                f"build/hw/{k.name}.xclbin build/xo/{k.name}.xo") in out
     rc, out = _dry(root, "xo", "TARGET=sw_emu")
     assert rc == 0, out
     assert (f"v++ -c -t sw_emu --platform {spec.platform} -k {NAME}_decode -Ifirmware -Ifirmware/flexllm "
@@ -697,7 +707,8 @@ def test_makefile_vitis_targets(project):
     rc, out = _dry(root, "run", "TARGET=hw_emu", "TOKENS=1 2")
     assert rc == 0, out
     assert "emconfigutil --platform" in out
-    assert f'XCL_EMULATION_MODE=hw_emu EMCONFIG_PATH=build/hw_emu ./build/host build/hw_emu/{NAME}.xclbin . --tokens "1 2"' in out
+    assert (f"XCL_EMULATION_MODE=hw_emu EMCONFIG_PATH=build/hw_emu ./build/host build/hw_emu/{NAME}_prefill.xclbin "
+            f'build/hw_emu/{NAME}_decode.xclbin . --tokens "1 2"') in out
     rc, out = _dry(root, "hls", "TARGET=bogus")
     assert rc != 0 and "TARGET must be hw, hw_emu or sw_emu" in out
     rc, out = _dry(root, "clean")

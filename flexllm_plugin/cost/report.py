@@ -90,4 +90,8 @@ def markdown(est: Dict) -> List[str]:
     L += [f"| {c} | {v if v is not None else 'beyond MaxContext'} |" for c, v in est["decode_tokens_per_s"].items()]
     L += ["", "| prompt tokens | prefill seconds |", "|---|---|"]
     L += [f"| {n} | {v if v is not None else 'beyond MaxSeqLen'} |" for n, v in est["prefill_seconds"].items()]
+    sw = est.get("stage_switch")
+    if sw:
+        L += ["", f"Between prefill and decode (separate xclbins) the host moves {sw['kv_cache_bytes']:,} bytes of KV "
+              f"cache and re-uploads {sw['bytes_uploaded']:,} bytes: {sw['upload_seconds']} s, {sw['note']}."]
     return L

@@ -219,13 +219,28 @@ def cost_models(cfg: FlexLLMConfig, stages: Dict) -> Dict:
     return {"descriptions": descs, "models": {s: model_of_description(d, cfg["Board"]) for s, d in descs.items()}}
 
 
-def estimates(cfg: FlexLLMConfig, models: Dict) -> Dict:
+PCIE_GBPS = 10.0        # host -> card, PCIe Gen3 x16 as measured on Alveo cards (~10-12 GB/s)
+
+
+def stage_switch_cost(buffers, decode_model) -> Dict:
+    """Prefill and decode are separate xclbins: between them the host reads the KV cache back, loads the
+    decode xclbin and uploads every decode buffer again (host/host.cpp)."""
+    kv = sum(b.bytes for b in buffers if b.name in ("k_cache", "v_cache"))
+    upload = sum(b.bytes for b in buffers if b.file is not None and not b.name.endswith("_prefill")) + kv
+    return {"kv_cache_bytes": kv, "bytes_uploaded": upload,
+            "upload_seconds": round((upload + kv) / (PCIE_GBPS * 1e9), 4),
+            "note": "plus the decode xclbin's load (device programming, not modeled: seconds); paid once per "
+                    f"prompt; the transfer at {PCIE_GBPS:g} GB/s (PCIe Gen3 x16)"}
+
+
+def estimates(cfg: FlexLLMConfig, models: Dict, buffers=()) -> Dict:
     """Resources per kernel and SLR, decode tokens/s and prefill seconds from the cost model; raises
     ConfigError naming the resource and module when a kernel exceeds the board budget."""
     from ..cost.report import project_estimates
 
     est = project_estimates(models["prefill"], models["decode"], int(cfg["Prefill"]["MaxSeqLen"]),
                             int(cfg["Decode"]["MaxContext"]))
+    est["stage_switch"] = stage_switch_cost(buffers, models["decode"])
     for name, k in est["kernels"].items():
         if k["over_budget"]:
             raise ConfigError(f"{k['over_budget']} (config {cfg.path or ''}: reduce the lanes of Prefill / Decode)")
@@ -338,7 +353,7 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
                "lanes": {"prefill": {"TP": int(p["TP"]), "WP": int(p["WP"]), "ports": ports},
                          "decode": {"BP": ports, "WP": int(d["WP"]), "HP": int(d["HP"]),
                                     "KVParallel": int(d["KVParallel"])}}},
-        estimates=estimates(cfg, costs["models"]))
+        estimates=estimates(cfg, costs["models"], planned["buffers"]))
     spec.estimates["cost_model"] = costs["descriptions"]
     (root / "report").mkdir()
     (root / "report" / "estimates.json").write_text(json.dumps(spec.estimates, indent=1, sort_keys=True))
