@@ -61,29 +61,6 @@ KV_WRITE_ROW:
     }
 }
 
-// buf[u] = words of cache[layer][kv_head][u] for u < n_rows (one sequential burst, one word per cycle).
-template <int MAX_CTX, int MAX_RW>
-void kv_read_rows(const wide_word_t *cache, const kv_cache_geometry &g, int layer, int kv_head, int n_rows,
-                  wide_word_t buf[MAX_CTX][MAX_RW]) {
-    const long long base = kv_row_offset(g, layer, kv_head, 0);
-    const int rw = kv_row_words(g.head_dim);
-    const long long n = (long long)n_rows * rw;
-    constexpr long long MAX_WORDS = (long long)MAX_CTX * MAX_RW;
-    (void)MAX_WORDS;  // loop tripcount only
-    int u = 0, wd = 0;
-KV_READ_ROWS:
-    for (long long e = 0; e < n; ++e) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_WORDS
-#pragma HLS PIPELINE II = 1
-        FLEXLLM_COUNT("kv_read_rows");
-        buf[u][wd] = cache[base + e];
-        if (++wd == rw) {
-            wd = 0;
-            ++u;
-        }
-    }
-}
-
 // K and V rows together: kbuf[u] / vbuf[u] = rows u < n_rows of (layer, kv_head) from both caches, one
 // word of each per cycle (the two ports stream concurrently: one burst each).
 template <int MAX_CTX, int MAX_RW>

@@ -485,3 +485,24 @@ def test_check_project_on_tiny_build(tiny_build):
         assert not [v for v in violations if v.rule == "syntax"], violations
         if EXPECT_CLEAN:
             assert violations == [], "\n".join(map(str, violations))
+
+
+@pytest.mark.slow
+def test_rules_on_llama32_1b_shaped_kernels(tmp_path):
+    """The full-size kernels (Llama-3.2-1B shape, one decoder layer of random weights: the kernel sources
+    depend on the shapes and lanes only) follow every rule. Slow: the 128,256-token vocabulary."""
+    import yaml
+
+    from flexllm_plugin.config import load_config
+    from flexllm_plugin.project.builder import build_project
+    from flexllm_plugin.resources import config_path
+
+    data = yaml.safe_load(config_path("llama32_1b_u280.yaml").read_text())
+    data["Model"]["Architecture"] = {"seed": 0, "num_layers": 1}
+    data["Quantization"].update({"CalibrationTokens": 256, "CalibrationContext": 128})
+    path = tmp_path / "llama_1l.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "prj"
+    build_project(load_config(path), out)
+    violations = hls_rules.check_project(out)
+    assert violations and all(v == [] for v in violations.values()), violations

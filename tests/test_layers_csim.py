@@ -584,7 +584,7 @@ def test_kv_cache(csim, hd):
     burst, single = out.take(np.int8, (12, hd)), out.take(np.int8, (12, hd))
     out.done()
     assert_ints(got, expected, "kv cache after writes")
-    assert_ints(burst, expected[2, 1, :12], "kv_read_rows")
+    assert_ints(burst, expected[2, 1, :12], "kv_read_rows_pair")
     assert_ints(single, expected[2, 1, :12], "kv rows decoded from the 512-bit words")
 
 

@@ -16,7 +16,6 @@ failed write leaves no half-written project.
 
 from __future__ import annotations
 
-import math
 import shutil
 import string
 from pathlib import Path

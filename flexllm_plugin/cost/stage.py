@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from math import lcm
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from .attention import AttentionUnit
 from .buffers import buffer_layout, storage_impl

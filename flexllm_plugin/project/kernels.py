@@ -117,6 +117,11 @@ def _kernel_file(model, name, ports, buffer_bytes, top_body: List[str]) -> str:
     return "\n".join(lines)
 
 
+# the last pass's logits -> external memory (both kernels)
+LOGITS_OUT = ["LOGITS_OUT:", "    for (int j = 0; j < VOCAB; ++j) {", "#pragma HLS PIPELINE II = 1",
+              "        logits[j] = step_logits[j];", "    }"]
+
+
 def prefill_kernel(model, name, fmem_buffer, lmem_buffer="lmem", buffer_bytes=None) -> str:
     ports = prefill_ports(weight_ports(model), fmem_buffer, lmem_buffer)
     body = [
@@ -138,11 +143,7 @@ def prefill_kernel(model, name, fmem_buffer, lmem_buffer="lmem", buffer_bytes=No
         "    }",
         "    uint32_t state = seed ? seed : 1u;",
         "    next_token[0] = sample_token(step_logits, top_k, inv_temperature, state);",
-        "LOGITS_OUT:",
-        "    for (int j = 0; j < VOCAB; ++j) {",
-        "#pragma HLS PIPELINE II = 1",
-        "        logits[j] = step_logits[j];",
-        "    }",
+        *LOGITS_OUT,
     ]
     return _kernel_file(model, name, ports, buffer_bytes or {}, body)
 
@@ -163,11 +164,7 @@ def decode_kernel(model, name, fmem_buffer, lmem_buffer="lmem", buffer_bytes=Non
         "        token = sample_token(step_logits, top_k, inv_temperature, state);",
         "        out_tokens[s] = token;",
         "    }",
-        "LOGITS_OUT:",
-        "    for (int j = 0; j < VOCAB; ++j) {",
-        "#pragma HLS PIPELINE II = 1",
-        "        logits[j] = step_logits[j];",
-        "    }",
+        *LOGITS_OUT,
     ]
     return _kernel_file(model, name, ports, buffer_bytes or {}, body)
 

@@ -24,6 +24,20 @@ typedef flexllm::linear_param_block<ENGINE> param_block_t;
 static const int BLOCK_STEPS = N_LAYERS * BLOCK_CALLS;
 static const int MAX_STEPS = BLOCK_STEPS + TAIL_CALLS;
 
+// The schedule walk every task shares: step s is BLOCK[op] of layer l (s < BLOCK_STEPS), then TAIL.
+inline flexllm::unit_call call_of_step(int s, int op) {
+#pragma HLS INLINE
+    return s < BLOCK_STEPS ? BLOCK[op] : TAIL[s - BLOCK_STEPS];
+}
+
+inline void next_step(int s, int &op, int &l) {
+#pragma HLS INLINE
+    if (s < BLOCK_STEPS && ++op == BLOCK_CALLS) {
+        op = 0;
+        ++l;
+    }
+}
+
 // Reader task of weight port PORT (its own m_axi argument): the port's slice of every linear call.
 template <int PORT>
 void weight_reader(const flexllm::wide_word_t *w, bool with_tail, hls::stream<flexllm::wide_word_t> &w_stream) {
@@ -32,15 +46,12 @@ void weight_reader(const flexllm::wide_word_t *w, bool with_tail, hls::stream<fl
 WEIGHT_READER_STEPS:
     for (int s = 0; s < n_steps; ++s) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_STEPS
-        const bool in_block = s < BLOCK_STEPS;
-        const flexllm::unit_call c = in_block ? BLOCK[op] : TAIL[s - BLOCK_STEPS];
+        const flexllm::unit_call c = call_of_step(s, op);
         if (c.unit == flexllm::UNIT_LINEAR) {
-            flexllm::linear_read_slice<ENGINE>(w, c.w_off + (in_block ? l : 0) * c.w_stride, c.d_in, c.d_out, w_stream);
+            flexllm::linear_read_slice<ENGINE>(w, c.w_off + (s < BLOCK_STEPS ? l : 0) * c.w_stride, c.d_in, c.d_out,
+                                               w_stream);
         }
-        if (in_block && ++op == BLOCK_CALLS) {
-            op = 0;
-            ++l;
-        }
+        next_step(s, op, l);
     }
 }
 
@@ -51,15 +62,12 @@ static void param_reader(const flexllm::wide_word_t *lmem, bool with_tail, hls::
 PARAM_READER_STEPS:
     for (int s = 0; s < n_steps; ++s) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_STEPS
-        const bool in_block = s < BLOCK_STEPS;
-        const flexllm::unit_call c = in_block ? BLOCK[op] : TAIL[s - BLOCK_STEPS];
+        const flexllm::unit_call c = call_of_step(s, op);
         if (c.unit == flexllm::UNIT_LINEAR) {
-            flexllm::linear_read_params<ENGINE>(lmem, c.p_off + (in_block ? l : 0) * c.p_stride, c.d_out, param_stream);
+            flexllm::linear_read_params<ENGINE>(lmem, c.p_off + (s < BLOCK_STEPS ? l : 0) * c.p_stride, c.d_out,
+                                                param_stream);
         }
-        if (in_block && ++op == BLOCK_CALLS) {
-            op = 0;
-            ++l;
-        }
+        next_step(s, op, l);
     }
 }
 
@@ -104,7 +112,7 @@ STAGE_STEPS:
     for (int s = 0; s < n_steps; ++s) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_STEPS
         const bool in_block = s < BLOCK_STEPS;
-        const flexllm::unit_call c = in_block ? BLOCK[op] : TAIL[s - BLOCK_STEPS];
+        const flexllm::unit_call c = call_of_step(s, op);
         const int lay = in_block ? l : 0;
         const int rows = in_block ? n_tokens : 1;  // the tail acts on the last token
         switch (c.unit) {
@@ -136,10 +144,7 @@ STAGE_STEPS:
                 run_hadamard(x, rows);
                 break;
         }
-        if (in_block && ++op == BLOCK_CALLS) {
-            op = 0;
-            ++l;
-        }
+        next_step(s, op, l);
     }
 }
 

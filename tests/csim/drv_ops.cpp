@@ -363,7 +363,7 @@ void op_weights() {
 
 // n_layers, n_kv_heads, max_ctx, hd, cache, n_writes x (layer, kv_head, pos, row[hd]),
 // then (layer, kv_head, n_rows) -> cache after the writes (512-bit row layout, unpacked), rows read with
-// kv_read_rows, rows decoded word by word with kv_code
+// kv_read_rows_pair, rows decoded word by word with kv_code
 void op_kv_cache() {
     kv_cache_geometry g;
     const int n_layers = csim::read_int();
@@ -385,11 +385,14 @@ void op_kv_cache() {
     csim::kv_from_words(words, rows, g.head_dim, cache);
     csim::write(cache.data(), cache.size());
     constexpr int RW = kv_row_words(MAX_HD);
-    static wide_word_t buf[MAX_CTX][RW];
-    kv_read_rows<MAX_CTX, RW>(words.data(), g, layer, kh, n_rows, buf);
+    static wide_word_t buf[MAX_CTX][RW], vbuf[MAX_CTX][RW];
+    kv_read_rows_pair<MAX_CTX, RW>(words.data(), words.data(), g, layer, kh, n_rows, buf, vbuf);
     for (int u = 0; u < n_rows; ++u) {
         int8_t row[MAX_HD];
-        for (int i = 0; i < g.head_dim; ++i) row[i] = kv_code(buf[u][i / WORD_BYTES], i);
+        for (int i = 0; i < g.head_dim; ++i) {
+            row[i] = kv_code(buf[u][i / WORD_BYTES], i);
+            csim::require(kv_code(vbuf[u][i / WORD_BYTES], i) == row[i], "kv_read_rows_pair: V differs");
+        }
         csim::write(row, g.head_dim);
     }
     for (int u = 0; u < n_rows; ++u) {
