@@ -112,6 +112,7 @@ SCHEMA: Dict[str, Any] = {
         "WP": (64, _int(1)),
         "HP": (8, _int(1)),
         "KVParallel": (32, _int(1)),
+        "DSPPacking": (False, _bool),
         "Sampling": ("greedy", _choice("greedy", "top-k")),
         "TopK": (1, _int(1)),
         "Temperature": (1.0, _float_pos),
@@ -233,6 +234,9 @@ def cross_checks(data: Dict[str, Any], source: str = "") -> None:
     if d["Sampling"] == "greedy" and d["TopK"] != 1:
         raise ConfigError(f"Decode.TopK {d['TopK']}{where} has no effect with Sampling: greedy; set Sampling: top-k "
                           "or TopK: 1")
+    if d["DSPPacking"] and d["BP"] % 2:
+        raise ConfigError(f"Decode.DSPPacking{where}: two output lanes share a DSP48E2, Decode.BP must be even, "
+                          f"got {d['BP']}")
     channels = d["BP"] + HBM_PARAM_CHANNELS + HBM_KV_CHANNELS
     if channels > HBM_CHANNELS:
         raise ConfigError(f"Decode.BP {d['BP']}{where}: {d['BP']} weight ports + {HBM_PARAM_CHANNELS} parameter "

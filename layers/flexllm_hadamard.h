@@ -55,6 +55,7 @@ void hadamard_transform(const float x[MAX_N], int m, int log2_p, const int8_t si
     float buf[2][MAX_N];
 #pragma HLS ARRAY_PARTITION variable = buf complete dim = 1
 #pragma HLS ARRAY_PARTITION variable = buf cyclic factor = LANES dim = 2
+#pragma HLS BIND_STORAGE variable = buf type = ram_2p impl = bram
 
 HADAMARD_COPY:
     for (int c = 0; c * LANES < n; ++c) {

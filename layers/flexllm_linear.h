@@ -330,6 +330,7 @@ void linear_mac_tiled(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in]
 #pragma HLS ARRAY_PARTITION variable = w_tile complete dim = 1
 #pragma HLS ARRAY_PARTITION variable = w_tile complete dim = 2
 #pragma HLS ARRAY_PARTITION variable = w_tile cyclic factor = CPW dim = 3
+#pragma HLS BIND_STORAGE variable = w_tile type = ram_2p impl = lutram
 #pragma HLS DEPENDENCE variable = w_tile inter false
 #pragma HLS DEPENDENCE variable = w_tile intra false
 

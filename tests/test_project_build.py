@@ -216,3 +216,19 @@ def test_cost_model_of_a_config_equals_the_converted_stages(tiny_project):
     assert set(est["prefill_seconds"]) == {"128", "512", "1024"}
     for k in est["kernels"].values():
         assert k["over_budget"] is None and len(k["slr"]) == 3
+
+
+def test_testbench_refuses_a_tampered_weight_file(tiny_project):
+    """The C-simulation testbench checks weights/sha256sums.txt before it loads anything (as the host does)."""
+    from flexllm_plugin.project.verify import ProjectError, compile_testbench, run_testbench
+
+    out, _ = tiny_project
+    exe = compile_testbench(out, "tiny")
+    path = out / "weights" / "weights_p1.bin"
+    good = path.read_bytes()
+    try:
+        path.write_bytes(good[:100] + bytes([good[100] ^ 0x10]) + good[101:])
+        with pytest.raises(ProjectError, match="weights_p1.bin: sha256 differs"):
+            run_testbench(out, exe, [1, 2, 3], 2)
+    finally:
+        path.write_bytes(good)

@@ -15,6 +15,7 @@ Vitis or XRT:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import struct
@@ -149,6 +150,9 @@ int main(int argc, char** argv) {
             path = root / b.file
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(bytes((i * 7 + len(b.name)) & 0xFF for i in range(b.bytes)))
+            b.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    from flexllm_plugin.project.manifest_check import write_sha256sums
+    write_sha256sums(root, spec.buffers)         # as flexllm build does: the host checks it before running
     tok = root / spec.model["tokenizer_file"]
     tok.parent.mkdir(parents=True, exist_ok=True)
     data = struct.pack("<I", VOCAB)
@@ -174,7 +178,7 @@ def test_files_written_and_deterministic(project, tmp_path):
     spec, root, written = project
     assert written == [f"hls/{NAME}_prefill.tcl", f"hls/{NAME}_decode.tcl", f"vitis/link_{NAME}_prefill.cfg",
                        f"vitis/link_{NAME}_decode.cfg",
-                       "host/host.cpp", "host/buffers.txt", "Makefile", "README.md"]
+                       "host/host.cpp", "host/flexllm_manifest_check.h", "host/buffers.txt", "Makefile", "README.md"]
     again = write_vitis_files(make_spec(), tmp_path)
     assert again == written
     for rel in written:
@@ -656,6 +660,12 @@ def test_host_checks_buffer_files(project, host_bin, tmp_path):
         path.write_bytes(good[:-4])
         r = run_host(root, host_bin, "--tokens", "1")
         assert r.returncode == 1 and "fmem_decode.bin has 316 bytes, the buffer 320" in r.stderr
+    finally:
+        path.write_bytes(good)
+    try:                                                 # same size, one byte changed: the sha256 check
+        path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+        r = run_host(root, host_bin, "--tokens", "1")
+        assert r.returncode == 1 and "fmem_decode.bin" in r.stderr and "sha256" in r.stderr.lower(), r.stderr
     finally:
         path.write_bytes(good)
     listing = root / "host" / "buffers.txt"

@@ -49,7 +49,8 @@ def stage_lanes_of_config(cfg, arch, stage: str, weight_bits: int) -> Dict:
     group = arch.num_heads // arch.num_kv_heads
     return {"token_lanes": tl, "out_lanes": ol, "in_lanes": min(il, cpw), "ports": ports,
             "head_lanes": min(int(d["HP"]), group), "key_lanes": int(d["KVParallel"]),
-            "element_lanes": DEFAULT_ELEMENT_LANES, "hadamard_lanes": DEFAULT_HADAMARD_LANES, "mac": "MAC_LUT",
+            "element_lanes": DEFAULT_ELEMENT_LANES, "hadamard_lanes": DEFAULT_HADAMARD_LANES,
+            "mac": "MAC_DSP_PACK2" if stage == "decode" and d["DSPPacking"] else "MAC_LUT",
             "max_context": int(d["MaxContext"])}
 
 

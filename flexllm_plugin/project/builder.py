@@ -81,7 +81,8 @@ def stage_options(cfg: FlexLLMConfig, golden, stage: str) -> Dict:
     if stage == "prefill":
         opts.update({"TokenLanes": int(p["TP"]), "PrefillOutLanes": int(d["BP"]), "PrefillInLanes": int(p["WP"])})
     else:
-        opts.update({"OutLanes": int(d["BP"]), "InLanes": int(d["WP"])})
+        opts.update({"OutLanes": int(d["BP"]), "InLanes": int(d["WP"]),
+                     "MacImpl": "MAC_DSP_PACK2" if d["DSPPacking"] else "MAC_LUT"})
     return opts
 
 
@@ -361,6 +362,8 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
     from brevitas_models.text import default_prompt_text
     prompt_ids = list(weights.tokenizer.encode(default_prompt_text(), add_special_tokens=False))[:int(p["MaxSeqLen"])]
     (root / "csim" / "prompt.txt").write_text(" ".join(str(int(t)) for t in prompt_ids) + "\n")
+    from .manifest_check import CHECK_HEADER, HEADER_NAME
+    (root / "csim" / HEADER_NAME).write_text(CHECK_HEADER)
     (root / "csim" / "testbench.cpp").write_text(
         testbench_source(spec, kernels[0].ports, kernels[1].ports))
     write_vitis_files(spec, root)

@@ -208,13 +208,15 @@ _TEMPLATE = r"""// @@NAME@@: XRT host program of the FlexLLM accelerator (genera
 //   host <prefill.xclbin> <decode.xclbin> <project_dir> (--tokens "1 2 3" | --tokens-file F)
 //        [--max-new-tokens N] [--seed S] [--top-k K] [--temperature T] [--device I] [--logits-out F]
 //
-// Checks <project_dir>/host/buffers.txt and the buffer files (sizes), loads the prefill xclbin and its
+// Checks <project_dir>/host/buffers.txt, the buffer files (sizes) and their sha256 (weights/sha256sums.txt), loads the prefill xclbin and its
 // buffers, runs @@PREFILL@@ on the prompt (KV cache, first token), keeps the KV caches on the host, loads
 // the decode xclbin and its buffers, runs @@DECODE@@ for the remaining new tokens (the token loop runs on
 // the card), and prints the tokens, the decoded text and the timings (the xclbin switch included).
 #include <xrt/xrt_bo.h>
 #include <xrt/xrt_device.h>
 #include <xrt/xrt_kernel.h>
+
+#include "flexllm_manifest_check.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -528,6 +530,8 @@ int run_main(int argc, char** argv) {
     const Options opt = parse_args(argc, argv);
     check_buffer_list(opt.project);
     check_buffer_files(opt.project);
+    std::string tampered;
+    if (!flexllm::check_sha256sums(opt.project, &tampered)) fail(tampered);  // weights/sha256sums.txt
     const std::vector<std::string> vocab = load_tokenizer(opt.project);
     const int n_prompt = static_cast<int>(opt.prompt.size());
 

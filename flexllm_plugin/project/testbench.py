@@ -33,6 +33,7 @@ def testbench_source(spec, prefill_ports, decode_ports) -> str:
 #include <string>
 #include <vector>
 
+#include "flexllm_manifest_check.h"
 #include "flexllm/flexllm_counters.h"
 #include "flexllm/flexllm_weights.h"
 
@@ -117,6 +118,8 @@ int main(int argc, char **argv) {{
     if (n + n_new > MAX_CONTEXT) {{ std::fprintf(stderr, "context %d exceeds %d\\n", n + n_new, MAX_CONTEXT); return 3; }}
     for (int t : prompt) if (t < 0 || t >= VOCAB) {{ std::fprintf(stderr, "token %d outside vocab\\n", t); return 3; }}
 
+    std::string tampered;
+    if (!flexllm::check_sha256sums(dir, &tampered)) {{ std::fprintf(stderr, "%s\\n", tampered.c_str()); return 4; }}
     std::vector<flexllm::wide_word_t> w[{n_ports}];
 {load_ports}
     std::vector<float> fmem_prefill = load_floats(dir + "/{bufs[fmem_p].file}");

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from .host import buffers_table, host_source, kernel_roles
+from .manifest_check import CHECK_HEADER, HEADER_NAME
 from .spec import (DDR_BANK_BYTES, DDR_BANKS, HBM_CHANNEL_BYTES, HBM_CHANNELS, Kernel, ProjectSpec)
 
 _MEMORY_RE = re.compile(r"^(HBM|DDR)\[(0|[1-9][0-9]*)\]$")
@@ -558,6 +559,7 @@ def vitis_files(spec: ProjectSpec) -> Dict[str, str]:
     for k in spec.kernels:
         files[f"vitis/link_{k.name}.cfg"] = link_cfg(spec, k)
     files["host/host.cpp"] = host_source(spec)
+    files[f"host/{HEADER_NAME}"] = CHECK_HEADER
     files["host/buffers.txt"] = buffers_table(spec)
     files["Makefile"] = makefile(spec)
     files["README.md"] = readme(spec)
