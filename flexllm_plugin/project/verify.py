@@ -229,7 +229,9 @@ def cycles_report(spec: Dict, counters: Dict, n_prompt: int, n_new: int) -> Dict
             continue
         diff = {k: {"counted": counted.get(k, 0), "modeled": modeled.get(k, 0)}
                 for k in sorted(set(counted) | set(modeled)) if counted.get(k, 0) != modeled.get(k, 0)}
-        out[stage] = {"counted": round(sum(counted.values()) / per, 1), "modeled": round(sum(modeled.values()) / per, 1),
+        out[stage] = {"unit": "pipelined-loop iterations (II = 1: cycles), concurrent tasks summed"
+                              + (", per generated token" if stage == "decode" else ""),
+                      "counted": round(sum(counted.values()) / per, 1), "modeled": round(sum(modeled.values()) / per, 1),
                       "modeled_with_memory": round(full / per, 1), "loops_differing": diff}
     return out
 
