@@ -120,6 +120,7 @@ HADAMARD_STAGES:
     constexpr int MAX_P = MAX_N;
     float acc[MAX_P];
 #pragma HLS ARRAY_PARTITION variable = acc cyclic factor = LANES
+#pragma HLS BIND_STORAGE variable = acc type = ram_2p impl = bram
 HADAMARD_MIX_OUT:
     for (int a = 0; a < m; ++a) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_M

@@ -348,7 +348,7 @@ def test_hls_tcl_under_tclsh(project, tmp_path, kernel):
     design, tb, tb_other = by["add_files"]
     assert design[-1] == k.source and "-tb" not in design
     cflags = design[design.index("-cflags") + 1].split()
-    assert cflags == ["-std=c++17", f"-I{root}/firmware", f"-I{root}/firmware/flexllm"]
+    assert cflags == ["-std=c++14", f"-I{root}/firmware", f"-I{root}/firmware/flexllm"]
     assert tb[0] == "-tb" and tb[-1] == "csim/testbench.cpp"
     assert tb_other[0] == "-tb" and tb_other[-1] == other.source
     assert by["open_solution"] == [["-flow_target", "vitis", "sol"]]
@@ -712,7 +712,7 @@ def test_makefile_vitis_targets(project):
     rc, out = _dry(root, "xo", "TARGET=sw_emu")
     assert rc == 0, out
     assert (f"v++ -c -t sw_emu --platform {spec.platform} -k {NAME}_decode -Ifirmware -Ifirmware/flexllm "
-            f'--advanced.prop kernel.{NAME}_decode.kernel_flags="-std=c++17" '
+            f'--advanced.prop kernel.{NAME}_decode.kernel_flags="-std=c++14" '
             f"--temp_dir build/sw_emu/_x -o build/sw_emu/{NAME}_decode.xo firmware/{NAME}_decode.cpp") in out
     rc, out = _dry(root, "run", "TARGET=hw_emu", "TOKENS=1 2")
     assert rc == 0, out

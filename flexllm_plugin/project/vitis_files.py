@@ -241,7 +241,7 @@ def hls_tcl(spec: ProjectSpec, kernel: Kernel) -> str:
         "    }",
         "}",
         "# absolute include paths: C simulation compiles in the solution's csim/build directory",
-        f"set CFLAGS \"-std=c++17 {inc}\"",
+        f"set CFLAGS \"-std=c++14 {inc}\"",
         "",
         f"open_project -reset hls/{kernel.name}_prj",
         f"set_top {kernel.name}",
@@ -381,13 +381,13 @@ def makefile(spec: ProjectSpec) -> str:
               f"\tFLEXLLM_HLS_STEPS=\"synth export\" $(VITIS_HLS) -f hls/{k.name}.tcl", ""]
     L += ["hls: $(HLS_XOS)", "",
           "# sw_emu kernels are compiled by v++ -c from the C++ sources (kernel_flags: the C++ standard",
-          "# of the kernel sources, as -std=c++17 in the HLS scripts)"]
+          "# of the kernel sources, as -std=c++14 in the HLS scripts: the Vitis HLS front end)"]
     for k in ks:
         kinc = " ".join(f"-I{d}" for d in k.includes)
         L += [f"$(BUILD)/sw_emu/{k.name}.xo: {k.source} $(HEADERS)",
               "\tmkdir -p $(dir $@)",
               f"\t$(VPP) -c -t sw_emu --platform $(PLATFORM) -k {k.name} {kinc} "
-              f"--advanced.prop kernel.{k.name}.kernel_flags=\"-std=c++17\" "
+              f"--advanced.prop kernel.{k.name}.kernel_flags=\"-std=c++14\" "
               f"--temp_dir $(BUILD)/sw_emu/_x -o $@ {k.source}", ""]
     L += [
         "xo: $(XOS)",
