@@ -20,8 +20,9 @@ Notation and general rules
   tree, repeatedly ``q[i] = q[2i] + q[2i+1]`` (128 -> 64 -> ... -> 1); the result is ``q[0]``.
   (Zero-padding or appending +0 elements does not change the result; n = 0 gives +0. The hardware
   adds LANES <= 16 elements per cycle into distinct partials; the result does not depend on it.)
-* ``exp32(x) = f32(exp_f64(f64(x)))``: ``exp`` evaluated in binary64 (C ``exp`` on a double), then
-  rounded once to binary32. Overflow gives ``+inf``, underflow ``+0``.
+* ``exp32(x)``: a fixed sequence of binary32 operations (Cody-Waite range reduction, a degree-7
+  polynomial, two exact powers of two; ``fp32.exp32``, docs/numerics.md); within 1 ulp of the correctly
+  rounded exp. Overflow gives ``+inf``, underflow ``+0``.
 * Constants derived offline are computed once and stored as binary32 (stated per constant below).
   ``L`` = tokens in the current call, ``t`` a token row, ``P`` its absolute position.
 
@@ -133,7 +134,7 @@ Differences from the Brevitas model (why they agree closely but not bit-exactly)
   scale is ``max / 15`` instead of ``(max - min) / 15`` (valid, but coarser). The golden model and the
   hardware use the paper's ``(max - min) / 15`` for every token.
 * torch reductions (RMSNorm mean, softmax sum) use their own summation order; the golden model uses
-  ``sum_partials``. torch's ``exp`` is float32; the golden ``exp32`` goes through double.
+  ``sum_partials``. torch's ``exp`` is its own float32 routine; the golden ``exp32`` is the contract's.
 These differences flip occasional rounding decisions; a flipped code is one quantization step.
 
 Consequence for verification: a deep W4A4 network is chaotic with respect to such flips. On the tiny

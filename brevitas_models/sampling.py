@@ -5,8 +5,8 @@ Greedy: ``argmax`` (lowest index on ties, ``numpy.argmax``).
 Top-k sampling (deterministic given the PRNG state), fp32 throughout:
 
 1. keep the ``k' = min(k, n)`` largest logits ordered by (logit descending, index ascending);
-2. ``w[i] = exp32((l[i] - l[0]) * inv_temperature)`` for ``i < k'`` (``exp32`` = exp in double,
-   one rounding to float32, :func:`brevitas_models.fp32.exp32`);
+2. ``w[i] = exp32((l[i] - l[0]) * inv_temperature)`` for ``i < k'`` (``exp32``: the contract's binary32
+   exponential, :func:`brevitas_models.fp32.exp32`);
 3. ``c[i] = c[i-1] + w[i]`` with ``c[-1] = +0`` (sequential fp32 adds);
 4. advance the xorshift32 state (Marsaglia: ``x ^= x << 13; x ^= x >> 17; x ^= x << 5`` on 32
    bits, state != 0), ``u = f32(state >> 8) * 2^-24`` in [0, 1) (exact), ``target = u * c[k'-1]``;

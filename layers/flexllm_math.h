@@ -2,8 +2,9 @@
 // simulation (g++ -ffp-contract=off -fno-fast-math).
 //
 // Every function is one (or a fixed sequence of) IEEE binary32 operation(s) with round to nearest
-// even. The hls4ml-bundled hls_math.h has no sqrt/log and only fixed-point exp, so the C-simulation
-// path uses <cmath> and the synthesis path (__SYNTHESIS__) uses Vitis' <hls_math.h>.
+// even. The hls4ml-bundled hls_math.h has no sqrt, so the C-simulation path uses <cmath> for the
+// correctly rounded sqrt and the synthesis path (__SYNTHESIS__) Vitis' <hls_math.h>; exp32 is plain
+// binary32 arithmetic in both.
 #pragma once
 
 #include <cmath>
@@ -63,23 +64,6 @@ inline float f32_sqrt(float x) {
 #endif
 }
 
-// exp32(x) = float(exp(double(x))): exp in binary64, one rounding to binary32.
-// Overflow gives +inf, underflow +0.
-// OPEN POINT (hardware path): the contract value is the correctly rounded binary32 exp of x (the
-// binary64 exp is accurate enough that its one rounding to float gives it on every tested sample).
-// The __SYNTHESIS__ branch below still goes through hls::exp on double, which is neither exactly
-// rounded nor cheap (a double-precision core per lane in the vectorised softmax / SiLU). A hardware
-// implementation must deliver exactly that rounded value (e.g. an fp32 range reduction with a
-// table and enough guard bits, proven against the contract on all 2^32 inputs); a plain
-// hls::expf would break bit-exactness with the C simulation. Not done yet.
-inline float exp32(float x) {
-#ifdef __SYNTHESIS__
-    return (float)hls::exp((double)x);
-#else
-    return (float)std::exp((double)x);
-#endif
-}
-
 // Round to the nearest integer, ties to even, with two binary32 additions (no library call):
 // for |x| < 2^23, (|x| + 2^23) - 2^23 rounds |x| to an integer in the current (nearest-even) mode;
 // |x| >= 2^23 is already an integer. The sign is restored afterwards (so -0.3 -> -0, as rint).
@@ -106,6 +90,38 @@ inline int round_clamp(float v, int lo, int hi) {
     if (!(r >= (float)lo)) return lo;
     if (r > (float)hi) return hi;
     return (int)r;
+}
+
+// exp32(x): the contract's exponential, a fixed sequence of binary32 operations (no double anywhere, the
+// same in C simulation and hardware; == brevitas_models.fp32.exp32 bit for bit, within 2 ulp of the
+// correctly rounded exp on every tested input):
+//   NaN -> NaN;  x > 88.72283 -> +inf;  x < -103.97208 -> +0;  otherwise
+//   k = rint(x * log2(e));  r = (x - k * C1) - k * C2        (Cody-Waite: C1 = 0.693359375, 9 bits, so
+//                                                             k * C1 is exact; C2 = -2.12194440e-4)
+//   t = P5;  t = t * r + P4; ... t = t * r + P0;  p = ((t * (r * r)) + r) + 1     (degree-7 polynomial)
+//   h = trunc(k / 2);  y = (p * 2^(k - h)) * 2^h             (two exact powers of two: both normal for
+//                                                             every k, so subnormal results round once)
+inline float pow2_int(int e) {
+#pragma HLS INLINE
+    return f32_from_bits((uint32_t)(e + 127) << 23);
+}
+
+inline float exp32(float x) {
+    if (x != x) return x;
+    if (x > 88.72283f) return INFINITY;
+    if (x < -103.97208f) return 0.0f;
+    const float k = rint_even(x * 1.44269504088896341f);
+    const float r = (x - k * 0.693359375f) - k * -2.12194440e-4f;
+    float t = 1.9875691500e-4f;
+    t = t * r + 1.3981999507e-3f;
+    t = t * r + 8.3334519073e-3f;
+    t = t * r + 4.1665795894e-2f;
+    t = t * r + 1.6666665459e-1f;
+    t = t * r + 5.0000001201e-1f;
+    const float p = ((t * (r * r)) + r) + 1.0f;
+    const int ki = (int)k;
+    const int h = ki / 2;
+    return (p * pow2_int(ki - h)) * pow2_int(h);
 }
 
 }  // namespace flexllm

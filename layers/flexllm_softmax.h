@@ -10,7 +10,7 @@
 // flexllm_reduce.h, loop-carried distance 128/LANES), then the normalise pass (fused with the uint8
 // quantization in softmax_quant_prefix: same values). Results do not depend on LANES.
 // Partitioning (declared by the caller): x and p_int cyclic by LANES.
-// exp32 is exp in double rounded once to float (flexllm_math.h; hardware: see the open point there).
+// exp32: the contract's binary32 exponential (flexllm_math.h), the same operations in hardware.
 #pragma once
 
 #include <cstdint>

@@ -49,7 +49,8 @@ FMUL = Resources(dsp=3, lut=90, ff=160)           # fp32 multiply
 FDIV = Resources(lut=800, ff=1400)                # fp32 divide (fabric)
 FSQRT = Resources(lut=480, ff=820)                # fp32 square root (fabric)
 FCMP = Resources(lut=70, ff=10)                   # fp32 compare + select (min / max)
-EXP32 = Resources(dsp=20, lut=2600, ff=3800)      # float(exp(double(x))): double exp core + conversions
+EXP32 = FMUL * 7 + FADD * 6 + Resources(lut=260, ff=300)   # flexllm_math.h exp32: 7 fmul, 4 fadd +
+                                                            # 2 in rint, exponent construction, range checks
 ITOF = Resources(lut=110, ff=160)                 # integer -> fp32
 ROUND = FADD * 2 + Resources(lut=40, ff=40)       # rint_even_arith: (|x| + 2^23) - 2^23, sign restored
 INT8_MUL = Resources(dsp=1, lut=4, ff=20)         # int8 x int8 (x uint8) product on a DSP48E2
