@@ -7,12 +7,11 @@ Every key is declared here with its type and default; an unknown key or a bad va
 from __future__ import annotations
 
 import copy
-import keyword
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import yaml
 
