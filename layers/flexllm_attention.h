@@ -112,8 +112,7 @@ HEAD_QUANT:
 #pragma HLS UNROLL
             const int i = c * LANES + l;
             if (i < hd) {
-                const float rot = i < half ? -x[i + half] : x[i - half];
-                const float y = apply_rope ? (x[i] * cos_row[i]) + (rot * sin_row[i]) : x[i];
+                const float y = apply_rope ? rope_element<MAX_HD>(x, cos_row, sin_row, i, half) : x[i];
                 out[i] = (int8_t)quant_static(y, mult, -128, 127);
             }
         }
@@ -193,11 +192,11 @@ KV_HEADS:
             const int pos = position + t;
             rope_load_tables<MAX_HD, VL>(rope_cos, rope_sin, pos, hd, cos_row, sin_row);
             attention_quant_head<MAX_HD, CFG::row, VL>(k[t], kh * hd, cos_row, sin_row, true, sc.inv_k[kh], hd, row_codes);
-            kv_pack_row<MAX_HD, RW>(row_codes, hd, k_buf[pos]);
-            kv_write_row<MAX_HD>(k_cache, geo, layer, kh, pos, row_codes);
+            kv_pack_row<MAX_HD, RW>(row_codes, hd, k_buf[pos]);      // packed once: on chip and to the cache
+            kv_write_row<RW>(k_cache, geo, layer, kh, pos, k_buf[pos]);
             attention_quant_head<MAX_HD, CFG::row, VL>(v[t], kh * hd, cos_row, sin_row, false, sc.inv_v[kh], hd, row_codes);
             kv_pack_row<MAX_HD, RW>(row_codes, hd, v_buf[pos]);
-            kv_write_row<MAX_HD>(v_cache, geo, layer, kh, pos, row_codes);
+            kv_write_row<RW>(v_cache, geo, layer, kh, pos, v_buf[pos]);
         }
 
     QUERY_TOKENS:

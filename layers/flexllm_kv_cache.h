@@ -39,25 +39,17 @@ inline int8_t kv_code(const wide_word_t &word, int i) {
     return (int8_t)v.to_int();
 }
 
-// cache[layer][kv_head][pos] = row (row_words words, one per cycle).
-template <int MAX_HD>
+// cache[layer][kv_head][pos] = the row's words (kv_pack_row), one word per cycle.
+template <int MAX_RW>
 void kv_write_row(wide_word_t *cache, const kv_cache_geometry &g, int layer, int kv_head, int pos,
-                  const int8_t row[MAX_HD]) {
-    constexpr int MAX_RW = kv_row_words(MAX_HD);
-    (void)MAX_RW;  // loop tripcount only
+                  const wide_word_t words[MAX_RW]) {
     const long long base = kv_row_offset(g, layer, kv_head, pos);
 KV_WRITE_ROW:
     for (int wd = 0; wd < kv_row_words(g.head_dim); ++wd) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_RW
 #pragma HLS PIPELINE II = 1
         FLEXLLM_COUNT("kv_write_row");
-        wide_word_t word = 0;
-        for (int b = 0; b < WORD_BYTES; ++b) {
-#pragma HLS UNROLL
-            const int i = wd * WORD_BYTES + b;
-            if (i < g.head_dim) word.range(8 * b + 7, 8 * b) = (ap_uint<8>)(uint8_t)row[i];
-        }
-        cache[base + wd] = word;
+        cache[base + wd] = words[wd];
     }
 }
 

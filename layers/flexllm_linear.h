@@ -18,7 +18,7 @@
 //                                 parameter port, 512-bit words -> one linear_param_block)
 //        |  w_streams[PORTS]          |  param_stream
 //        v                            v
-//   linear_mac  --acc tiles-->  linear_epilogue  --out tiles-->  linear_distribute / linear_collect
+//   linear_mac  --acc tiles-->  linear_epilogue  --out tiles-->  linear_distribute (flexllm_schedule.h)
 //
 // linear_mac has two forms chosen at compile time (one engine either way):
 //  * streaming (decode: MAX_TOKENS = 1, OUT_LANES = PORTS): weights go straight from the port FIFOs
@@ -470,70 +470,6 @@ EPILOGUE:
             t = 0;
             out_stream.write(out);
             if (++tb == token_blocks) tb = 0;
-        }
-    }
-}
-
-// Consumer: y[t][j] for t < n_tokens, j < d_out (tests and single-destination use).
-template <class CFG, int W>
-void linear_collect(hls::stream<linear_out_tile<CFG> > &out_stream, float y[CFG::max_tokens][W], int n_tokens,
-                    int d_out) {
-    constexpr int TP = CFG::token_lanes;
-    constexpr int BP = CFG::out_lanes;
-    constexpr int MAX_STEPS = CFG::max_out_blocks * CFG::max_token_blocks * TP;
-    (void)MAX_STEPS;  // loop tripcount only
-    const int token_blocks = ceil_div(n_tokens, TP);
-    const int steps = ceil_div(d_out, BP) * token_blocks * TP;
-    linear_out_tile<CFG> tile;
-    int t = 0, tb = 0, jb = 0;
-COLLECT:
-    for (int s = 0; s < steps; ++s) {
-#pragma HLS LOOP_TRIPCOUNT max = MAX_STEPS
-#pragma HLS PIPELINE II = 1
-        FLEXLLM_COUNT("collect");
-        if (t == 0) tile = out_stream.read();
-        const int tok = tb * TP + t;
-        for (int r = 0; r < BP; ++r) {
-#pragma HLS UNROLL
-            const int j = jb * BP + r;
-            if (tok < n_tokens && j < d_out) y[tok][j] = tile.v[t][r];
-        }
-        if (++t == TP) {
-            t = 0;
-            if (++tb == token_blocks) {
-                tb = 0;
-                ++jb;
-            }
-        }
-    }
-}
-
-// Consumer: exact accumulators as int32 (the integer core, for tests).
-template <class CFG, int W>
-void linear_write_acc(hls::stream<linear_acc_tile<CFG> > &acc_stream, int32_t acc[CFG::max_tokens][W], int n_tokens,
-                      int d_out) {
-    constexpr int TP = CFG::token_lanes;
-    constexpr int BP = CFG::out_lanes;
-    const int out_blocks = ceil_div(d_out, BP);
-    const int token_blocks = ceil_div(n_tokens, TP);
-WRITE_ACC_OUT_BLOCKS:
-    for (int jb = 0; jb < out_blocks; ++jb) {
-#pragma HLS LOOP_TRIPCOUNT max = CFG::max_out_blocks
-    WRITE_ACC_TOKEN_BLOCKS:
-        for (int tb = 0; tb < token_blocks; ++tb) {
-#pragma HLS LOOP_TRIPCOUNT max = CFG::max_token_blocks
-#pragma HLS PIPELINE II = 1
-            FLEXLLM_COUNT("write_acc_token_blocks");
-            const linear_acc_tile<CFG> tile = acc_stream.read();
-            for (int t = 0; t < TP; ++t) {
-#pragma HLS UNROLL
-                for (int r = 0; r < BP; ++r) {
-#pragma HLS UNROLL
-                    const int tok = tb * TP + t;
-                    const int j = jb * BP + r;
-                    if (tok < n_tokens && j < d_out) acc[tok][j] = (int32_t)tile.v[t][r].to_int();
-                }
-            }
         }
     }
 }

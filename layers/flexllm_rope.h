@@ -16,6 +16,15 @@
 
 namespace flexllm {
 
+// Element i of the rotated head vector: (x[i] * cos[i]) + (rot(x)[i] * sin[i]), half = hd / 2.
+template <int MAX_HD>
+inline float rope_element(const float x[MAX_HD], const float cos_row[MAX_HD], const float sin_row[MAX_HD], int i,
+                          int half) {
+#pragma HLS INLINE
+    const float rot = i < half ? -x[i + half] : x[i - half];
+    return (x[i] * cos_row[i]) + (rot * sin_row[i]);
+}
+
 // One head vector of even length hd with table rows cos_row / sin_row. y must not alias x.
 template <int MAX_HD, int LANES = 1>
 void rope_apply(const float x[MAX_HD], const float cos_row[MAX_HD], const float sin_row[MAX_HD], int hd,
@@ -31,8 +40,7 @@ ROPE:
 #pragma HLS UNROLL
             const int i = c * LANES + l;
             if (i < hd) {
-                const float rot = i < half ? -x[i + half] : x[i - half];
-                y[i] = (x[i] * cos_row[i]) + (rot * sin_row[i]);
+                y[i] = rope_element<MAX_HD>(x, cos_row, sin_row, i, half);
             }
         }
     }

@@ -8,8 +8,7 @@ covers it). HBM rate: the measured ~13.3 GB/s per pseudo-channel (Shuhai), not t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict
+from dataclasses import dataclass
 
 from .resources import Resources
 
@@ -27,7 +26,6 @@ class Board:
     ddr_gbps: float
     device_cap: float = 0.75         # budget: share of the device per resource
     slr_cap: float = 0.80            # budget: share of one SLR per resource
-    notes: Dict[str, str] = field(default_factory=dict)
 
     @property
     def slr(self) -> Resources:

@@ -55,7 +55,7 @@ class ElementwiseUnits:
         """Loop starts of one unit call (each costs LOOP_FILL cycles of pipeline fill)."""
         return sum(1 for v in counter.values() if v)
 
-    def resources(self, width: int) -> dict:
+    def resources(self) -> dict:
         L = self.lanes
         out = {
             "rmsnorm": FMUL * L + partials_resources(L) + FMUL * (2 * L) + FDIV + FSQRT + FADD + CONTROL * 3,

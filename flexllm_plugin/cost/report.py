@@ -4,7 +4,7 @@ decode tokens/s at several contexts, prefill seconds for several prompt lengths,
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from .stage import StageModel
 
@@ -21,14 +21,6 @@ WHAT = ("Cost model (flexllm_plugin/cost), not synthesis: cycles from the trip c
         "the KV cache; prefill: every chunk pass, the LM head once, sampling, the logits out.")
 
 
-def _fits(model: StageModel) -> Optional[str]:
-    try:
-        model.check_budget()
-    except ValueError as e:
-        return str(e)
-    return None
-
-
 def project_estimates(prefill: StageModel, decode: StageModel, max_prompt: int, max_context: int) -> Dict:
     f = decode.clock_mhz * 1e6
     kernels = {}
@@ -36,7 +28,7 @@ def project_estimates(prefill: StageModel, decode: StageModel, max_prompt: int, 
         rep = model.budget_report()
         kernels[model.name] = {"stage": kind, "resources": rep["device"], "utilization": rep["device_utilization"],
                                "slr": rep["slr"], "modules": rep["modules"], "device_budget": rep["device_budget"],
-                               "over_budget": _fits(model)}
+                               "over_budget": rep["over_budget"]}
     decode_tps, decode_ms = {}, {}
     for ctx in DECODE_CONTEXTS:
         if ctx > max_context:

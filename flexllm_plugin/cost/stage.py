@@ -13,8 +13,8 @@ simulation's counters by tests/test_cost_model.py; cycles add fills, HBM rates a
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Dict, List
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
 
 from .attention import AttentionUnit
 from .buffers import buffer_layout, storage_impl
@@ -43,7 +43,6 @@ class StageModel:
     sampler: Sampler
     clock_mhz: float
     board: Board
-    extra: Dict = field(default_factory=dict)
 
     # ---- rates ------------------------------------------------------------------------------------
     @property
@@ -139,7 +138,7 @@ class StageModel:
         out: Dict[str, Resources] = {}
         out.update(self.engine.resources())
         out.update(self.attention.resources())
-        out.update(self.units.resources(w))
+        out.update(self.units.resources())
         out["sampler"] = self.sampler.resources()
 
         consts = {"MAX_TOKENS": t, "WIDTH": w, "ROW": row}
@@ -156,13 +155,10 @@ class StageModel:
         out["core_control"] = Resources(lut=6000, ff=8000)
         return out
 
-    def totals(self) -> Resources:
-        return total(self.resources().values())
-
-    def place(self) -> Dict[int, List[str]]:
+    def place(self, res: Dict[str, Resources]) -> Tuple[Dict[int, List[str]], List[Resources]]:
         """Modules -> SLRs, largest first, each to the SLR whose fullest resource stays lowest (balanced
-        placement; the HBM-facing modules (m_axi, readers, FIFOs) pinned to SLR0, next to the HBM)."""
-        res = self.resources()
+        placement; the HBM-facing modules (m_axi, readers, FIFOs) pinned to SLR0, next to the HBM).
+        Returns the modules of each SLR and their summed resources."""
         cap = self.board.slr * self.board.slr_cap
         used = [Resources() for _ in range(self.board.slrs)]
         placement = {i: [] for i in range(self.board.slrs)}
@@ -173,44 +169,47 @@ class StageModel:
 
         order = [m for m in pinned if m in res] + sorted((m for m in res if m not in pinned), key=lambda m: -share(res[m]))
         for m in order:
-            # pinned modules go to SLR0; the others to the SLR whose fullest resource stays lowest
             i = 0 if m in pinned else min(range(self.board.slrs), key=lambda j: (share(used[j] + res[m]), j))
             used[i] = used[i] + res[m]
             placement[i].append(m)
-        self.extra["slr_used"] = used
-        return placement
+        return placement, used
 
     def budget_report(self) -> Dict:
-        placement = self.place()
-        used = self.extra["slr_used"]
-        dev = self.totals()
+        """Resources per module, device totals and the per-SLR placement against the board, plus
+        ``over_budget``: the first cap exceeded (naming resource and module), or None."""
+        res = self.resources()
+        placement, used = self.place(res)
+        dev = total(res.values())
         report = {"device": {k: int(round(getattr(dev, k))) for k in KEYS},
                   "device_budget": self.board.device.as_dict(),
                   "device_utilization": {k: round(getattr(dev, k) / getattr(self.board.device, k), 4) for k in KEYS},
                   "slr": [{"modules": placement[i], "resources": used[i].as_dict(),
                            "utilization": {k: round(getattr(used[i], k) / getattr(self.board.slr, k), 4) for k in KEYS}}
                           for i in range(self.board.slrs)],
-                  "modules": {m: r.as_dict() for m, r in self.resources().items()}}
+                  "modules": {m: r.as_dict() for m, r in res.items()}}
+        report["over_budget"] = self._over_budget(report, res)
         return report
 
-    def check_budget(self) -> None:
-        """BudgetError naming the resource and the largest module where a cap is exceeded."""
-        rep = self.budget_report()
-        res = self.resources()
+    def _over_budget(self, rep: Dict, res: Dict[str, Resources]) -> Optional[str]:
         for k, u in rep["device_utilization"].items():
             if u > self.board.device_cap:
                 big = max(res, key=lambda m: getattr(res[m], k))
-                raise BudgetError(f"{self.name}: {k.upper()} at {100 * u:.1f} % of the {self.board.name} device (cap "
-                                  f"{100 * self.board.device_cap:.0f} %); largest module '{big}' uses "
-                                  f"{getattr(res[big], k):,.0f}")
+                return (f"{self.name}: {k.upper()} at {100 * u:.1f} % of the {self.board.name} device (cap "
+                        f"{100 * self.board.device_cap:.0f} %); largest module '{big}' uses {getattr(res[big], k):,.0f}")
         for i, slr in enumerate(rep["slr"]):
             for k, u in slr["utilization"].items():
                 if u > self.board.slr_cap:
                     mods = [m for m in slr["modules"] if getattr(res[m], k) > 0]
                     big = max(mods, key=lambda m: getattr(res[m], k)) if mods else "?"
-                    raise BudgetError(f"{self.name}: SLR{i} {k.upper()} at {100 * u:.1f} % (cap "
-                                      f"{100 * self.board.slr_cap:.0f} %); module '{big}' alone uses "
-                                      f"{getattr(res[big], k):,.0f}")
+                    return (f"{self.name}: SLR{i} {k.upper()} at {100 * u:.1f} % (cap {100 * self.board.slr_cap:.0f} %); "
+                            f"module '{big}' alone uses {getattr(res[big], k):,.0f}")
+        return None
+
+    def check_budget(self) -> None:
+        """BudgetError naming the resource and the largest module where a cap is exceeded."""
+        problem = self.budget_report()["over_budget"]
+        if problem:
+            raise BudgetError(problem)
 
 
 def stage_model(name: str, schedule: Dict, n_layers: int, lanes: Dict, board: Board, clock_mhz: float) -> StageModel:

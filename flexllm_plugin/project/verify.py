@@ -92,12 +92,10 @@ def run_testbench(outdir: Path, exe: Path, prompt: List[int], n_new: int, top_k:
         if r.returncode:
             raise ProjectError(f"C simulation failed (exit {r.returncode}): {r.stderr.strip()}")
         timing = json.loads(r.stdout.strip().splitlines()[-1])
-        counters = {}
-        for stage in ("prefill", "decode"):
-            path = tmp / f"counters_{stage}.txt"
-            if path.is_file():
-                from ..backend.simulation import parse_counts
-                counters[stage] = parse_counts(path.read_text())
+        from ..backend.simulation import parse_counts
+
+        counters = {stage: parse_counts((tmp / f"counters_{stage}.txt").read_text())
+                    for stage in ("prefill", "decode") if (tmp / f"counters_{stage}.txt").is_file()}
         return {"counters": counters,"tokens": np.fromfile(tmp / "tokens.bin", dtype=np.int32).tolist(),
                 "prefill_logits": np.fromfile(tmp / "prefill_logits.bin", dtype=np.float32),
                 "decode_logits": np.fromfile(tmp / "decode_logits.bin", dtype=np.float32),

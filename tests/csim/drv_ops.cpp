@@ -379,7 +379,9 @@ void op_kv_cache() {
         const int layer = csim::read_int(), kh = csim::read_int(), pos = csim::read_int();
         int8_t row[MAX_HD];
         csim::read(row, g.head_dim);
-        kv_write_row<MAX_HD>(words.data(), g, layer, kh, pos, row);
+        wide_word_t packed[kv_row_words(MAX_HD)];
+        kv_pack_row<MAX_HD, kv_row_words(MAX_HD)>(row, g.head_dim, packed);
+        kv_write_row<kv_row_words(MAX_HD)>(words.data(), g, layer, kh, pos, packed);
     }
     const int layer = csim::read_int(), kh = csim::read_int(), n_rows = csim::read_int();
     csim::kv_from_words(words, rows, g.head_dim, cache);

@@ -1,6 +1,7 @@
 // Test harness: runs the library's task-graph pieces the way a kernel does, from plain arrays.
 //   run_linear / run_linear_int: one reader per port (linear_read_slice), the parameter blocks, the
-//     MAC array, the epilogue and a collector, connected by hls::streams (sequential C simulation).
+//     MAC array, the epilogue and a collector (linear_collect / linear_write_acc, test sinks),
+//     connected by hls::streams (sequential C simulation).
 //   kv_to_words / kv_from_words: the int8 [layers][kv_heads][ctx][head_dim] cache of the Python tests
 //     <-> the kernel's 512-bit row layout (flexllm_kv_cache.h).
 #pragma once
@@ -11,6 +12,70 @@
 #include "flexllm_linear.h"
 
 namespace csim {
+
+// Test sinks of the engine's streams (kernels use flexllm::linear_distribute):
+// y[t][j] for t < n_tokens, j < d_out.
+template <class CFG, int W>
+void linear_collect(hls::stream<flexllm::linear_out_tile<CFG> > &out_stream, float y[CFG::max_tokens][W], int n_tokens,
+                    int d_out) {
+    constexpr int TP = CFG::token_lanes;
+    constexpr int BP = CFG::out_lanes;
+    constexpr int MAX_STEPS = CFG::max_out_blocks * CFG::max_token_blocks * TP;
+    (void)MAX_STEPS;  // loop tripcount only
+    const int token_blocks = flexllm::ceil_div(n_tokens, TP);
+    const int steps = flexllm::ceil_div(d_out, BP) * token_blocks * TP;
+    flexllm::linear_out_tile<CFG> tile;
+    int t = 0, tb = 0, jb = 0;
+COLLECT:
+    for (int s = 0; s < steps; ++s) {
+#pragma HLS LOOP_TRIPCOUNT max = MAX_STEPS
+#pragma HLS PIPELINE II = 1
+        if (t == 0) tile = out_stream.read();
+        const int tok = tb * TP + t;
+        for (int r = 0; r < BP; ++r) {
+#pragma HLS UNROLL
+            const int j = jb * BP + r;
+            if (tok < n_tokens && j < d_out) y[tok][j] = tile.v[t][r];
+        }
+        if (++t == TP) {
+            t = 0;
+            if (++tb == token_blocks) {
+                tb = 0;
+                ++jb;
+            }
+        }
+    }
+}
+
+// Consumer: exact accumulators as int32 (the integer core, for tests).
+template <class CFG, int W>
+void linear_write_acc(hls::stream<flexllm::linear_acc_tile<CFG> > &acc_stream, int32_t acc[CFG::max_tokens][W], int n_tokens,
+                      int d_out) {
+    constexpr int TP = CFG::token_lanes;
+    constexpr int BP = CFG::out_lanes;
+    const int out_blocks = flexllm::ceil_div(d_out, BP);
+    const int token_blocks = flexllm::ceil_div(n_tokens, TP);
+WRITE_ACC_OUT_BLOCKS:
+    for (int jb = 0; jb < out_blocks; ++jb) {
+#pragma HLS LOOP_TRIPCOUNT max = CFG::max_out_blocks
+    WRITE_ACC_TOKEN_BLOCKS:
+        for (int tb = 0; tb < token_blocks; ++tb) {
+#pragma HLS LOOP_TRIPCOUNT max = CFG::max_token_blocks
+#pragma HLS PIPELINE II = 1
+            const flexllm::linear_acc_tile<CFG> tile = acc_stream.read();
+            for (int t = 0; t < TP; ++t) {
+#pragma HLS UNROLL
+                for (int r = 0; r < BP; ++r) {
+#pragma HLS UNROLL
+                    const int tok = tb * TP + t;
+                    const int j = jb * BP + r;
+                    if (tok < n_tokens && j < d_out) acc[tok][j] = (int32_t)tile.v[t][r].to_int();
+                }
+            }
+        }
+    }
+}
+
 
 template <class CFG>
 void stream_params(const float *w_scale, const float *wsum, int d_out,
@@ -44,7 +109,7 @@ void run_linear(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], cons
     stream_params<CFG>(w_scale, wsum, d_out, ps);
     flexllm::linear_mac<CFG>(q, ws, acc, n, d_in, d_out);
     flexllm::linear_epilogue<CFG>(acc, ps, scale, zero, out, n, d_out);
-    flexllm::linear_collect<CFG, W>(out, y, n, d_out);
+    linear_collect<CFG, W>(out, y, n, d_out);
 }
 
 template <class CFG, int W>
@@ -54,7 +119,7 @@ void run_linear_int(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], 
     hls::stream<flexllm::linear_acc_tile<CFG> > acc;
     stream_weights<CFG>(w, w_off, d_in, d_out, ws);
     flexllm::linear_mac<CFG>(q, ws, acc, n, d_in, d_out);
-    flexllm::linear_write_acc<CFG, W>(acc, acc_out, n, d_out);
+    linear_write_acc<CFG, W>(acc, acc_out, n, d_out);
 }
 
 inline std::vector<flexllm::wide_word_t> kv_to_words(const std::vector<int8_t> &bytes, size_t rows, int hd) {
@@ -119,7 +184,6 @@ UNPACK_ROW:
     for (int wd = 0; wd < n_words; ++wd) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_WORDS
 #pragma HLS PIPELINE II = 1
-        FLEXLLM_COUNT("unpack_row");
         const wide_word_t word = read_port_word<PORTS>(w, port, base + wd);
         for (int c = 0; c < CPW; ++c) {
 #pragma HLS UNROLL
