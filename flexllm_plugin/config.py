@@ -103,15 +103,17 @@ SCHEMA: Dict[str, Any] = {
         "ChunkTokens": (32, _int(1)),
         "TP": (8, _int(1)),
         "WP": (24, _int(1)),
+        "QuantLanes": (32, _int(1, 128)),  # per-token quantizer lanes (a power of two)
     },
     "Decode": {
         "MaxContext": (2048, _int(1)),
         "MaxNewTokens": (1024, _int(1)),
-        "BP": (16, _int(1, 32)),       # HBM budget (ports + parameters + K + V <= 32) in cross_checks
+        "BP": (16, _int(1, 32)),       # HBM budget (weight ports + 2 parameter channels <= 32) in cross_checks
         "WP": (64, _int(1)),
         "HP": (8, _int(1)),
         "KVParallel": (32, _int(1)),
         "DSPPacking": (False, _bool),
+        "QuantLanes": (64, _int(1, 128)),  # per-token quantizer lanes (a power of two)
         "Sampling": ("greedy", _choice("greedy", "top-k")),
         "TopK": (1, _int(1)),
         "Temperature": (1.0, _float_pos),
@@ -193,7 +195,6 @@ class FlexLLMConfig:
 
 
 HBM_PARAM_CHANNELS = 2          # the fp32 parameter image (fmem) and the linear parameter blocks (lmem)
-HBM_KV_CHANNELS = 2             # K cache, V cache
 
 
 def _non_finite(data: Any, path: str = ""):
@@ -233,15 +234,22 @@ def cross_checks(data: Dict[str, Any], source: str = "") -> None:
     if d["Sampling"] == "greedy" and d["TopK"] != 1:
         raise ConfigError(f"Decode.TopK {d['TopK']}{where} has no effect with Sampling: greedy; set Sampling: top-k "
                           "or TopK: 1")
+    for section in ("Prefill", "Decode"):
+        lanes = data[section]["QuantLanes"]
+        if lanes & (lanes - 1):
+            raise ConfigError(f"{section}.QuantLanes {lanes}{where} must be a power of two (1 .. 128)")
     if d["DSPPacking"] and d["BP"] % 2:
         raise ConfigError(f"Decode.DSPPacking{where}: two output lanes share a DSP48E2, Decode.BP must be even, "
                           f"got {d['BP']}")
-    channels = d["BP"] + HBM_PARAM_CHANNELS + HBM_KV_CHANNELS
+    # the KV cache shares the weight ports' channels (layers/flexllm_kv_cache.h)
+    channels = d["BP"] + HBM_PARAM_CHANNELS
     if channels > HBM_CHANNELS:
         raise ConfigError(f"Decode.BP {d['BP']}{where}: {d['BP']} weight ports + {HBM_PARAM_CHANNELS} parameter "
-                          f"channels + {HBM_KV_CHANNELS} KV-cache channels = {channels} HBM channels, the "
-                          f"{data['Board'].upper()} has {HBM_CHANNELS}; use Decode.BP <= "
-                          f"{HBM_CHANNELS - HBM_PARAM_CHANNELS - HBM_KV_CHANNELS}")
+                          f"channels = {channels} HBM channels, the {data['Board'].upper()} has {HBM_CHANNELS}; use "
+                          f"Decode.BP <= {HBM_CHANNELS - HBM_PARAM_CHANNELS}")
+    if d["BP"] < 2:
+        raise ConfigError(f"Decode.BP {d['BP']}{where}: at least 2 weight ports (the KV cache's K and V buffers share "
+                          "their HBM channels)")
     board = BOARDS[data["Board"]]
     if data["Part"] != board["part"]:
         raise ConfigError(f"Part {data['Part']!r}{where} is not the part of Board {data['Board']!r} "

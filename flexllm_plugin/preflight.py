@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .config import HBM_KV_CHANNELS, HBM_PARAM_CHANNELS, ConfigError, FlexLLMConfig
+from .config import HBM_PARAM_CHANNELS, ConfigError, FlexLLMConfig
 
 if TYPE_CHECKING:
     from brevitas_models.arch import LlamaArch
@@ -57,18 +57,23 @@ def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
         raise ConfigError(f"Decode.MaxContext {d['MaxContext']}{where} exceeds the model's {positions} positions")
     if d["TopK"] > arch.vocab_size:
         raise ConfigError(f"Decode.TopK {d['TopK']}{where} exceeds the vocabulary ({arch.vocab_size} tokens)")
-    from .project.spec import kv_row_bytes
-    kv_bytes = arch.num_layers * arch.num_kv_heads * d["MaxContext"] * kv_row_bytes(arch.head_dim)
-    if kv_bytes > HBM_CHANNEL_BYTES:
-        raise ConfigError(f"Decode.MaxContext {d['MaxContext']}{where}: the K cache needs {kv_bytes / 2**20:.1f} MB, "
-                          f"over the 256 MB of its HBM channel ({arch.num_layers} layers x {arch.num_kv_heads} KV "
-                          f"heads x {arch.head_dim}); reduce Decode.MaxContext")
+    from .project.spec import kv_lanes, kv_port_bytes
+    if d["BP"] < 2:
+        raise ConfigError(f"Decode.BP {d['BP']}{where}: the KV cache needs at least 2 weight ports (its K and V "
+                          "buffers share the weight ports' HBM channels)")
+    lanes = kv_lanes(d["KVParallel"], d["BP"])
+    kv_bytes = kv_port_bytes(arch.num_layers, arch.num_kv_heads, d["MaxContext"], arch.head_dim, lanes)
     per_port = linear_weight_count(arch) * spec.weight_bits / 8 / d["BP"]
+    if kv_bytes + per_port > HBM_CHANNEL_BYTES:
+        raise ConfigError(f"Decode.MaxContext {d['MaxContext']}{where}: a KV port buffer needs {kv_bytes / 2**20:.1f} MB "
+                          f"beside {per_port / 2**20:.1f} MB of weights, over the 256 MB of one HBM channel "
+                          f"({arch.num_layers} layers x {arch.num_kv_heads} KV heads x {arch.head_dim}, spread over "
+                          f"{lanes} K and {lanes} V ports); reduce Decode.MaxContext or raise Decode.KVParallel / BP")
     if per_port > HBM_CHANNEL_BYTES:
         need = -(-int(linear_weight_count(arch) * spec.weight_bits / 8) // HBM_CHANNEL_BYTES)
         raise ConfigError(f"Decode.BP {d['BP']}{where}: {per_port / 2**20:.0f} MB of weights per port, over the "
                           f"256 MB of one HBM channel; use Decode.BP >= {need} "
-                          f"(at most {32 - HBM_PARAM_CHANNELS - HBM_KV_CHANNELS})")
+                          f"(at most {32 - HBM_PARAM_CHANNELS})")
     if cfg["Prefill"]["MaxSeqLen"] > positions:
         raise ConfigError(f"Prefill.MaxSeqLen {cfg['Prefill']['MaxSeqLen']}{where} exceeds the model's "
                           f"{positions} positions")

@@ -65,6 +65,39 @@ REDUCE_TREE_LEVELS:
     return p[0];
 }
 
+// The fixed tree over the partials of LANE_SETS rows at once (p[s] for s < LANE_SETS, each destroyed):
+// level by level, LANES adds per cycle walking the rows one after the other, so each level is ONE
+// pipelined loop of LANE_SETS x (w / 2 / LANES) steps (one pipeline fill per level, not per row). Each row's
+// result is the same fixed tree as reduce_partials_tree.
+template <int LANE_SETS, int LANES = 1>
+void reduce_partials_tree_sets(float p[LANE_SETS][REDUCE_PARTIALS], float result[LANE_SETS]) {
+#pragma HLS INLINE
+REDUCE_SETS_LEVELS:
+    for (int w = REDUCE_PARTIALS; w > 1; w >>= 1) {
+        const int h = w >> 1;
+        const int per_set = (h + LANES - 1) / LANES;
+    REDUCE_SETS_STEPS:
+        for (int e = 0; e < LANE_SETS * per_set; ++e) {
+#pragma HLS LOOP_TRIPCOUNT max = LANE_SETS * REDUCE_PARTIALS / 2 / LANES
+#pragma HLS PIPELINE II = 1
+#pragma HLS DEPENDENCE variable = p inter false
+            FLEXLLM_COUNT("reduce_tree_steps");
+            const int set = e / per_set;
+            const int i0 = (e - set * per_set) * LANES;
+        REDUCE_SETS_LANES:
+            for (int l = 0; l < LANES; ++l) {
+#pragma HLS UNROLL
+                const int i = i0 + l;
+                if (i < h) p[set][i] = p[set][2 * i] + p[set][2 * i + 1];
+            }
+        }
+    }
+    for (int set = 0; set < LANE_SETS; ++set) {
+#pragma HLS UNROLL
+        result[set] = p[set][0];
+    }
+}
+
 // Streaming form: reset(), add(k, v) for k = 0, 1, 2, ... in increasing order (any k may be skipped
 // if its element is +0), then result(). add_lanes(c, v, n) adds the elements k = c*LANES + l < n of
 // cycle c. The caller partitions p cyclic by 2*LANES (see the header comment).

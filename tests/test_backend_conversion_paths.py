@@ -38,17 +38,18 @@ def test_hls4ml_yaml_config(prefill_export, tmp_path):
 
 
 def test_odd_lane_counts_give_identical_results(prefill_export, tmp_path):
-    """Lanes that divide nothing (3 tokens, 5 outputs, 7 inputs, 3 keys) must not change a single bit."""
+    """Lanes that divide nothing (3 tokens, 14 outputs (a multiple of the 2 default weight ports), 7 inputs,
+    3 keys) must not change a single bit."""
     from flexllm_plugin.convert import convert_stage
 
     ref = np.load(prefill_export["reference"])
     outs = []
-    for name, lanes in (("a", {}), ("b", {"TokenLanes": 3, "PrefillOutLanes": 5, "PrefillInLanes": 7,
+    for name, lanes in (("a", {}), ("b", {"TokenLanes": 3, "PrefillOutLanes": 14, "PrefillInLanes": 7,
                                            "KeyLanes": 3, "HeadLanes": 2})):
         hm = convert_stage(prefill_export["onnx"], tmp_path / name, project_name=f"lanes_{name}", **lanes)
         hm.compile()
         outs.append(hm.predict(ref["input_ids"], return_codes=True))
-    assert "linear_config<MAX_TOKENS, WIDTH, 512, 3, 5, 7," in (tmp_path / "b" / "firmware" / "lanes_b_parameters.h").read_text()
+    assert "linear_config<MAX_TOKENS, WIDTH, 512, 3, 14, 7," in (tmp_path / "b" / "firmware" / "lanes_b_parameters.h").read_text()
     for key in outs[0]:
         np.testing.assert_array_equal(outs[0][key], outs[1][key])
     with pytest.raises(ValueError, match="unknown lane keys"):

@@ -83,11 +83,14 @@ def test_linear_engine_trip_counts_by_hand():
 
 
 def test_attention_trip_counts_by_hand():
-    att = AttentionUnit(max_ctx=64, max_new=1, head_dim=16, heads=6, kv_heads=2, head_lanes=2, key_lanes=4)
-    it = att.iterations(1, 9)        # 10 keys, group 3 = head blocks of 2 + 1
+    att = AttentionUnit(max_ctx=64, max_new=1, head_dim=16, heads=6, kv_heads=2, head_lanes=2, key_lanes=4,
+                        kv_lanes=2)
+    it = att.iterations(1, 9)        # 10 keys, group 3 = head blocks of 2 + 1, per kv head
     assert it["attention_scores"] == 2 * 2 * 3 and it["attention_pv"] == 2 * 2 * 3
-    assert it["kv_read_rows_pair"] == 2 * 9 and it["softmax_exp"] == 2 * 3 * 1     # 16 softmax lanes
-    assert it["reduce_tree_steps"] == 2 * 3 * tree_steps(16)
+    assert it["softmax_exp"] == 2 * 2 * 3                        # one key step of all head lanes per cycle
+    assert it["reduce_tree_steps"] == 2 * 2 * 2 * tree_steps(16)  # both lanes' trees per item, in one pass
+    assert it["kv_read_port_rows"] == 2 * 2 * 9 and it["kv_load"] == 2 * 5    # 9 cached rows, 2 K + 2 V ports
+    assert it["kv_send_row"] == it["kv_write_port_rows"] == 2 * 2 and it["rope_load"] == 2 * 1
 
 
 def test_budget_check_names_the_module():
@@ -97,7 +100,7 @@ def test_budget_check_names_the_module():
              "hidden": 2048, "width": 8192, "row": 2048, "vocab": 1000, "max_out": 8192, "weight_bits": 4,
              "input_kind": "uint4_asym", "heads": 32, "kv_heads": 8, "head_dim": 64}
     lanes = {"token_lanes": 64, "out_lanes": 64, "in_lanes": 64, "ports": 16, "head_lanes": 1, "key_lanes": 1,
-             "element_lanes": 1, "max_context": 2048}
+             "kv_lanes": 1, "element_lanes": 1, "max_context": 2048}
     m = stage_model("too_big", sched, 16, lanes, U280, 300.0)
     with pytest.raises(BudgetError, match="LUT .*'linear_mac'"):        # 262,144 fabric MACs
         m.check_budget()

@@ -387,19 +387,19 @@ def test_maxi_ports_direction_from_the_spec(tmp_path):
 
 def test_maxi_ports_bad(tmp_path):
     body = """
-    void top(const int8_t *k_cache, const word_t *w0, float *out) {
-    #pragma HLS INTERFACE m_axi port=k_cache offset=slave bundle=gmem0 depth=64 max_read_burst_length=64 num_read_outstanding=16
+    void top(const int8_t *kv0, const word_t *w0, float *out) {
+    #pragma HLS INTERFACE m_axi port=kv0 offset=slave bundle=gmem0 depth=64 max_read_burst_length=64 num_read_outstanding=16
     #pragma HLS INTERFACE m_axi port=w0 offset=slave bundle=gmem1 depth=64
-        for (int i = 0; i < 64; ++i) out[i] = (float)(w0[i].range(7, 0).to_int() + k_cache[i]);
+        for (int i = 0; i < 64; ++i) out[i] = (float)(w0[i].range(7, 0).to_int() + kv0[i]);
     }
     """
     src = kernel(tmp_path, body)
     v = check_kernel(src, "top", engine_functions=())
-    assert summary(v) == sorted([("m-axi-ports", "k.cpp", line_of(src, "port=k_cache")),
+    assert summary(v) == sorted([("m-axi-ports", "k.cpp", line_of(src, "port=kv0")),
                                  ("m-axi-ports", "k.cpp", line_of(src, "port=w0")),
                                  ("m-axi-ports", "k.cpp", line_of(src, "void top("))])
     text = " | ".join(x.message for x in v)
-    assert "'k_cache' is 8 bits wide" in text
+    assert "'kv0' is 8 bits wide" in text
     assert "'w0' (in) lacks max_read_burst_length, num_read_outstanding" in text
     assert "pointer port 'out'" in text
 

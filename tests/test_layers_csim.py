@@ -566,26 +566,25 @@ def test_weight_packing_rejects_out_of_range():
         pack_weights_ports(np.array([[-9]], dtype=np.int8), 4, 2)
 
 
-@pytest.mark.parametrize("hd", [32, 64, 80])                # one word per row, exactly one, two words
-def test_kv_cache(csim, hd):
-    rng = rng_for("kv", hd)
+@pytest.mark.parametrize("hd,lanes,position,n_new", [(32, 1, 0, 5), (64, 3, 7, 4), (80, 4, 13, 9), (64, 2, 38, 2)])
+def test_kv_cache_ports(csim, hd, lanes, position, n_new):
+    """The KV cache spread over 2 x lanes port buffers (layers/flexllm_kv_cache.h): new rows written by the
+    writer tasks' kv_write_port_rows land at their positions of the logical cache (nothing else changes), and
+    the readers' kv_read_port_rows return rows 0 .. position+n_new-1 in order, K and V alike; hd 32 / 64 / 80:
+    part of a word, exactly one, two words per row."""
+    rng = rng_for("kv", hd, lanes, position)
     layers, kvh, max_ctx = 3, 2, 40
     cache = rng.integers(-128, 128, (layers, kvh, max_ctx, hd)).astype(np.int8)
-    writes = [(2, 1, 0), (2, 1, 39), (0, 0, 5), (1, 1, 7)]
-    rows = rng.integers(-128, 128, (len(writes), hd)).astype(np.int8)
-    items = [layers, kvh, max_ctx, hd, cache, len(writes)]
-    expected = cache.copy()
-    for (l, kh, pos), row in zip(writes, rows):
-        items += [l, kh, pos, row]
-        expected[l, kh, pos] = row
-    items += [2, 1, 12]
-    out = csim.run("ops", "kv_cache", *items)
+    layer, kh = 2, 1
+    rows = rng.integers(-128, 128, (n_new, hd)).astype(np.int8)
+    out = csim.run("ops", "kv_cache", layers, kvh, max_ctx, hd, lanes, cache, layer, kh, position, n_new, rows)
     got = out.take(np.int8, cache.shape)
-    burst, single = out.take(np.int8, (12, hd)), out.take(np.int8, (12, hd))
+    read = out.take(np.int8, (position + n_new, hd))
     out.done()
-    assert_ints(got, expected, "kv cache after writes")
-    assert_ints(burst, expected[2, 1, :12], "kv_read_rows_pair")
-    assert_ints(single, expected[2, 1, :12], "kv rows decoded from the 512-bit words")
+    expected = cache.copy()
+    expected[layer, kh, position:position + n_new] = rows
+    assert_ints(got, expected, "kv cache after the writer tasks")
+    assert_ints(read, expected[layer, kh, :position + n_new], "rows streamed by the reader tasks")
 
 
 # ------------------------------------------------------------------------------------------------

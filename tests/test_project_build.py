@@ -52,7 +52,8 @@ def test_build_writes_a_complete_u280_project(tiny_project):
     pre_cfg = (out / "vitis" / "link_tiny_prefill.cfg").read_text()
     dec_cfg = (out / "vitis" / "link_tiny_decode.cfg").read_text()
     assert "platform=xilinx_u280_gen3x16_xdma_1_202211_1" in pre_cfg and "nk=tiny_prefill:1:tiny_prefill_1" in pre_cfg
-    assert "sp=tiny_decode_1.w3:HBM[3]" in dec_cfg and "sp=tiny_prefill_1.k_cache:HBM[6]" in pre_cfg
+    assert "sp=tiny_decode_1.w3:HBM[3]" in dec_cfg and "sp=tiny_prefill_1.kv0:HBM[0]" in pre_cfg
+    assert "sp=tiny_prefill_1.kvw3:HBM[3]" in pre_cfg      # KV port 3 (V) on weight port 3's channel
     assert "tiny_decode" not in pre_cfg.split("[connectivity]")[1]      # one kernel per xclbin
     assert summary["buffers"]["embed"]["memory"] == "DDR[0]"
     manifest = json.loads((out / "weights" / "manifest.json").read_text())
@@ -135,9 +136,9 @@ def _tiny_cfg(tmp_path, **sections):
 
 
 def test_too_many_hbm_channels_fails_cleanly(tmp_path):
-    """30 weight ports + parameters + K + V > 32 HBM channels: a clear error when the config is loaded."""
-    with pytest.raises(ConfigError, match=r"Decode.BP 30 .*= 34 HBM channels, the U280 has 32"):
-        _tiny_cfg(tmp_path, Decode={"BP": 30})
+    """31 weight ports + 2 parameter channels > 32 HBM channels: a clear error when the config is loaded."""
+    with pytest.raises(ConfigError, match=r"Decode.BP 31 .*= 33 HBM channels, the U280 has 32"):
+        _tiny_cfg(tmp_path, Decode={"BP": 31})
     assert [p.name for p in tmp_path.iterdir()] == ["cfg.yaml"]
 
 

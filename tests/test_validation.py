@@ -46,8 +46,9 @@ BAD = [
     ({"Part": "xcvu9p-flga2104-2L-e"}, "Part 'xcvu9p-flga2104-2L-e' .*is not the part of Board 'u280' "
                                        r"\(xcu280-fsvh2892-2L-e, platform xilinx_u280"),
     ({"HMT": {"Enabled": True}}, "HMT.Enabled .*not implemented yet"),
-    ({"Decode": {"BP": 31}}, r"Decode.BP 31 .*31 weight ports \+ 2 parameter channels \+ 2 KV-cache channels = 35 "
-                             r"HBM channels, the U280 has 32; use Decode.BP <= 28"),
+    ({"Decode": {"BP": 31}}, r"Decode.BP 31 .*31 weight ports \+ 2 parameter channels = 33 "
+                             r"HBM channels, the U280 has 32; use Decode.BP <= 30"),
+    ({"Decode": {"BP": 1}}, r"Decode.BP 1 .*at least 2 weight ports"),
     ({"Decode": {"BP": 33}}, r"Decode.BP .*must be an integer in \[1, 32\]"),
     ({"Prefill": {"MaxSeqLen": 200}}, "Prefill.MaxSeqLen 200 .*exceeds Decode.MaxContext 128"),
     ({"Prefill": {"ChunkTokens": 100}}, "Prefill.ChunkTokens 100 .*exceeds Prefill.MaxSeqLen 64"),

@@ -72,7 +72,8 @@ class FlexLLMBackend(VitisBackend):
             max_context: KV-cache capacity in tokens (default: the RoPE table length of the graph).
             lanes: engine parallelism (``flexllm_plugin.convert.LANE_KEYS``), e.g. ``{"OutLanes": 16}``.
             flexllm: further entries of the ``FlexLLM`` config section (the project builder passes
-                ``LayerParams`` (golden per-layer parameters of all layers), ``RopeTables``, ``WeightPorts``).
+                ``LayerParams`` (golden per-layer parameters of all layers), ``RopeTables``, ``WeightPorts`` (default 2: the
+                KV cache needs a K and a V buffer on weight-port channels)).
         """
         from .registration import ensure_registered
 

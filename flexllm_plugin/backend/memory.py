@@ -28,6 +28,7 @@ import numpy as np
 
 from brevitas_models.golden import LinearParams, attention_constants
 from brevitas_models.packing import pack_linear_params, pack_weights_ports
+from ..project.spec import DEFAULT_WEIGHT_PORTS
 
 ALIGN_BYTES = 64
 FLOAT_IMAGES = ("lmem", "fmem", "embed")
@@ -179,7 +180,7 @@ def plan_model_memory(model) -> MemoryPlan:
     cfg = model.config.config.setdefault("FlexLLM", {})
     n_layers = int(cfg.get("NumLayers") or 1)
     from .passes.templates import linear_lanes_of_config
-    plan = MemoryPlan(ports=int(cfg.get("WeightPorts") or 1))
+    plan = MemoryPlan(ports=int(cfg.get("WeightPorts") or DEFAULT_WEIGHT_PORTS))
     plan.out_lanes = linear_lanes_of_config(model)[1]
     max_rows = 0
 

@@ -28,7 +28,7 @@ from ..resources import data_dir
 from ..cost.buffers import buffer_layout, storage_impl
 from .graph import layers_of
 from .passes.templates import (KIND_ENUM, attention_lanes_of_config, element_lanes_of_config, hadamard_lanes_of_config,
-                               linear_lanes_of_config,
+                               kv_lanes_of_config, linear_lanes_of_config, quant_lanes_of_config,
                                unit_call_initializer)
 
 
@@ -74,6 +74,9 @@ def stage_constants(model) -> dict:
         "HEAD_DIM": int(attn.get_attr("head_dim")),
         "MAX_CONTEXT": int(cfg["MaxContext"]),
         "WEIGHT_PORTS": weight_ports(model),
+        "KV_LANES": kv_lanes_of_config(model),
+        "KV_PORTS": 2 * kv_lanes_of_config(model),
+        "KV_ROW_WORDS": -(-int(attn.get_attr("head_dim")) // 64),
     }
 
 
@@ -85,8 +88,33 @@ def weight_port_params(model) -> str:
     return ", ".join(f"const flexllm::wide_word_t* w{i}" for i in range(weight_ports(model)))
 
 
-KERNEL_ARGS = ("const flexllm::wide_word_t* lmem, const float* fmem, const float* embed, "
-               "flexllm::wide_word_t* k_cache, flexllm::wide_word_t* v_cache, float* logits")
+def kv_port_names(model):
+    """(read ports, write ports) of the KV cache: kv<p> read by kv_reader<p>, kvw<p> written by kv_writer<p>,
+    both bound to KV buffer p (on weight port p's HBM channel)."""
+    n = 2 * kv_lanes_of_config(model)
+    return [f"kv{i}" for i in range(n)], [f"kvw{i}" for i in range(n)]
+
+
+def kv_port_params(model) -> str:
+    reads, writes = kv_port_names(model)
+    return ", ".join([f"const flexllm::wide_word_t* {p}" for p in reads] + [f"flexllm::wide_word_t* {p}" for p in writes])
+
+
+def kv_port_list(model) -> str:
+    reads, writes = kv_port_names(model)
+    return ", ".join(reads + writes)
+
+
+def kernel_args(model) -> str:
+    return ("const flexllm::wide_word_t* lmem, const float* fmem, const float* embed, "
+            f"{kv_port_params(model)}, float* logits")
+
+
+def kv_port_words(model) -> int:
+    """512-bit words of one KV port buffer (flexllm::kv_port_words)."""
+    c = stage_constants(model)
+    slots = -(-c["MAX_CONTEXT"] // c["KV_LANES"])
+    return c["N_LAYERS"] * c["KV_HEADS"] * slots * c["KV_ROW_WORDS"]
 
 
 def kernel_header(model) -> str:
@@ -96,7 +124,7 @@ def kernel_header(model) -> str:
     lines += [f"constexpr int {k} = {v};" for k, v in stage_constants(model).items()]
     lines += [f"}}  // namespace {ns}", "",
               f"void {project}(const int32_t input_ids[{ns}::MAX_TOKENS], int n_tokens, int position,",
-              f"                {weight_port_params(model)},", f"                {KERNEL_ARGS});", ""]
+              f"                {weight_port_params(model)},", f"                {kernel_args(model)});", ""]
     return "\n".join(lines)
 
 
@@ -120,13 +148,11 @@ def maxi_pragma(port: str, depth: int, bundle: str = None, write: bool = False, 
 def port_depths(model) -> dict:
     """Element counts of the external-memory ports (co-simulation depths)."""
     plan = model.config.config["FlexLLM"]["MemoryPlan"]
-    c = stage_constants(model)
-    rw = -(-c["HEAD_DIM"] // 64)
     depths = {f"w{i}": plan.sizes.get(f"wmem_p{i}", 64) // 64 for i in range(plan.ports)}
     depths.update(lmem=plan.sizes.get("lmem", 16) // 16, fmem=plan.sizes.get("fmem", 1),
-                  embed=plan.sizes.get("embed", 1),
-                  k_cache=c["N_LAYERS"] * c["KV_HEADS"] * c["MAX_CONTEXT"] * rw)
-    depths["v_cache"] = depths["k_cache"]
+                  embed=plan.sizes.get("embed", 1))
+    for port in sum(kv_port_names(model), []):
+        depths[port] = kv_port_words(model)
     return depths
 
 
@@ -139,7 +165,9 @@ def interface_pragmas(model, scalars=("n_tokens", "position"), inputs=("input_id
     lines = [maxi_pragma(p, depths[p]) for p in inputs]
     lines += [maxi_pragma(f"w{i}", depths[f"w{i}"]) for i in range(weight_ports(model))]
     lines += [maxi_pragma(p, depths[p]) for p in ("lmem", "fmem", "embed")]
-    lines += [maxi_pragma(p, depths[p], write=True) for p in ("k_cache", "v_cache")]
+    reads, writes = kv_port_names(model)
+    lines += [maxi_pragma(p, depths[p]) for p in reads]
+    lines += [maxi_pragma(p, depths[p], write=True, read=False) for p in writes]
     lines += [maxi_pragma(p, depths[p], write=True, read=False) for p in outputs]
     lines += [f"#pragma HLS INTERFACE s_axilite port={p}" for p in scalars]
     lines.append("#pragma HLS INTERFACE s_axilite port=return")
@@ -159,7 +187,7 @@ def _storage_pragmas(model) -> List[str]:
     ew = element_lanes_of_config(model)
     hl = hadamard_lanes_of_config(model) if _schedule(model)["hadamard"] else 1
     out = []
-    for name, rows, cols, bits, factor, row_banks in buffer_layout(c, tl, ol, il, ew, hl):
+    for name, rows, cols, bits, factor, row_banks in buffer_layout(c, tl, ol, il, ew, hl, quant_lanes_of_config(model)):
         if factor > 1:
             out.append(f"#pragma HLS ARRAY_RESHAPE variable = {name} cyclic factor = {factor} dim = 2")
         if row_banks > 1:
@@ -177,11 +205,15 @@ def _storage_pragmas(model) -> List[str]:
 def core_header(model) -> str:
     stage = model.config.get_project_name()
     n = weight_ports(model)
+    reads, writes = kv_port_names(model)
     text = (template_dir() / "stage_core.h").read_text()
     return string.Template(text).substitute(
         stage=stage, ns=namespace(model), buffer_pragmas="\n".join(_storage_pragmas(model)),
-        weight_port_params=weight_port_params(model),
-        weight_reader_calls="\n".join(f"    weight_reader<{i}>(w{i}, with_tail, w_streams[{i}]);" for i in range(n)))
+        weight_port_params=weight_port_params(model), kv_port_params=kv_port_params(model),
+        weight_reader_calls="\n".join(f"    weight_reader<{i}>(w{i}, with_tail, w_streams[{i}]);" for i in range(n)),
+        kv_reader_calls="\n".join(f"    kv_reader<{i}>({p}, position, kv_in[{i}]);" for i, p in enumerate(reads)),
+        kv_writer_calls="\n".join(f"    kv_writer<{i}>({p}, n_tokens, position, kv_out[{i}]);"
+                                   for i, p in enumerate(writes)))
 
 
 def kernel_source(model) -> str:
@@ -190,11 +222,11 @@ def kernel_source(model) -> str:
     lines = [f"// {project}: FlexLLM stage kernel (generated by flexllm; do not edit)",
              f'#include "{project}.h"', f'#include "{project}_core.h"', "", f"using namespace {ns};", "",
              f"void {project}(const int32_t input_ids[MAX_TOKENS], int n_tokens, int position,",
-             f"                {weight_port_params(model)},", f"                {KERNEL_ARGS}) {{",
+             f"                {weight_port_params(model)},", f"                {kernel_args(model)}) {{",
              interface_pragmas(model),
              "    static float step_logits[VOCAB];",
-             f"    stage_pass(input_ids, n_tokens, position, true, {port_list(model)}, lmem, fmem, embed, k_cache, "
-             "v_cache, step_logits);",
+             f"    stage_pass(input_ids, n_tokens, position, true, {port_list(model)}, lmem, fmem, embed, "
+             f"{kv_port_list(model)}, step_logits);",
              "LOGITS_OUT:",
              "    for (int j = 0; j < VOCAB; ++j) {",
              "#pragma HLS PIPELINE II = 1",
@@ -227,10 +259,14 @@ def parameters_header(model) -> str:
              f"{sched['weight_bits']}, {kind}, WEIGHT_PORTS, flexllm::{mac}> ENGINE;",
              f"static const int INPUT_KIND = {kind};",
              f"static const int EW_LANES = {element_lanes_of_config(model)};  // element-wise units: lanes per cycle",
+             f"static const int QUANT_LANES = {quant_lanes_of_config(model)};  // per-token quantizer: lanes per cycle",
              "static const int W_FIFO_DEPTH = ENGINE::w_fifo_depth;",
              "// THE attention unit",
              f"typedef flexllm::attention_config<MAX_CONTEXT, MAX_TOKENS, HEAD_DIM, HEADS, KV_HEADS, ROW, {hl}, {kl}, "
-             "WIDTH> ATTENTION;",
+             "WIDTH, KV_LANES> ATTENTION;",
+             "// THE KV cache: K on KV ports 0 .. KV_LANES-1, V on KV_LANES .. KV_PORTS-1 (flexllm_kv_cache.h)",
+             "static const flexllm::kv_cache_geometry KV_GEO = {KV_HEADS, MAX_CONTEXT, HEAD_DIM, KV_LANES};",
+             f"static const int KV_FIFO_DEPTH = {KV_FIFO_DEPTH};",
              f"static const long long EMBED_OFF = {emb.get_attr('table_off')};",
              f"static const long long ROPE_COS_OFF = {attn.get_attr('cos_off_pair')[0]};",
              f"static const long long ROPE_SIN_OFF = {attn.get_attr('sin_off_pair')[0]};", ""]
@@ -264,6 +300,8 @@ def parameters_header(model) -> str:
     return "\n".join(lines)
 
 
+KV_FIFO_DEPTH = 64        # words a KV reader runs ahead of the attention unit (and the writers' slack)
+
 STAGE_HEADERS = ("flexllm_types.h", "flexllm_schedule.h", "flexllm_linear.h", "flexllm_attention.h",
                  "flexllm_embedding.h", "flexllm_rmsnorm.h", "flexllm_token_quant.h", "flexllm_activation.h",
                  "flexllm_hadamard.h", "flexllm_residual.h")
@@ -273,11 +311,16 @@ def bridge_source(model) -> str:
     project, ns = model.config.get_project_name(), namespace(model)
     n = weight_ports(model)
     args = ", ".join(f"w[{i}].data()" for i in range(n))
+    c = stage_constants(model)
+    kv_n = c["KV_PORTS"]
+    kv_args = ", ".join([f"kvp[{i}].data()" for i in range(kv_n)] * 2)
     return f"""// C-simulation entry point of {project} (generated by flexllm; do not edit)
 #include <cstdio>
 #include <vector>
 #include "firmware/{project}.h"
+#include "firmware/{project}_parameters.h"
 #include "flexllm/flexllm_counters.h"
+#include "flexllm/flexllm_kv_host.h"
 
 static void to_words(const uint8_t* bytes, long long n_words, std::vector<flexllm::wide_word_t>& w) {{
     w.resize(n_words > 0 ? n_words : 1);
@@ -291,19 +334,30 @@ static void from_words(const std::vector<flexllm::wide_word_t>& w, long long n_w
 }}
 
 // wports[i]: port i's image as bytes (64 per 512-bit word, byte 0 = bits [7:0]); port_words[i]: its words.
-// lmem: the parameter image (lmem_words words); k_cache / v_cache: kv_words words each, as bytes.
+// lmem: the parameter image (lmem_words words); k_cache / v_cache: the logical caches
+// [layers][kv_heads][max_context][row_words] (kv_words words each, as bytes), converted to and from the
+// kernel's KV port buffers (flexllm_kv_cache.h).
 extern "C" int {project}_csim(const int32_t* input_ids, int n_tokens, int position,
                               const uint8_t* const* wports, const long long* port_words, const uint8_t* lmem,
                               long long lmem_words, const float* fmem, const float* embed, int8_t* k_cache,
                               int8_t* v_cache, long long kv_words, float* logits) {{
     if (n_tokens < 1 || n_tokens > {ns}::MAX_TOKENS) return 1;
     if (position < 0 || position + n_tokens > {ns}::MAX_CONTEXT) return 2;
-    std::vector<flexllm::wide_word_t> w[{n}], lw, kw, vw;
+    std::vector<flexllm::wide_word_t> w[{n}], lw, kw, vw, kvp[{kv_n}];
     for (int p = 0; p < {n}; ++p) to_words(wports[p], port_words[p], w[p]);
     to_words(lmem, lmem_words, lw);
     to_words((const uint8_t*)k_cache, kv_words, kw);
     to_words((const uint8_t*)v_cache, kv_words, vw);
-    {project}(input_ids, n_tokens, position, {args}, lw.data(), fmem, embed, kw.data(), vw.data(), logits);
+    const flexllm::kv_cache_geometry geo = {ns}::KV_GEO;
+    if (kv_words != (long long){ns}::N_LAYERS * geo.n_kv_heads * geo.max_ctx * flexllm::kv_row_words(geo.head_dim))
+        return 3;
+    for (int p = 0; p < {kv_n}; ++p) {{
+        kvp[p].assign(flexllm::kv_port_words(geo, {ns}::N_LAYERS), 0);
+        flexllm::kv_port_from_logical(kw.data(), vw.data(), geo, {ns}::N_LAYERS, p, kvp[p].data());
+    }}
+    {project}(input_ids, n_tokens, position, {args}, lw.data(), fmem, embed, {kv_args}, logits);
+    for (int p = 0; p < {kv_n}; ++p)
+        flexllm::kv_logical_from_port(kvp[p].data(), geo, {ns}::N_LAYERS, p, kw.data(), vw.data());
     from_words(kw, kv_words, k_cache);
     from_words(vw, kv_words, v_cache);
     return 0;

@@ -13,11 +13,13 @@ def storage_impl(bank_bytes: int, width_bits: int) -> str:
     return "lutram" if depth <= 64 else "uram" if bank_bytes >= 32768 else "bram"
 
 
-def buffer_layout(c: dict, tl: int, ol: int, il: int, ew: int, hl: int):
+def buffer_layout(c: dict, tl: int, ol: int, il: int, ew: int, hl: int, ql: int):
     """(name, rows, columns, bits, column reshape factor, row banks) of every activation buffer of the
-    compute core (the writer's pragmas and the cost model use this one table)."""
+    compute core (the writer's pragmas and the cost model use this one table). Lanes that meet at a buffer:
+    the distributor (ol), the element-wise units (ew), the Hadamard unit (hl), the quantizer (ql, reads x and
+    writes codes), the engine's input lanes (il, reads codes)."""
     t, w, row = c["MAX_TOKENS"], c["WIDTH"], c["ROW"]
     return [("h", t, w, 32, math.lcm(ol, ew), 1), ("gate", t, w, 32, math.lcm(ol, ew), 1),
-            ("up", t, w, 32, math.lcm(ol, ew), 1), ("x", t, w, 32, math.lcm(ew, hl), 1),
+            ("up", t, w, 32, math.lcm(ol, ew), 1), ("x", t, w, 32, math.lcm(ew, hl, ql), 1),
             ("q", t, row, 32, ol, 1), ("k", t, row, 32, ol, 1), ("v", t, row, 32, ol, 1),
-            ("codes", t, w, 8, math.lcm(il, ew), tl)]
+            ("codes", t, w, 8, math.lcm(il, ql), tl)]

@@ -15,6 +15,7 @@ LOOP_FILL = 12
 @dataclass(frozen=True)
 class ElementwiseUnits:
     lanes: int
+    quant_lanes: int              # the per-token quantizer's lanes (QUANT_LANES)
     input_kind: str               # quantizer kind
     hadamard_m: int = 1           # online Hadamard n = m * 2^k (0: none)
     hadamard_n: int = 0
@@ -26,7 +27,7 @@ class ElementwiseUnits:
                         "rmsnorm_scale": rows * ceil_div(d, L)})
 
     def quant(self, rows: int, d: int) -> Counter:
-        L = self.lanes
+        L = self.quant_lanes
         if self.input_kind == "uint4_asym":
             return Counter({"row_min_max": rows * ceil_div(d, L), "quant_uint4": rows * ceil_div(d, L)})
         return Counter({"row_absmax": rows * ceil_div(d, L), "quant_int8": rows * ceil_div(d, L)})
@@ -59,7 +60,8 @@ class ElementwiseUnits:
         L = self.lanes
         out = {
             "rmsnorm": FMUL * L + partials_resources(L) + FMUL * (2 * L) + FDIV + FSQRT + FADD + CONTROL * 3,
-            "token_quant": minmax_resources(L) + (FADD + FMUL + ROUND) * L + FDIV * 2 + FADD + CONTROL * 2,
+            "token_quant": (minmax_resources(self.quant_lanes) + (FADD + FMUL + ROUND) * self.quant_lanes + FDIV * 2 + FADD
+                            + CONTROL * 2),
             "swiglu": (EXP32 + FADD + FDIV + FMUL + FMUL) * L + CONTROL,
             "embedding": CONTROL,
         }

@@ -9,6 +9,7 @@ from typing import Dict
 
 from brevitas_models.hadamard import hadamard_factor
 
+from ..project.spec import kv_lanes
 from .of_model import model_of_description
 
 DEFAULT_ELEMENT_LANES = 16
@@ -49,7 +50,9 @@ def stage_lanes_of_config(cfg, arch, stage: str, weight_bits: int) -> Dict:
     group = arch.num_heads // arch.num_kv_heads
     return {"token_lanes": tl, "out_lanes": ol, "in_lanes": min(il, cpw), "ports": ports,
             "head_lanes": min(int(d["HP"]), group), "key_lanes": int(d["KVParallel"]),
+            "kv_lanes": kv_lanes(int(d["KVParallel"]), ports),
             "element_lanes": DEFAULT_ELEMENT_LANES, "hadamard_lanes": DEFAULT_HADAMARD_LANES,
+            "quant_lanes": int((p if stage == "prefill" else d)["QuantLanes"]),
             "mac": "MAC_DSP_PACK2" if stage == "decode" and d["DSPPacking"] else "MAC_LUT",
             "max_context": int(d["MaxContext"])}
 

@@ -22,9 +22,10 @@ from .board import Board
 from .elementwise import LOOP_FILL, ElementwiseUnits, Sampler
 from .linear import LinearEngine
 from .reduce import ceil_div
-from .resources import KEYS, Resources, maxi_adapter, memory, total
+from .resources import KEYS, Resources, fifo, maxi_adapter, memory, total
 
 PASS_OVERHEAD = 300        # DATAFLOW start of a pass: reader bursts' first words from HBM (~1 us)
+KV_FIFO_DEPTH = 64         # backend/writer.py KV_FIFO_DEPTH: kv_in / kv_out streams
 SCALE_LOAD = 6             # attention constants: 3 x heads + 3 x kv heads single-beat reads per layer
 
 
@@ -143,35 +144,62 @@ class StageModel:
 
         consts = {"MAX_TOKENS": t, "WIDTH": w, "ROW": row}
         hl = self.units.hadamard_lanes if s.get("hadamard_n") else 1
-        for name, rows, cols, bits, factor, row_banks in buffer_layout(consts, tl, ol, il, ew, hl):
+        for name, rows, cols, bits, factor, row_banks in buffer_layout(consts, tl, ol, il, ew, hl, self.units.quant_lanes):
             depth = ceil_div(rows, row_banks) * ceil_div(cols, factor)
             impl = storage_impl(depth * factor * bits // 8, factor * bits)
             out[f"buffer_{name}"] = memory(depth, factor * bits, banks=row_banks, impl=impl)
         depth = ceil_div(v, ol)       # logits: banked by OUT_LANES (the distributor and the argmax lanes)
         out["buffer_logits"] = memory(depth, 32, banks=ol, impl=storage_impl(depth * 4, 32))
-        p = self.engine.ports
+        p, kvp = self.engine.ports, 2 * self.attention.kv_lanes
+        # weight ports, lmem, fmem / embed, the KV ports (a read and a write argument each), logits / tokens
         out["m_axi"] = (maxi_adapter(512) * p + maxi_adapter(512) + maxi_adapter(32) * 2
-                        + maxi_adapter(512, read=True, write=True) * 2 + maxi_adapter(32, read=False, write=True) * 2)
+                        + (maxi_adapter(512) + maxi_adapter(512, read=False, write=True)) * kvp
+                        + maxi_adapter(32, read=False, write=True) * 2)
+        out["kv_tasks"] = Resources(lut=150, ff=250) * (2 * kvp) + fifo(KV_FIFO_DEPTH, 512) * (2 * kvp)
         out["core_control"] = Resources(lut=6000, ff=8000)
         return out
 
     def place(self, res: Dict[str, Resources]) -> Tuple[Dict[int, List[str]], List[Resources]]:
-        """Modules -> SLRs, largest first, each to the SLR whose fullest resource stays lowest (balanced
-        placement; the HBM-facing modules (m_axi, readers, FIFOs) pinned to SLR0, next to the HBM).
-        Returns the modules of each SLR and their summed resources."""
+        """Modules -> SLRs: largest first, each to the SLR whose fullest resource stays lowest (balanced
+        placement; the HBM-facing modules (m_axi, readers, FIFOs, KV tasks) pinned to SLR0, next to the HBM),
+        then repair moves: while an SLR is over its cap, move the module whose move lowers the fullest share
+        of the two SLRs the most (deterministic; stops when no move helps). Returns the modules of each SLR
+        and their summed resources."""
         cap = self.board.slr * self.board.slr_cap
-        used = [Resources() for _ in range(self.board.slrs)]
-        placement = {i: [] for i in range(self.board.slrs)}
-        pinned = ("m_axi", "linear_readers", "linear_fifos")
+        n = self.board.slrs
+        used = [Resources() for _ in range(n)]
+        placement = {i: [] for i in range(n)}
+        pinned = ("m_axi", "linear_readers", "linear_fifos", "kv_tasks")
 
         def share(r: Resources) -> float:
             return max(getattr(r, k) / max(getattr(cap, k), 1) for k in KEYS)
 
         order = [m for m in pinned if m in res] + sorted((m for m in res if m not in pinned), key=lambda m: -share(res[m]))
         for m in order:
-            i = 0 if m in pinned else min(range(self.board.slrs), key=lambda j: (share(used[j] + res[m]), j))
+            i = 0 if m in pinned else min(range(n), key=lambda j: (share(used[j] + res[m]), j))
             used[i] = used[i] + res[m]
             placement[i].append(m)
+        for _ in range(4 * len(res)):
+            worst = max(range(n), key=lambda j: (share(used[j]), -j))
+            if share(used[worst]) <= 1.0:
+                break
+            best = None
+            for m in placement[worst]:
+                if m in pinned:
+                    continue
+                for j in range(n):
+                    if j == worst:
+                        continue
+                    after = max(share(used[worst] + res[m] * -1.0), share(used[j] + res[m]))
+                    if after < share(used[worst]) - 1e-9 and (best is None or after < best[0]):
+                        best = (after, m, j)
+            if best is None:
+                break
+            _, m, j = best
+            placement[worst].remove(m)
+            placement[j].append(m)
+            used[worst] = used[worst] + res[m] * -1.0
+            used[j] = used[j] + res[m]
         return placement, used
 
     def budget_report(self) -> Dict:
@@ -221,8 +249,9 @@ def stage_model(name: str, schedule: Dict, n_layers: int, lanes: Dict, board: Bo
                           mac=lanes.get("mac", "MAC_LUT"))
     att = AttentionUnit(max_ctx=lanes["max_context"], max_new=s["max_tokens"], head_dim=s["head_dim"],
                         heads=s["heads"], kv_heads=s["kv_heads"], head_lanes=lanes["head_lanes"],
-                        key_lanes=lanes["key_lanes"])
-    units = ElementwiseUnits(lanes=lanes["element_lanes"], input_kind=s["input_kind"],
+                        key_lanes=lanes["key_lanes"], kv_lanes=lanes["kv_lanes"])
+    units = ElementwiseUnits(lanes=lanes["element_lanes"], quant_lanes=lanes.get("quant_lanes", lanes["element_lanes"]),
+                             input_kind=s["input_kind"],
                              hadamard_m=s.get("hadamard_m") or 1, hadamard_n=s.get("hadamard_n") or 0,
                              hadamard_lanes=lanes.get("hadamard_lanes", 1))
     sampler = Sampler(vocab=s["vocab"], lanes=lanes["out_lanes"])

@@ -36,7 +36,7 @@ from ..atomic_dir import atomic_directory
 from ..config import ConfigError, FlexLLMConfig
 from ..ui import tool_output
 from .spec import (DDR_BANK_BYTES, HBM_CHANNEL_BYTES, HBM_CHANNELS, U280_PLATFORM, Buffer, Kernel, ProjectSpec,
-                   kv_row_bytes)
+                   kv_buffer, kv_port_bytes)
 
 BUILD_INFO = "flexllm_build.json"
 CONFIG_COPY = "flexllm_config.yaml"
@@ -77,7 +77,8 @@ def stage_options(cfg: FlexLLMConfig, golden, stage: str) -> Dict:
     ctx = int(d["MaxContext"])
     opts = {"MaxContext": ctx, "LayerParams": golden.layers, "WeightPorts": int(d["BP"]),
             "RopeTables": (golden.rope_cos[:ctx], golden.rope_sin[:ctx]),
-            "HeadLanes": int(d["HP"]), "KeyLanes": int(d["KVParallel"])}
+            "HeadLanes": int(d["HP"]), "KeyLanes": int(d["KVParallel"]),
+            "QuantLanes": int((p if stage == "prefill" else d)["QuantLanes"])}
     if stage == "prefill":
         opts.update({"TokenLanes": int(p["TP"]), "PrefillOutLanes": int(d["BP"]), "PrefillInLanes": int(p["WP"])})
     else:
@@ -175,10 +176,12 @@ def plan_buffers(cfg: FlexLLMConfig, golden, plans: Dict) -> Dict:
     for key in sorted(k for k in images if k.startswith(("fmem", "lmem"))):
         buffers.append(Buffer(key, f"HBM[{hbm}]", int(images[key].nbytes), f"weights/{key}.bin"))
         hbm += 1
-    kv_bytes = golden.num_layers * golden.num_kv_heads * int(d["MaxContext"]) * kv_row_bytes(golden.head_dim)
-    buffers.append(Buffer("k_cache", f"HBM[{hbm}]", kv_bytes))
-    buffers.append(Buffer("v_cache", f"HBM[{hbm + 1}]", kv_bytes))
-    hbm += 2
+    # the KV cache: K and V port buffers on the channels of the first 2 x KV_LANES weight ports
+    from .spec import kv_lanes
+    lanes = kv_lanes(int(d["KVParallel"]), ports)
+    kv_bytes = kv_port_bytes(golden.num_layers, golden.num_kv_heads, int(d["MaxContext"]), golden.head_dim, lanes)
+    for i in range(2 * lanes):
+        buffers.append(Buffer(kv_buffer(i), f"HBM[{i}]", kv_bytes))
     buffers.append(Buffer("embed", "DDR[0]", int(images["embed"].nbytes), "weights/embed.bin"))
     vocab = golden.vocab_size
     io = [("prompt_tokens", 4 * int(cfg["Prefill"]["MaxSeqLen"])), ("first_token", 64),
@@ -226,7 +229,7 @@ PCIE_GBPS = 10.0        # host -> card, PCIe Gen3 x16 as measured on Alveo cards
 def stage_switch_cost(buffers, decode_model) -> Dict:
     """Prefill and decode are separate xclbins: between them the host reads the KV cache back, loads the
     decode xclbin and uploads every decode buffer again (host/host.cpp)."""
-    kv = sum(b.bytes for b in buffers if b.name in ("k_cache", "v_cache"))
+    kv = sum(b.bytes for b in buffers if b.name.startswith("kv_p"))
     upload = sum(b.bytes for b in buffers if b.file is not None and not b.name.endswith("_prefill")) + kv
     return {"kv_cache_bytes": kv, "bytes_uploaded": upload,
             "upload_seconds": round((upload + kv) / (PCIE_GBPS * 1e9), 4),
@@ -312,7 +315,8 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
         src = f"firmware/{name}_{stage}.cpp"
         sizes = {b.name: b.bytes for b in planned["buffers"]}
         (root / src).write_text(make(hm, f"{name}_{stage}", planned["fmem"][stage], planned["lmem"][stage], sizes))
-        kernel_ports = port_fn(ports, planned["fmem"][stage], planned["lmem"][stage])
+        n_kv = sum(1 for b in planned["buffers"] if b.name.startswith("kv_p"))
+        kernel_ports = port_fn(ports, n_kv, planned["fmem"][stage], planned["lmem"][stage])
         mem_of = {b.name: b.memory for b in planned["buffers"]}
         for port in kernel_ports:
             if port.kind == "m_axi":

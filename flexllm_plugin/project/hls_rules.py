@@ -86,7 +86,7 @@ from clang.cindex import TypeKind as TK
 
 BIND_STORAGE_MIN_BYTES = 16 * 1024
 WIDE_PORT_MIN_BITS = 256
-DEFAULT_WIDE_PORTS = r"^(w\d+|k_cache.*|v_cache.*|kc\d+|vc\d+)$"
+DEFAULT_WIDE_PORTS = r"^(w\d+|kvw?\d+)$"
 DEFAULT_ENGINE_FUNCTIONS = ("linear_mac", "attention")   # the MAC array of THE linear engine; THE attention unit
 
 # Warnings that matter for HLS (variable-length arrays do not synthesise; a missing return or an

@@ -19,9 +19,9 @@ from __future__ import annotations
 from typing import List
 
 from ..backend.passes.templates import linear_lanes_of_config
-from ..backend.writer import (core_header, kernel_header, maxi_pragma, namespace, parameters_header, port_list,
-                              weight_ports)
-from .spec import Port
+from ..backend.writer import (core_header, kernel_header, kv_port_list, kv_port_names, maxi_pragma, namespace,
+                              parameters_header, port_list, weight_ports)
+from .spec import Port, kv_buffer
 
 MAX_TOP_K = 64       # compile-time bound of the top-k sampler (run-time k <= MAX_TOP_K)
 
@@ -31,16 +31,22 @@ def _weight_ports(n) -> List[Port]:
                  width_bits=512) for i in range(n)]
 
 
-def _shared_ports(n_weight_ports, fmem_buffer, lmem_buffer) -> List[Port]:
+def _kv_ports(n_kv_ports) -> List[Port]:
+    """KV port i: read by its reader task through kv<i>, written by its writer task through kvw<i>; both
+    arguments bound to buffer kv_p<i> (one m_axi argument per task, flexllm_kv_cache.h)."""
+    reads = [Port(f"kv{i}", "m_axi", "flexllm::wide_word_t", bundle=f"gmem_kv{i}", buffer=kv_buffer(i), width_bits=512)
+             for i in range(n_kv_ports)]
+    writes = [Port(f"kvw{i}", "m_axi", "flexllm::wide_word_t", bundle=f"gmem_kvw{i}", buffer=kv_buffer(i),
+                   width_bits=512, direction="out") for i in range(n_kv_ports)]
+    return reads + writes
+
+
+def _shared_ports(n_weight_ports, n_kv_ports, fmem_buffer, lmem_buffer) -> List[Port]:
     return _weight_ports(n_weight_ports) + [
         Port("lmem", "m_axi", "flexllm::wide_word_t", bundle="gmem_lmem", buffer=lmem_buffer, width_bits=512),
         Port("fmem", "m_axi", "float", bundle="gmem_fmem", buffer=fmem_buffer),
         Port("embed", "m_axi", "float", bundle="gmem_embed", buffer="embed"),
-        Port("k_cache", "m_axi", "flexllm::wide_word_t", bundle="gmem_k_cache", buffer="k_cache", width_bits=512,
-             direction="inout"),
-        Port("v_cache", "m_axi", "flexllm::wide_word_t", bundle="gmem_v_cache", buffer="v_cache", width_bits=512,
-             direction="inout"),
-    ]
+    ] + _kv_ports(n_kv_ports)
 
 
 def _sampling_ports() -> List[Port]:
@@ -48,17 +54,17 @@ def _sampling_ports() -> List[Port]:
             Port("seed", "scalar", "unsigned")]
 
 
-def prefill_ports(n_weight_ports, fmem_buffer, lmem_buffer="lmem") -> List[Port]:
+def prefill_ports(n_weight_ports, n_kv_ports, fmem_buffer, lmem_buffer="lmem") -> List[Port]:
     return ([Port("tokens", "m_axi", "int32_t", bundle="gmem_tokens", buffer="prompt_tokens"),
-             Port("n_tokens", "scalar", "int")] + _shared_ports(n_weight_ports, fmem_buffer, lmem_buffer)
+             Port("n_tokens", "scalar", "int")] + _shared_ports(n_weight_ports, n_kv_ports, fmem_buffer, lmem_buffer)
             + [Port("logits", "m_axi", "float", bundle="gmem_logits", buffer="prefill_logits", direction="out"),
                Port("next_token", "m_axi", "int32_t", bundle="gmem_next_token", buffer="first_token",
                     direction="out")] + _sampling_ports())
 
 
-def decode_ports(n_weight_ports, fmem_buffer, lmem_buffer="lmem") -> List[Port]:
+def decode_ports(n_weight_ports, n_kv_ports, fmem_buffer, lmem_buffer="lmem") -> List[Port]:
     return ([Port("first_token", "scalar", "int"), Port("position", "scalar", "int"),
-             Port("n_new", "scalar", "int")] + _shared_ports(n_weight_ports, fmem_buffer, lmem_buffer)
+             Port("n_new", "scalar", "int")] + _shared_ports(n_weight_ports, n_kv_ports, fmem_buffer, lmem_buffer)
             + [Port("out_tokens", "m_axi", "int32_t", bundle="gmem_out_tokens", buffer="out_tokens",
                     direction="out"),
                Port("logits", "m_axi", "float", bundle="gmem_logits", buffer="decode_logits", direction="out")]
@@ -123,7 +129,7 @@ LOGITS_OUT = ["LOGITS_OUT:", "    for (int j = 0; j < VOCAB; ++j) {", "#pragma H
 
 
 def prefill_kernel(model, name, fmem_buffer, lmem_buffer="lmem", buffer_bytes=None) -> str:
-    ports = prefill_ports(weight_ports(model), fmem_buffer, lmem_buffer)
+    ports = prefill_ports(weight_ports(model), len(kv_port_names(model)[0]), fmem_buffer, lmem_buffer)
     body = [
         "    static int32_t chunk_ids[MAX_TOKENS];",
         "    // chunked prefill: MAX_TOKENS tokens per pass over all layers; later chunks attend to the",
@@ -138,8 +144,8 @@ def prefill_kernel(model, name, fmem_buffer, lmem_buffer="lmem", buffer_bytes=No
         "#pragma HLS PIPELINE II = 1",
         "            chunk_ids[t] = tokens[c + t];",
         "        }",
-        f"        stage_pass(chunk_ids, n, c, c + n >= n_tokens, {port_list(model)}, lmem, fmem, embed, k_cache, "
-        "v_cache, step_logits);",
+        f"        stage_pass(chunk_ids, n, c, c + n >= n_tokens, {port_list(model)}, lmem, fmem, embed, "
+        f"{kv_port_list(model)}, step_logits);",
         "    }",
         "    uint32_t state = seed ? seed : 1u;",
         "    next_token[0] = sample_token(step_logits, top_k, inv_temperature, state);",
@@ -149,7 +155,7 @@ def prefill_kernel(model, name, fmem_buffer, lmem_buffer="lmem", buffer_bytes=No
 
 
 def decode_kernel(model, name, fmem_buffer, lmem_buffer="lmem", buffer_bytes=None) -> str:
-    ports = decode_ports(weight_ports(model), fmem_buffer, lmem_buffer)
+    ports = decode_ports(weight_ports(model), len(kv_port_names(model)[0]), fmem_buffer, lmem_buffer)
     body = [
         "    int32_t ids[MAX_TOKENS] = {0};",
         "    int token = first_token;",
@@ -159,8 +165,8 @@ def decode_kernel(model, name, fmem_buffer, lmem_buffer="lmem", buffer_bytes=Non
         "    for (int s = 0; s < n_new; ++s) {",
         "#pragma HLS LOOP_TRIPCOUNT max = MAX_CONTEXT",
         "        ids[0] = token;",
-        f"        stage_pass(ids, 1, position + s, true, {port_list(model)}, lmem, fmem, embed, k_cache, v_cache, "
-        "step_logits);",
+        f"        stage_pass(ids, 1, position + s, true, {port_list(model)}, lmem, fmem, embed, "
+        f"{kv_port_list(model)}, step_logits);",
         "        token = sample_token(step_logits, top_k, inv_temperature, state);",
         "        out_tokens[s] = token;",
         "    }",

@@ -24,6 +24,29 @@ def kv_row_bytes(head_dim: int) -> int:
     return WORD_BYTES * -(-int(head_dim) // WORD_BYTES)
 
 
+DEFAULT_WEIGHT_PORTS = 2              # a stage converted without WeightPorts: one K and one V buffer beside them
+
+
+def kv_lanes(key_lanes: int, ports: int) -> int:
+    """KV_LANES: the KV cache's K ports (= V ports) on the weight ports' HBM channels, keys loaded per cycle:
+    min(KeyLanes, WeightPorts // 2) (layers/flexllm_kv_cache.h)."""
+    if ports < 2:
+        raise ValueError(f"the KV cache needs at least 2 weight ports (one K, one V channel), got {ports}")
+    return min(int(key_lanes), int(ports) // 2)
+
+
+def kv_buffer(i: int) -> str:
+    """Device buffer of KV port i (K for i < KV_LANES, else V), on weight port i's HBM channel."""
+    return f"kv_p{i}"
+
+
+def kv_port_bytes(n_layers: int, n_kv_heads: int, max_ctx: int, head_dim: int, kv_lanes: int) -> int:
+    """Bytes of one KV port buffer: [layers][kv heads][ceil(max_ctx / kv_lanes) slots][row words]
+    (flexllm::kv_port_words, layers/flexllm_kv_cache.h)."""
+    slots = -(-int(max_ctx) // int(kv_lanes))
+    return int(n_layers) * int(n_kv_heads) * slots * kv_row_bytes(head_dim)
+
+
 @dataclass
 class Port:
     """One argument of a kernel top function.

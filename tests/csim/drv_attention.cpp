@@ -23,32 +23,33 @@ constexpr int ROW = MAX_HEADS * MAX_HD;
 
 float q[MAX_NEW][ROW], k[MAX_NEW][ROW], v[MAX_NEW][ROW], out[MAX_NEW][ROW];
 
-// (HEAD_LANES, KEY_LANES)
+// (HEAD_LANES, KEY_LANES, KV_LANES): KV_LANES < KEY_LANES in id 1 (fewer KV ports than key lanes)
 template <int ID>
 struct lanes;
 template <>
 struct lanes<0> {
-    static constexpr int hp = 1, kp = 1;
+    static constexpr int hp = 1, kp = 1, kv = 1;
 };
 template <>
 struct lanes<1> {
-    static constexpr int hp = 2, kp = 3;
+    static constexpr int hp = 2, kp = 3, kv = 2;
 };
 template <>
 struct lanes<2> {
-    static constexpr int hp = 4, kp = 4;
+    static constexpr int hp = 4, kp = 4, kv = 4;
 };
 
 template <int ID>
-void run(int n, int position, int n_heads, const kv_cache_geometry &geo, int layer, const std::vector<float> &cos_t,
+void run(int n, int position, int n_heads, const kv_cache_geometry &geo, int n_layers, int layer, const std::vector<float> &cos_t,
          const std::vector<float> &sin_t, const attention_scales<MAX_HEADS, MAX_KV_HEADS> &sc,
          std::vector<int8_t> &k_cache, std::vector<int8_t> &v_cache) {
-    typedef attention_config<MAX_CTX, MAX_NEW, MAX_HD, MAX_HEADS, MAX_KV_HEADS, ROW, lanes<ID>::hp, lanes<ID>::kp> cfg;
+    typedef attention_config<MAX_CTX, MAX_NEW, MAX_HD, MAX_HEADS, MAX_KV_HEADS, ROW, lanes<ID>::hp, lanes<ID>::kp, ROW,
+                             lanes<ID>::kv> cfg;
     const size_t rows = k_cache.size() / geo.head_dim;
     std::vector<wide_word_t> kw = csim::kv_to_words(k_cache, rows, geo.head_dim);
     std::vector<wide_word_t> vw = csim::kv_to_words(v_cache, rows, geo.head_dim);
-    attention<cfg>(q, k, v, cos_t.data(), sin_t.data(), sc, kw.data(), vw.data(), geo, layer, out, n, position,
-                   n_heads);
+    csim::run_attention<cfg>(q, k, v, cos_t.data(), sin_t.data(), sc, kw, vw, geo, n_layers, layer, out, n, position,
+                             n_heads);
     csim::kv_from_words(kw, rows, geo.head_dim, k_cache);
     csim::kv_from_words(vw, rows, geo.head_dim, v_cache);
 }
@@ -84,9 +85,9 @@ int main(int argc, char **argv) {
     const size_t cache_n = (size_t)n_layers * kvh * geo.max_ctx * hd;
     std::vector<int8_t> k_cache = csim::read_vec<int8_t>(cache_n);
     std::vector<int8_t> v_cache = csim::read_vec<int8_t>(cache_n);
-    if (id == 0) run<0>(n, position, n_heads, geo, layer, cos_t, sin_t, sc, k_cache, v_cache);
-    else if (id == 1) run<1>(n, position, n_heads, geo, layer, cos_t, sin_t, sc, k_cache, v_cache);
-    else if (id == 2) run<2>(n, position, n_heads, geo, layer, cos_t, sin_t, sc, k_cache, v_cache);
+    if (id == 0) run<0>(n, position, n_heads, geo, n_layers, layer, cos_t, sin_t, sc, k_cache, v_cache);
+    else if (id == 1) run<1>(n, position, n_heads, geo, n_layers, layer, cos_t, sin_t, sc, k_cache, v_cache);
+    else if (id == 2) run<2>(n, position, n_heads, geo, n_layers, layer, cos_t, sin_t, sc, k_cache, v_cache);
     else csim::fail("attention: unknown lanes id");
     csim::write_rows(out, n, n_heads * hd);
     csim::write(k_cache.data(), cache_n);

@@ -91,8 +91,8 @@ struct model_runner {
                                  p.d_out);
     }
 
-    static void layer(const model_params &m, int i, wide_word_t *k_cache, wide_word_t *v_cache, const kv_cache_geometry &geo,
-                      int n, int position) {
+    static void layer(const model_params &m, int i, std::vector<wide_word_t> &k_cache, std::vector<wide_word_t> &v_cache,
+                      const kv_cache_geometry &geo, int n, int position) {
         const layer_params &L = m.layers[i];
         const int d = m.hidden, qd = m.n_heads * m.head_dim;
         rmsnorm<MAX_T, W>(h, L.input_norm.data(), m.eps, n, d, xn);
@@ -100,8 +100,8 @@ struct model_runner {
         apply(L.q_proj, qf, n);
         apply(L.k_proj, kf, n);
         apply(L.v_proj, vf, n);
-        attention<att>(qf, kf, vf, m.cos_t.data(), m.sin_t.data(), L.scales, k_cache, v_cache, geo, i, ao, n,
-                       position, m.n_heads);  // k_cache / v_cache: 512-bit rows (flexllm_kv_cache.h)
+        csim::run_attention<att>(qf, kf, vf, m.cos_t.data(), m.sin_t.data(), L.scales, k_cache, v_cache, geo, m.n_layers,
+                                 i, ao, n, position, m.n_heads);  // with its KV reader / writer tasks
         quantize(ao, n, qd);
         apply(L.o_proj, tmp, n);
         residual_add<MAX_T, W>(h, tmp, n, d);
@@ -116,8 +116,9 @@ struct model_runner {
         residual_add<MAX_T, W>(h, tmp, n, d);
     }
 
-    static void forward(const model_params &m, const int ids[MAX_T], int n, int position, wide_word_t *k_cache,
-                        wide_word_t *v_cache, const kv_cache_geometry &geo, float logits[MAX_T][W]) {
+    static void forward(const model_params &m, const int ids[MAX_T], int n, int position,
+                        std::vector<wide_word_t> &k_cache, std::vector<wide_word_t> &v_cache, const kv_cache_geometry &geo,
+                        float logits[MAX_T][W]) {
         embedding<MAX_T, W>(m.embed.data(), ids, n, m.hidden, h);
         for (int i = 0; i < m.n_layers; ++i) layer(m, i, k_cache, v_cache, geo, n, position);
         rmsnorm<MAX_T, W>(h, m.final_norm.data(), m.eps, n, m.hidden, xn);
@@ -205,11 +206,11 @@ int main(int argc, char **argv) {
         int ids[MAX_T];
         csim::read(ids, n);
         if (m.bits == 4 && m.kind == INPUT_UINT4_ASYM)
-            model_runner<4, INPUT_UINT4_ASYM>::forward(m, ids, n, position, k_words.data(), v_words.data(), geo, logits);
+            model_runner<4, INPUT_UINT4_ASYM>::forward(m, ids, n, position, k_words, v_words, geo, logits);
         else if (m.bits == 4 && m.kind == INPUT_INT8_SYM)
-            model_runner<4, INPUT_INT8_SYM>::forward(m, ids, n, position, k_words.data(), v_words.data(), geo, logits);
+            model_runner<4, INPUT_INT8_SYM>::forward(m, ids, n, position, k_words, v_words, geo, logits);
         else if (m.bits == 8 && m.kind == INPUT_INT8_SYM)
-            model_runner<8, INPUT_INT8_SYM>::forward(m, ids, n, position, k_words.data(), v_words.data(), geo, logits);
+            model_runner<8, INPUT_INT8_SYM>::forward(m, ids, n, position, k_words, v_words, geo, logits);
         else
             csim::fail("model: unsupported bits / kind");
         csim::write_rows(logits, n, m.vocab);

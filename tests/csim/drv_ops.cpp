@@ -9,6 +9,7 @@
 #include "flexllm_embedding.h"
 #include "flexllm_hadamard.h"
 #include "flexllm_kv_cache.h"
+#include "flexllm_kv_host.h"
 #include "flexllm_math.h"
 #include "flexllm_reduce.h"
 #include "flexllm_residual.h"
@@ -361,48 +362,67 @@ void op_weights() {
         unpack_ports<8>(ports, d_out, d_in, w_off);
 }
 
-// n_layers, n_kv_heads, max_ctx, hd, cache, n_writes x (layer, kv_head, pos, row[hd]),
-// then (layer, kv_head, n_rows) -> cache after the writes (512-bit row layout, unpacked), rows read with
-// kv_read_rows_pair, rows decoded word by word with kv_code
+// n_layers, n_kv_heads, max_ctx, hd, lanes C, cache [n_layers][kvh][max_ctx][hd] (i8) as K and V,
+// then (layer, kv_head, position, n_new, rows [n_new][hd]) -> the cache after writing the new rows (as K and
+// as V) through the 2C KV port buffers with kv_write_port_rows, then the rows u < position + n_new of
+// (layer, kv_head) read back through kv_read_port_rows (key u from K port u % C, checked equal to V port
+// C + u % C) and decoded with kv_code
 void op_kv_cache() {
     kv_cache_geometry g;
     const int n_layers = csim::read_int();
     g.n_kv_heads = csim::read_int();
     g.max_ctx = csim::read_int();
     g.head_dim = csim::read_int();
-    csim::require(g.head_dim <= MAX_HD && g.max_ctx <= MAX_CTX, "kv_cache: size");
+    g.lanes = csim::read_int();
+    csim::require(g.head_dim <= MAX_HD && g.max_ctx <= MAX_CTX && g.lanes >= 1 && g.lanes <= 8, "kv_cache: size");
     std::vector<int8_t> cache = csim::read_vec<int8_t>((size_t)n_layers * g.n_kv_heads * g.max_ctx * g.head_dim);
     const size_t rows = cache.size() / g.head_dim;
     std::vector<wide_word_t> words = csim::kv_to_words(cache, rows, g.head_dim);
-    const int n_writes = csim::read_int();
-    for (int i = 0; i < n_writes; ++i) {
-        const int layer = csim::read_int(), kh = csim::read_int(), pos = csim::read_int();
+    const int P = 2 * g.lanes;
+    std::vector<wide_word_t> ports[16];
+    for (int p = 0; p < P; ++p) {
+        ports[p].assign(kv_port_words(g, n_layers), 0);
+        kv_port_from_logical(words.data(), words.data(), g, n_layers, p, ports[p].data());
+    }
+    const int layer = csim::read_int(), kh = csim::read_int(), position = csim::read_int(), n_new = csim::read_int();
+    constexpr int RW = kv_row_words(MAX_HD);
+    hls::stream<wide_word_t> to_port[16];
+    for (int t = 0; t < n_new; ++t) {
         int8_t row[MAX_HD];
         csim::read(row, g.head_dim);
-        wide_word_t packed[kv_row_words(MAX_HD)];
-        kv_pack_row<MAX_HD, kv_row_words(MAX_HD)>(row, g.head_dim, packed);
-        kv_write_row<kv_row_words(MAX_HD)>(words.data(), g, layer, kh, pos, packed);
+        wide_word_t packed[RW];
+        kv_pack_row<MAX_HD, RW>(row, g.head_dim, packed);
+        const int lane = (position + t) % g.lanes;
+        for (int wd = 0; wd < kv_row_words(g.head_dim); ++wd) {
+            to_port[lane].write(packed[wd]);
+            to_port[g.lanes + lane].write(packed[wd]);
+        }
     }
-    const int layer = csim::read_int(), kh = csim::read_int(), n_rows = csim::read_int();
-    csim::kv_from_words(words, rows, g.head_dim, cache);
+    for (int p = 0; p < P; ++p) {
+        kv_write_port_rows<MAX_CTX, RW>(ports[p].data(), g, layer, kh, p, position, n_new, to_port[p]);
+        csim::require(to_port[p].empty(), "kv_write_port_rows: words left");
+    }
+    std::vector<wide_word_t> k_after(words.size()), v_after(words.size());
+    for (int p = 0; p < P; ++p) kv_logical_from_port(ports[p].data(), g, n_layers, p, k_after.data(), v_after.data());
+    csim::kv_from_words(k_after, rows, g.head_dim, cache);
     csim::write(cache.data(), cache.size());
-    constexpr int RW = kv_row_words(MAX_HD);
-    static wide_word_t buf[MAX_CTX][RW], vbuf[MAX_CTX][RW];
-    kv_read_rows_pair<MAX_CTX, RW>(words.data(), words.data(), g, layer, kh, n_rows, buf, vbuf);
+    const int n_rows = position + n_new;
+    hls::stream<wide_word_t> from_port[16];
+    for (int p = 0; p < P; ++p) kv_read_port_rows<MAX_CTX, RW>(ports[p].data(), g, layer, kh, p, n_rows, from_port[p]);
     for (int u = 0; u < n_rows; ++u) {
+        wide_word_t kw[RW], vw[RW];
+        for (int wd = 0; wd < kv_row_words(g.head_dim); ++wd) {
+            kw[wd] = from_port[u % g.lanes].read();
+            vw[wd] = from_port[g.lanes + u % g.lanes].read();
+        }
         int8_t row[MAX_HD];
         for (int i = 0; i < g.head_dim; ++i) {
-            row[i] = kv_code(buf[u][i / WORD_BYTES], i);
-            csim::require(kv_code(vbuf[u][i / WORD_BYTES], i) == row[i], "kv_read_rows_pair: V differs");
+            row[i] = kv_code(kw[i / WORD_BYTES], i);
+            csim::require(kv_code(vw[i / WORD_BYTES], i) == row[i], "kv_read_port_rows: V differs");
         }
         csim::write(row, g.head_dim);
     }
-    for (int u = 0; u < n_rows; ++u) {
-        int8_t row[MAX_HD];
-        const long long base = kv_row_offset(g, layer, kh, u);
-        for (int i = 0; i < g.head_dim; ++i) row[i] = kv_code(words[base + i / WORD_BYTES], i);
-        csim::write(row, g.head_dim);
-    }
+    for (int p = 0; p < P; ++p) csim::require(from_port[p].empty(), "kv_read_port_rows: words left");
 }
 
 }  // namespace

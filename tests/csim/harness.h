@@ -3,15 +3,31 @@
 //     MAC array, the epilogue and a collector (linear_collect / linear_write_acc, test sinks),
 //     connected by hls::streams (sequential C simulation).
 //   kv_to_words / kv_from_words: the int8 [layers][kv_heads][ctx][head_dim] cache of the Python tests
-//     <-> the kernel's 512-bit row layout (flexllm_kv_cache.h).
+//     <-> the logical 512-bit row layout (flexllm_kv_cache.h).
+//   run_attention: the attention unit with its KV reader and writer tasks, on a logical cache in words
+//     (the cache is split into the KV port buffers, read by kv_read_port_rows, the unit runs, the new rows
+//     are written by kv_write_port_rows, and the port buffers are joined again).
 #pragma once
 
+#include <cstdio>
+#include <cstdlib>
 #include <vector>
 
+#include "flexllm_attention.h"
 #include "flexllm_kv_cache.h"
+#include "flexllm_kv_host.h"
 #include "flexllm_linear.h"
 
 namespace csim {
+
+// A task graph's streams are empty after a call: every word produced was consumed.
+template <class T>
+inline void require_empty(hls::stream<T> &s, const char *what) {
+    if (!s.empty()) {
+        std::fprintf(stderr, "%s: %d words left in the stream\n", what, (int)s.size());
+        std::exit(3);
+    }
+}
 
 // Test sinks of the engine's streams (kernels use flexllm::linear_distribute):
 // y[t][j] for t < n_tokens, j < d_out.
@@ -135,6 +151,36 @@ inline void kv_from_words(const std::vector<flexllm::wide_word_t> &w, size_t row
     const int rw = flexllm::kv_row_words(hd);
     for (size_t r = 0; r < rows; ++r)
         for (int i = 0; i < hd; ++i) bytes[r * hd + i] = flexllm::kv_code(w[r * rw + i / 64], i);
+}
+
+// One attention call as a kernel runs it: KV reader tasks -> attention unit -> KV writer tasks, KV_LANES of
+// the config (geo.lanes is set from it), k_words / v_words logical [layers][kv_heads][max_ctx][row_words].
+template <class CFG>
+void run_attention(const float q[CFG::max_new][CFG::row], const float k[CFG::max_new][CFG::row],
+                   const float v[CFG::max_new][CFG::row], const float *rope_cos, const float *rope_sin,
+                   const flexllm::attention_scales<CFG::max_heads, CFG::max_kv_heads> &sc,
+                   std::vector<flexllm::wide_word_t> &k_words, std::vector<flexllm::wide_word_t> &v_words,
+                   flexllm::kv_cache_geometry geo, int n_layers, int layer, float out[CFG::max_new][CFG::out_row],
+                   int n_tokens, int position, int n_heads) {
+    constexpr int P = CFG::kv_ports;
+    geo.lanes = CFG::kv_lanes;
+    std::vector<flexllm::wide_word_t> ports[P];
+    hls::stream<flexllm::wide_word_t> kv_in[P], kv_out[P];
+    for (int p = 0; p < P; ++p) {
+        ports[p].assign(flexllm::kv_port_words(geo, n_layers), 0);
+        flexllm::kv_port_from_logical(k_words.data(), v_words.data(), geo, n_layers, p, ports[p].data());
+        for (int kh = 0; kh < geo.n_kv_heads; ++kh)
+            flexllm::kv_read_port_rows<CFG::max_ctx, CFG::row_words>(ports[p].data(), geo, layer, kh, p, position, kv_in[p]);
+    }
+    flexllm::attention<CFG>(q, k, v, rope_cos, rope_sin, sc, kv_in, kv_out, geo, out, n_tokens, position, n_heads);
+    for (int p = 0; p < P; ++p) {
+        for (int kh = 0; kh < geo.n_kv_heads; ++kh)
+            flexllm::kv_write_port_rows<CFG::max_new, CFG::row_words>(ports[p].data(), geo, layer, kh, p, position,
+                                                                      n_tokens, kv_out[p]);
+        require_empty(kv_in[p], "kv_in");
+        require_empty(kv_out[p], "kv_out");
+        flexllm::kv_logical_from_port(ports[p].data(), geo, n_layers, p, k_words.data(), v_words.data());
+    }
 }
 
 // Random access to the multi-port weight layout (a reference reader for the tests; kernels stream whole

@@ -13,6 +13,7 @@ Lane counts are per stage, not per layer (one engine per kernel): :func:`linear_
 
 from hls4ml.backends.template import LayerConfigTemplate
 
+from ...project.spec import DEFAULT_WEIGHT_PORTS, kv_lanes
 from ..layers import (FlexAttention, FlexHadamard, FlexQuantLinear, FlexRMSNorm, FlexSwiGLU, FlexTokenQuant)
 
 KIND_ENUM = {"uint4_asym": "flexllm::INPUT_UINT4_ASYM", "int8": "flexllm::INPUT_INT8_SYM"}
@@ -33,7 +34,7 @@ def linear_lanes_of_config(model):
     """(token lanes, out lanes, in lanes) of the stage's ONE engine: prefill (several tokens per call)
     TP x BP x WP, decode (one token) 1 x BP x WP. Out lanes are rounded up to a multiple of the weight
     ports (each port feeds its own lanes); in lanes are capped at the codes of one 512-bit word."""
-    ports = _cfg(model, "WeightPorts", 1)
+    ports = _cfg(model, "WeightPorts", DEFAULT_WEIGHT_PORTS)
     tokens = stage_max_tokens(model)
     if tokens > 1:
         tl, ol, il = (min(_cfg(model, "TokenLanes", 4), tokens), _cfg(model, "PrefillOutLanes", ports),
@@ -55,6 +56,15 @@ def element_lanes_of_config(model) -> int:
     return lanes
 
 
+def quant_lanes_of_config(model) -> int:
+    """Lanes of the per-token quantizer (min / max and the codes: no fp32 sums, so not bound by the 16 lanes of
+    the reduction contract): QuantLanes, a power of two <= 128."""
+    lanes = _cfg(model, "QuantLanes", 64)
+    if lanes < 1 or lanes > 128 or lanes & (lanes - 1):
+        raise ValueError(f"FlexLLM QuantLanes must be a power of two in 1..128, got {lanes}")
+    return lanes
+
+
 def hadamard_lanes_of_config(model) -> int:
     """Lanes of the online Hadamard unit (butterflies per cycle): HadamardLanes, a power of two <= 128."""
     lanes = _cfg(model, "HadamardLanes", 64)
@@ -67,6 +77,10 @@ def attention_lanes_of_config(model, group: int):
     """(head lanes, key lanes) of the attention unit: HeadLanes query heads of one GQA group (at most
     the group) x KeyLanes keys per cycle."""
     return min(_cfg(model, "HeadLanes", 1), group), _cfg(model, "KeyLanes", 4)
+
+
+def kv_lanes_of_config(model) -> int:
+    return kv_lanes(_cfg(model, "KeyLanes", 4), _cfg(model, "WeightPorts", DEFAULT_WEIGHT_PORTS))
 
 
 def unit_call_initializer(call: dict) -> str:
@@ -129,8 +143,9 @@ def stage_lanes(model) -> dict:
     tl, ol, il = linear_lanes_of_config(model)
     sched = model.config.config["FlexLLM"]["Schedule"]
     hl, kl = attention_lanes_of_config(model, sched["heads"] // sched["kv_heads"])
-    return {"token_lanes": tl, "out_lanes": ol, "in_lanes": il, "ports": _cfg(model, "WeightPorts", 1),
-            "head_lanes": hl, "key_lanes": kl, "element_lanes": element_lanes_of_config(model),
+    return {"token_lanes": tl, "out_lanes": ol, "in_lanes": il, "ports": _cfg(model, "WeightPorts", DEFAULT_WEIGHT_PORTS),
+            "head_lanes": hl, "key_lanes": kl, "kv_lanes": kv_lanes_of_config(model),
+            "element_lanes": element_lanes_of_config(model), "quant_lanes": quant_lanes_of_config(model),
             "hadamard_lanes": hadamard_lanes_of_config(model),
             "mac": model.config.config["FlexLLM"].get("MacImpl") or "MAC_LUT",
             "max_context": int(model.config.config["FlexLLM"]["MaxContext"])}
