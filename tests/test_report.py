@@ -80,3 +80,18 @@ def test_report_with_dse_result_and_csynth(tiny_project, tmp_path):
 def test_report_of_a_directory_that_is_not_a_project(tmp_path):
     from flexllm_plugin.cli import main
     assert main(["report", str(tmp_path)]) == 2
+
+
+@pytest.mark.slow
+def test_report_renders_on_smollm2(tmp_path):
+    """The real model's project (SmolLM2-135M, 30 layers; ~2 min with a cached calibration)."""
+    from pathlib import Path
+    from flexllm_plugin.cli import main
+    from flexllm_plugin.report.html import write_report
+    out = tmp_path / "smol"
+    assert main(["build", "configs/smollm2_135m_u280.yaml", "--out", str(out), "--quiet"]) == 0
+    res = write_report(out)
+    assert set(res["figures"]) == {"resources_prefill", "resources_decode", "roofline", "latency", "hbm"}
+    for path in res["figures"].values():
+        w, h = _png_size(Path(path))
+        assert w >= 600 and h >= 300

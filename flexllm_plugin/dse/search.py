@@ -32,6 +32,7 @@ from .space import DECODE_ONLY, KNOBS, PREFILL_ONLY, SHARED, Space
 OBJECTIVES = ("decode", "prefill", "end-to-end")
 EXHAUSTIVE_PREFILL = 400
 START_TUPLES = 3
+FRONT_SAMPLES = 16          # decode-front designs completed with a prefill design (local mode)
 INF = float("inf")
 
 
@@ -186,6 +187,30 @@ class Search:
                 break
         for st in starts[:START_TUPLES]:
             self._local(st)
+        self._front_samples()
+
+    def _front_samples(self) -> None:
+        """Whole designs along the decode front (one prefill design per shared tuple on it: the incumbent's
+        chunk and TP with the widest prefill MAC row that fits), so the prefill-vs-decode front shows the
+        trade-off and not only the neighbourhood of the optimum."""
+        feasible = [d for d in self.designs.values() if d["feasible"]]
+        if not feasible:
+            return
+        inc = min(feasible, key=lambda d: score(self.objective, d["metrics"]))["knobs"]
+        pts = [{"knobs": {k: key[i] for i, k in enumerate(SHARED + DECODE_ONLY)},
+                "metrics": {"decode_tokens_per_s": r.metrics["decode_tokens_per_s"], "decode_utilization": r.utilization}}
+               for key, r in self.ev.decode_cache.items() if r.feasible]
+        seen = set()
+        for p in pareto(pts, (("decode_utilization", "min"), ("decode_tokens_per_s", "max")))[-FRONT_SAMPLES:]:
+            s = tuple(p["knobs"][k] for k in SHARED)
+            if s in seen or s not in self.best_decode:
+                continue
+            seen.add(s)
+            for wp in sorted(self.space["Prefill.WP"], reverse=True):
+                pk = {"Prefill.ChunkTokens": inc["Prefill.ChunkTokens"], "Prefill.TP": inc["Prefill.TP"], "Prefill.WP": wp}
+                if self.ev.prefill_budget({**dict(zip(SHARED, s)), **pk}).feasible:
+                    self._design(s, pk)
+                    break
 
     # ---- the whole search -------------------------------------------------------------------------
     def run(self) -> Dict:
