@@ -12,7 +12,8 @@ kernels are independent (separate xclbins, ``space.py``), so every objective bel
    * ``local`` otherwise: the best prefill knobs for the most promising shared tuples (ranked by their
      best decode), then a steepest-descent local search over (s, prefill knobs) from those designs, moving
      one knob to an adjacent value or two knobs in opposite directions (trading lanes of one kind for
-     another at the budget's edge), until no neighbour improves. For the decode objective the ranking
+     another at the budget's edge), until no neighbour improves; then the best prefill knobs of the shared
+     tuple reached (per chunk and TP the widest WP that fits) and on from there if they are better. For the decode objective the ranking
      continues until the best decode among the remaining tuples is worse than the best design found, so
      the decode optimum is exact; the prefill side rests on the local search.
 Budgets that prune: a kernel over any cap (device, SLR, HBM channel count or capacity, clock) is
@@ -156,7 +157,16 @@ class Search:
                 if v < best_v:
                     best, best_v = nb, v
             if best is None:
-                return
+                # polish: the best prefill knobs of the tuple reached (per chunk and TP the widest WP that
+                # fits) may lie beyond single moves; climb on from there when they are better
+                sd = tuple(cur[k] for k in SHARED)
+                p = self._best_prefill_knobs(sd)
+                if p is None:
+                    return
+                v = self._value(self._design(sd, p))
+                if not v < cur_v:
+                    return
+                best, best_v = {**dict(zip(SHARED, sd)), **p}, v
             cur, cur_v = best, best_v
 
     # ---- step 2 -----------------------------------------------------------------------------------
