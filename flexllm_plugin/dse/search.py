@@ -253,6 +253,10 @@ class Search:
                                                                           ("prefill_seconds", "min"))),
                 "prefill_vs_decode": pareto(feasible, (("prefill_seconds", "min"), ("decode_tokens_per_s", "max"))),
             },
+            "points": {   # every feasible evaluated point, for plots: [x, y] as on the fronts
+                "decode": [[p["metrics"]["decode_utilization"], p["metrics"]["decode_tokens_per_s"]] for p in decode_points],
+                "prefill": [[p["metrics"]["prefill_utilization"], p["metrics"]["prefill_seconds"]] for p in prefill_points],
+                "designs": [[d["metrics"]["prefill_seconds"], d["metrics"]["decode_tokens_per_s"]] for d in feasible]},
             "evaluations": {"decode_kernel": len(self.ev.decode_cache), "prefill_kernel_timed": self.ev.counts["prefill"],
                             "budget_checks_over": self.ev.counts["budget_only"], "designs": len(self.designs)},
             "seconds": {"decode_phase": round(t1 - t0, 2), "prefill_phase": round(t2 - t1, 2),

@@ -147,6 +147,11 @@ def pareto_fronts(dse: Dict, path: Path) -> Path:
     fr = dse["pareto"]
     best = dse["best"]["metrics"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    pts = dse.get("points", {})
+    for ax, key, scale_x in ((axes[0], "decode", 100), (axes[1], "prefill", 100), (axes[2], "designs", 1)):
+        if pts.get(key):
+            ax.scatter([scale_x * x for x, _ in pts[key]], [y for _, y in pts[key]], s=6, color="0.7",
+                       label="evaluated designs that fit")
     d = fr["decode_tokens_per_s_vs_utilization"]
     axes[0].step([100 * p["metrics"]["decode_utilization"] for p in d], [p["metrics"]["decode_tokens_per_s"] for p in d],
                  "o-", where="post", color=COLORS[0], markersize=3, label="Pareto front (decode kernel)")
