@@ -78,13 +78,13 @@ def assert_fits(cfg, arch, spec, board, design):
             assert u <= board.device_cap, (name, k, u)
         for slr in rep["slr"]:
             for k, u in slr["utilization"].items():
-                assert slot_ok(u, board), (name, k, u)
+                assert within_slr_cap(u, board), (name, k, u)
     assert design["knobs"]["Decode.BP"] + 4 <= board.hbm_channels
     for key in ("decode_tokens_per_s", "prefill_seconds", "end_to_end_seconds"):
         assert design["metrics"][key] == pytest.approx(ref[key], rel=1e-12), key
 
 
-def slot_ok(u, board):
+def within_slr_cap(u, board):
     return u <= board.slr_cap + 1e-9
 
 
