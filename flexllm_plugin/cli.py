@@ -128,6 +128,18 @@ def cmd_generate(args) -> dict:
                     log=_log(args.quiet))
 
 
+def cmd_dse(args) -> dict:
+    from .dse.run import run_dse
+    return run_dse(Path(args.config), board=args.board, objective=args.objective, prompt=args.prompt,
+                   new_tokens=args.new, context=args.context, space=args.space, mode=args.mode, out=args.out,
+                   log=_log(args.quiet))
+
+
+def cmd_report(args) -> dict:
+    from .report.html import write_report
+    return write_report(args.outdir, dse=args.dse, log=_log(args.quiet))
+
+
 def cmd_cache(args) -> dict:
     from brevitas_models.build import cache_entries, clear_cache, default_cache_dir
     cache_dir = default_cache_dir()
@@ -212,6 +224,34 @@ def build_parser() -> argparse.ArgumentParser:
             sp.add_argument("--seed", type=int, default=1, help="random seed of top-k sampling (default 1)")
         sp.set_defaults(func=func)
 
+    sp = sub.add_parser("dse", parents=[out_opts], help="design-space search: the fastest design that fits the board "
+                        "(cost model), the Pareto fronts, the best config as YAML")
+    sp.add_argument("config", help="flexllm YAML config (model, quantization, sizes; its knobs are searched)")
+    sp.add_argument("--board", default=None, help="board name (u280, alveo-u280, v80, alveo-v80; default: the "
+                    "config's Board)")
+    sp.add_argument("--objective", choices=["decode", "prefill", "end-to-end"], default="end-to-end",
+                    help="decode: tokens/s at --context keys; prefill: seconds for --prompt tokens; end-to-end: "
+                         "prefill of --prompt tokens + decode of --new tokens (default)")
+    sp.add_argument("--prompt", type=int, default=None, help="prompt tokens (default min(1024, Prefill.MaxSeqLen))")
+    sp.add_argument("--new", type=int, default=None, help="generated tokens (default min(1024, Decode.MaxNewTokens))")
+    sp.add_argument("--context", type=int, default=None, help="keys in the KV cache for the decode tokens/s "
+                    "figure (default: --prompt)")
+    sp.add_argument("--space", action="append", default=[], metavar="KNOB=V1,V2,...",
+                    help="candidate values of a knob, e.g. Decode.BP=16,24,28 (repeatable; default: derived from "
+                         "the model and board)")
+    sp.add_argument("--mode", choices=["auto", "exhaustive", "local"], default="auto",
+                    help="auto: exhaustive when the prefill space is small, else local search (default)")
+    sp.add_argument("--out", type=Path, default=None,
+                    help="write the best config here (YAML for flexllm build) and the result as <out>.dse.json")
+    sp.set_defaults(func=cmd_dse)
+
+    sp = sub.add_parser("report", parents=[out_opts], help="HTML report with figures of a built project "
+                        "(resources, roofline, latency, HBM, Pareto front; csynth figures when present)")
+    sp.add_argument("outdir", type=Path, help="a project directory written by flexllm build")
+    sp.add_argument("--dse", type=Path, default=None, help="a *.dse.json of flexllm dse to plot (default: "
+                    "OUTDIR/*.dse.json when present)")
+    sp.set_defaults(func=cmd_report)
+
     sp = sub.add_parser("cache", parents=[out_opts], help="list or clear the calibrated-model cache "
                         "($FLEXLLM_CACHE, default ~/.cache/flexllm)")
     sp.add_argument("action", choices=["list", "clear"], help="list the cached models, or remove them")
@@ -232,7 +272,7 @@ def _one_line(e: BaseException) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("max_tokens", "ctx", "seq_len", "layers", "max_new_tokens"):
+    for name in ("max_tokens", "ctx", "seq_len", "layers", "max_new_tokens", "prompt", "new", "context"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             print(f"flexllm: error: --{name.replace('_', '-')} must be positive, got {value}", file=sys.stderr)

@@ -73,6 +73,12 @@ def _opt(check):
     return wrapped
 
 
+def _board_name(v):
+    from .cost.board import BOARDS
+    if not isinstance(v, str) or v not in BOARDS:
+        return f"must be one of {sorted(BOARDS)} (flexllm_plugin/boards/*.yaml)"
+
+
 def _mapping(v):
     if not isinstance(v, dict):
         return "must be a mapping"
@@ -82,7 +88,7 @@ def _mapping(v):
 SCHEMA: Dict[str, Any] = {
     "Backend": ("FlexLLM", _choice("FlexLLM")),
     "Part": ("xcu280-fsvh2892-2L-e", _str),        # checked against Board in cross-field checks
-    "Board": ("u280", _choice("u280")),
+    "Board": ("u280", _board_name),             # a board file's name or alias (u280 / alveo-u280, v80 / alveo-v80)
     "ClockPeriod": (3.33, _float_pos),
     "OutputDir": ("flexllm_prj", _str),
     "ProjectName": ("flexllm", _c_identifier),
@@ -111,7 +117,7 @@ SCHEMA: Dict[str, Any] = {
         "BP": (16, _int(1, 32)),       # HBM budget (weight ports + 2 parameter channels <= 32) in cross_checks
         "WP": (64, _int(1)),
         "HP": (8, _int(1)),
-        "KVParallel": (32, _int(1)),
+        "KVParallel": (8, _int(1, 16)),   # keys per cycle (<= 16: the softmax sums' loop-carried distance)
         "DSPPacking": (False, _bool),
         "QuantLanes": (64, _int(1, 128)),  # per-token quantizer lanes (a power of two)
         "Sampling": ("greedy", _choice("greedy", "top-k")),
@@ -217,7 +223,7 @@ def _non_finite(data: Any, path: str = ""):
 def cross_checks(data: Dict[str, Any], source: str = "") -> None:
     """Limits between fields that need only the config (no model): context and prompt sizes, sampling,
     the HBM channel budget, the part of the board, features not implemented yet."""
-    from .project.spec import BOARDS, HBM_CHANNELS
+    from .cost.board import BOARDS
 
     where = f" in {source}" if source else ""
     p, d = data["Prefill"], data["Decode"]
@@ -241,19 +247,20 @@ def cross_checks(data: Dict[str, Any], source: str = "") -> None:
     if d["DSPPacking"] and d["BP"] % 2:
         raise ConfigError(f"Decode.DSPPacking{where}: two output lanes share a DSP48E2, Decode.BP must be even, "
                           f"got {d['BP']}")
+    board = BOARDS[data["Board"]]
+    hbm_channels = board.hbm_channels
     # the KV cache shares the weight ports' channels (layers/flexllm_kv_cache.h)
     channels = d["BP"] + HBM_PARAM_CHANNELS
-    if channels > HBM_CHANNELS:
+    if channels > hbm_channels:
         raise ConfigError(f"Decode.BP {d['BP']}{where}: {d['BP']} weight ports + {HBM_PARAM_CHANNELS} parameter "
-                          f"channels = {channels} HBM channels, the {data['Board'].upper()} has {HBM_CHANNELS}; use "
-                          f"Decode.BP <= {HBM_CHANNELS - HBM_PARAM_CHANNELS}")
+                          f"channels = {channels} HBM channels, the {data['Board'].upper()} has {hbm_channels}; use "
+                          f"Decode.BP <= {hbm_channels - HBM_PARAM_CHANNELS}")
     if d["BP"] < 2:
         raise ConfigError(f"Decode.BP {d['BP']}{where}: at least 2 weight ports (the KV cache's K and V buffers share "
                           "their HBM channels)")
-    board = BOARDS[data["Board"]]
-    if data["Part"] != board["part"]:
+    if data["Part"] != board.part:
         raise ConfigError(f"Part {data['Part']!r}{where} is not the part of Board {data['Board']!r} "
-                          f"({board['part']}, platform {board['platform']})")
+                          f"({board.part}, platform {board.platform}; {board.source_file})")
     if data["HMT"]["Enabled"]:
         raise ConfigError(f"HMT.Enabled{where}: HMT (hierarchical memory transformer) is not implemented yet; "
                           "set HMT.Enabled: false or remove the HMT section")
@@ -265,6 +272,11 @@ def parse_config(data: Dict[str, Any], source: str = "") -> FlexLLMConfig:
         raise ConfigError(f"{bad}{' in ' + source if source else ''} must be a finite number, got "
                           f"{_lookup(data, bad)!r}")
     validated = _validate(data, SCHEMA, "", source)
+    from .cost.board import BOARDS
+    board = BOARDS[validated["Board"]]
+    validated["Board"] = board.name                 # hls4ml's alveo-u280 -> u280
+    if "Part" not in data:                          # the board's part unless the config names one
+        validated["Part"] = board.part
     cross_checks(validated, source)
     m = validated["Model"]
     if m["Source"] is not None:

@@ -45,6 +45,12 @@ def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
     from .project.spec import HBM_CHANNEL_BYTES
 
     where = cfg._where()
+    from .cost.board import BOARDS
+    board = BOARDS[cfg["Board"]]
+    if not board.project_generation:
+        raise ConfigError(f"Board {board.name!r}{where}: project generation is implemented for the U280 only; "
+                          f"the {board.name.upper()} ({board.source_file}) is modeled for estimates and "
+                          "`flexllm dse` (its Vitis/AVED project files are not written)")
     spec = cfg.quant_spec()
     problems = hardware_scheme_problems(spec)
     if problems:

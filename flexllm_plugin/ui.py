@@ -124,5 +124,18 @@ def _cache(r):
     return "\n".join(lines)
 
 
-_RENDERERS = {"build": _build, "verify": _verify, "generate": _generate, "ppl": _ppl, "export": _export,
+def _dse(r):
+    from .dse.render import render_dse
+    return render_dse(r)
+
+
+def _report(r):
+    lines = [f"Report written to {r['index']}"]
+    lines += [f"  {name}: {path}" for name, path in r["figures"].items()]
+    if r.get("measured"):
+        lines.append(f"  measured (csynth) next to modeled for: {', '.join(r['measured'])}")
+    return "\n".join(lines)
+
+
+_RENDERERS = {"dse": _dse, "report": _report, "build": _build, "verify": _verify, "generate": _generate, "ppl": _ppl, "export": _export,
               "run": _run, "cache": _cache}

@@ -105,6 +105,19 @@ class FlexLLMBackend(VitisBackend):
 
         return predict(model, x, *args, **kwargs)
 
-    def build(self, model, **kwargs):
-        raise RuntimeError("FlexLLM backend: Vitis synthesis runs through the generated U280 project "
-                           "(flexllm build CONFIG, then `make` in OutputDir); hls4ml's build() is not used")
+    def build(self, model, reset=False, csim=True, synth=True, cosim=False, validation=False, export=False,
+              vsynth=False, fifo_opt=False, log_to_stdout=True):
+        """hls4ml's ``build()`` with the keywords of its Vitis backend: run the stage's Vitis HLS script and
+        return the report dictionary (``CSynthesisReport`` as ``hls4ml.report.parse_vivado_report`` gives it).
+
+        ``csim`` builds the C simulation library (``compile()``, g++: a bare stage has no HLS test bench; the
+        whole-model C simulation is ``flexllm verify``); ``synth`` runs ``csynth_design`` and ``export``
+        ``export_design -format xo`` through ``hls/<stage>.tcl`` in the stage's output directory (written
+        from the project template when missing). ``cosim``, ``validation``, ``vsynth`` and ``fifo_opt`` are
+        not available for FlexLLM kernels. Raises RuntimeError naming what to install when ``vitis_hls`` is
+        not on PATH, before running anything.
+        """
+        from .hls_build import build_stage
+
+        return build_stage(self, model, reset=reset, csim=csim, synth=synth, cosim=cosim, validation=validation,
+                           export=export, vsynth=vsynth, fifo_opt=fifo_opt, log_to_stdout=log_to_stdout)
