@@ -7,7 +7,8 @@ from typing import Dict
 from .space import KNOBS
 
 SHORT = {"Decode.BP": "BP", "Decode.HP": "HP", "Decode.KVParallel": "KVP", "Decode.WP": "dWP",
-         "Decode.DSPPacking": "pack", "Prefill.ChunkTokens": "chunk", "Prefill.TP": "TP", "Prefill.WP": "pWP"}
+         "Decode.DSPPacking": "pack", "Decode.QuantLanes": "dQL", "Prefill.ChunkTokens": "chunk", "Prefill.TP": "TP",
+         "Prefill.WP": "pWP"}
 
 
 def _knobs(k: Dict) -> str:

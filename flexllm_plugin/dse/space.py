@@ -16,7 +16,7 @@ from ..config import HBM_PARAM_CHANNELS, SCHEMA, ConfigError
 
 SHARED = ("Decode.BP", "Decode.HP", "Decode.KVParallel")
 DECODE_ONLY = ("Decode.WP", "Decode.DSPPacking", "Decode.QuantLanes")
-PREFILL_ONLY = ("Prefill.ChunkTokens", "Prefill.TP", "Prefill.WP", "Prefill.QuantLanes")
+PREFILL_ONLY = ("Prefill.ChunkTokens", "Prefill.TP", "Prefill.WP")      # Prefill.QuantLanes: the config's
 KNOBS = SHARED + DECODE_ONLY + PREFILL_ONLY
 
 WP_CHOICES = (8, 16, 32, 64, 128)
@@ -97,7 +97,6 @@ def default_space(cfg, arch, spec, board) -> Space:
         "Decode.WP": [w for w in WP_CHOICES if w <= cpw],
         "Decode.DSPPacking": [False, True] if dsp_ok else [False],
         "Decode.QuantLanes": list(QUANT_CHOICES),
-        "Prefill.QuantLanes": list(QUANT_CHOICES),
         "Prefill.ChunkTokens": [c for c in CHUNK_CHOICES if c <= p["MaxSeqLen"]] or [p["MaxSeqLen"]],
         "Prefill.TP": list(TP_CHOICES),
         "Prefill.WP": [w for w in PREFILL_WP_CHOICES if w <= cpw],
