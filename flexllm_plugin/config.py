@@ -110,6 +110,7 @@ SCHEMA: Dict[str, Any] = {
         "TP": (8, _int(1)),
         "WP": (24, _int(1)),
         "QuantLanes": (32, _int(1, 128)),  # per-token quantizer lanes (a power of two)
+        "DSPLanes": (0, _int(0)),           # output lanes of the prefill engine on DSPs (two per DSP48E2; even)
     },
     "Decode": {
         "MaxContext": (2048, _int(1)),
@@ -247,6 +248,9 @@ def cross_checks(data: Dict[str, Any], source: str = "") -> None:
     if d["DSPPacking"] and d["BP"] % 2:
         raise ConfigError(f"Decode.DSPPacking{where}: two output lanes share a DSP48E2, Decode.BP must be even, "
                           f"got {d['BP']}")
+    if p["DSPLanes"] % 2 or p["DSPLanes"] > d["BP"]:
+        raise ConfigError(f"Prefill.DSPLanes {p['DSPLanes']}{where}: an even number of the prefill engine's "
+                          f"{d['BP']} output lanes (Decode.BP; two lanes share a DSP48E2)")
     board = BOARDS[data["Board"]]
     hbm_channels = board.hbm_channels
     # the KV cache shares the weight ports' channels (layers/flexllm_kv_cache.h)

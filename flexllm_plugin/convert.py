@@ -16,7 +16,7 @@ from typing import Optional
 from .backend.flexllm_backend import DEFAULT_CLOCK_NS, U280_PART
 
 LANE_KEYS = ("TokenLanes", "PrefillOutLanes", "PrefillInLanes", "OutLanes", "InLanes", "HeadLanes", "KeyLanes",
-             "ElementLanes", "QuantLanes", "HadamardLanes", "MacImpl")
+             "ElementLanes", "QuantLanes", "HadamardLanes", "MacImpl", "DSPLanes")
 
 
 def convert_stage(model, output_dir: str, project_name: str = "myproject", part: str = U280_PART,

@@ -83,10 +83,11 @@ def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
     if cfg["Prefill"]["MaxSeqLen"] > positions:
         raise ConfigError(f"Prefill.MaxSeqLen {cfg['Prefill']['MaxSeqLen']}{where} exceeds the model's "
                           f"{positions} positions")
-    if d["DSPPacking"] and (spec.input_quant != "uint4_asym" or spec.weight_bits != 4 or
-                            max(arch.hidden_size, arch.intermediate_size) > 8192):
-        raise ConfigError(f"Decode.DSPPacking{where} packs int4 x uint4 products (uint4 inputs, int4 weights, "
-                          f"d_in <= 8192): the model has {spec.weight_bits}-bit weights, {spec.input_quant} inputs")
+    for key, used in (("Decode.DSPPacking", d["DSPPacking"]), ("Prefill.DSPLanes", cfg["Prefill"]["DSPLanes"] > 0)):
+        if used and (spec.input_quant != "uint4_asym" or spec.weight_bits != 4 or
+                     max(arch.hidden_size, arch.intermediate_size) > 8192):
+            raise ConfigError(f"{key}{where} packs int4 x uint4 products (uint4 inputs, int4 weights, "
+                              f"d_in <= 8192): the model has {spec.weight_bits}-bit weights, {spec.input_quant} inputs")
     check_hardware_budget(cfg, arch, spec)
     return arch
 

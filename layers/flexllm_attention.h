@@ -127,6 +127,34 @@ inline void attention_item_heads(int kh, int hb, int group, int heads[HL], bool 
     }
 }
 
+// ---- two 8-bit products per DSP48E2 (the shared-operand packing of AMD WP486) ----------------------------
+// One 27 x 18-bit multiply computes ((a1 << 18) + a0) * b = (a1 * b) << 18 + a0 * b for 9-bit signed a0, a1
+// (int8 or uint8) and int8 b. |a0 * b| <= 255 * 128 < 2^17, so the low product is the sign-extended
+// bits [17:0] and the high one (p - low) >> 18: both exact. The HEAD_LANES query heads of an item share
+// every K code (scores) and every V code (P x V), so head lanes 2j and 2j+1 share one DSP.
+static const int INT8_PACK_SHIFT = 18;
+
+inline void int8_pack2_mul(int a0, int a1, int b, int &p0, int &p1) {
+#pragma HLS INLINE
+    const ap_int<27> packed = ((ap_int<27>)a1 << INT8_PACK_SHIFT) + (ap_int<27>)a0;
+    const ap_int<45> p = packed * (ap_int<18>)b;
+    const ap_int<INT8_PACK_SHIFT> low = p.range(INT8_PACK_SHIFT - 1, 0);
+    p0 = low.to_int();
+    p1 = (int)((p - (ap_int<45>)low) >> INT8_PACK_SHIFT).to_int();
+}
+
+// Products a[l] * b for the HL lanes of a shared operand b: lanes 2j, 2j+1 packed into one multiply (an odd
+// last lane alone).
+template <int HL>
+inline void int8_lane_products(const int a[HL], int b, int prod[HL]) {
+#pragma HLS INLINE
+    for (int l = 0; l + 1 < HL; l += 2) {
+#pragma HLS UNROLL
+        int8_pack2_mul(a[l], a[l + 1], b, prod[l], prod[l + 1]);
+    }
+    if (HL % 2) prod[HL - 1] = a[HL - 1] * b;
+}
+
 // RoPE (optional) + static int8 quantization of head slice [col, col + hd) of an activation row:
 // one copy pass, then one fused rotate + quantize pass (rope_apply's arithmetic, flexllm_rope.h), LANES
 // elements per cycle each.
@@ -347,14 +375,28 @@ SCORES_KV_HEADS:
                                 krow.w[wd] = k_buf[ub][wd];
                             }
                         }
+                        score_acc_t acc[HL];
+#pragma HLS ARRAY_PARTITION variable = acc complete
                         for (int hl = 0; hl < HL; ++hl) {
 #pragma HLS UNROLL
-                            score_acc_t acc = 0;
-                            for (int i = 0; i < MAX_HD; ++i) {
+                            acc[hl] = 0;
+                        }
+                        for (int i = 0; i < MAX_HD; ++i) {
 #pragma HLS UNROLL
-                                if (i < hd) acc += (ap_int<16>)((int)q_int[hl][i] * (int)kv_code(krow.w[i / WORD_BYTES], i));
+                            int a[HL], prod[HL];
+                            for (int hl = 0; hl < HL; ++hl) {
+#pragma HLS UNROLL
+                                a[hl] = q_int[hl][i];
                             }
-                            const float sv = acc_to_f32(acc) * qk[heads[hl]];
+                            int8_lane_products<HL>(a, (int)kv_code(krow.w[i / WORD_BYTES], i), prod);
+                            for (int hl = 0; hl < HL; ++hl) {
+#pragma HLS UNROLL
+                                if (i < hd) acc[hl] += (ap_int<16>)prod[hl];
+                            }
+                        }
+                        for (int hl = 0; hl < HL; ++hl) {
+#pragma HLS UNROLL
+                            const float sv = acc_to_f32(acc[hl]) * qk[heads[hl]];
                             step.v[hl][kl] = sv;
                             if (u < n_keys && active[hl]) m_lane[hl][kl] = f32_max(m_lane[hl][kl], sv);
                         }
@@ -522,17 +564,30 @@ PV_KV_HEADS:
                             p_code[hl][kl] = valid ? (uint8_t)quant_static(p, inv_p[heads[hl]], 0, 255) : (uint8_t)0;
                         }
                     }
-                    for (int hl = 0; hl < HL; ++hl) {
+                    for (int i = 0; i < MAX_HD; ++i) {
 #pragma HLS UNROLL
-                        for (int i = 0; i < MAX_HD; ++i) {
+                        av_acc_t part[HL];
+#pragma HLS ARRAY_PARTITION variable = part complete
+                        for (int hl = 0; hl < HL; ++hl) {
 #pragma HLS UNROLL
-                            av_acc_t part = 0;
-                            for (int kl = 0; kl < KL; ++kl) {
+                            part[hl] = 0;
+                        }
+                        for (int kl = 0; kl < KL; ++kl) {
 #pragma HLS UNROLL
-                                if (i < hd)
-                                    part += (ap_int<17>)((int)p_code[hl][kl] * (int)kv_code(vrow[kl].w[i / WORD_BYTES], i));
+                            int a[HL], prod[HL];
+                            for (int hl = 0; hl < HL; ++hl) {
+#pragma HLS UNROLL
+                                a[hl] = p_code[hl][kl];
                             }
-                            acc_v[hl][i] += part;
+                            int8_lane_products<HL>(a, (int)kv_code(vrow[kl].w[i / WORD_BYTES], i), prod);
+                            for (int hl = 0; hl < HL; ++hl) {
+#pragma HLS UNROLL
+                                if (i < hd) part[hl] += (ap_int<17>)prod[hl];
+                            }
+                        }
+                        for (int hl = 0; hl < HL; ++hl) {
+#pragma HLS UNROLL
+                            acc_v[hl][i] += part[hl];
                         }
                     }
                 }
@@ -599,7 +654,8 @@ void attention_pipeline(const float q[CFG::max_new][CFG::row], const float k[CFG
 // Requires position + n_tokens <= min(MAX_CTX, geo.max_ctx), n_heads % geo.n_kv_heads == 0.
 //
 // Parallelism (bounded by the two knobs): SCORES and PV each run HEAD_LANES x KEY_LANES x head_dim
-// int8 MACs per cycle (HEAD_LANES query heads of one GQA group share each K/V row read), the softmax
+// int8 MACs per cycle (HEAD_LANES query heads of one GQA group share each K/V row read; two head lanes per
+// DSP48E2, int8_pack2_mul), the softmax
 // HEAD_LANES x KEY_LANES exponentials; the KV stage and the three query stages run concurrently
 // (attention_pipeline: kv head kh+1 loads while kh's items are scored, exponentiated, multiplied). The K/V
 // rows of one kv head sit on chip as 512-bit words (no partitioning of the code dimension), banked cyclic

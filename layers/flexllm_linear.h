@@ -33,7 +33,7 @@
 //
 // MAC implementation (MAC_IMPL): MAC_LUT (one product per multiplier, fabric) or MAC_DSP_PACK2 (two
 // int4 x uint4 products of two output lanes per DSP48E2 multiply: x * ((w_a << 21) + w_b), exact
-// extraction at the end of each row; streaming form with uint4 inputs only, see dsp_pack2_*).
+// extraction at the end of each row; uint4 inputs only, both forms, see dsp_pack2_*).
 // Cost model: flexllm_plugin/cost/linear.py (cycles per call, DSP/LUT/FF/BRAM from these loops).
 #pragma once
 
@@ -59,8 +59,11 @@ enum mac_impl { MAC_LUT = 0, MAC_DSP_PACK2 = 1 };
 //   INPUT_KIND                    INPUT_UINT4_ASYM or INPUT_INT8_SYM
 //   PORTS                         weight ports (m_axi / HBM pseudo-channels) read in parallel
 //   MAC_IMPL                      MAC_LUT or MAC_DSP_PACK2
+//   DSP_LANES                     with MAC_DSP_PACK2: output lanes 0 .. DSP_LANES-1 on DSPs (pairs), the rest
+//                                 in fabric (tiled form; the streaming form packs all OUT_LANES)
 template <int MAX_TOKENS, int MAX_IN, int MAX_OUT, int TOKEN_LANES, int OUT_LANES, int IN_LANES,
-          int WEIGHT_BITS, int INPUT_KIND, int PORTS = 1, int MAC_IMPL = MAC_LUT>
+          int WEIGHT_BITS, int INPUT_KIND, int PORTS = 1, int MAC_IMPL = MAC_LUT,
+          int DSP_LANES = (MAC_IMPL == MAC_DSP_PACK2 ? OUT_LANES : 0)>
 struct linear_config {
     static_assert(WEIGHT_BITS == 4 || WEIGHT_BITS == 8, "weight_bits must be 4 or 8");
     static_assert(TOKEN_LANES >= 1 && OUT_LANES >= 1 && IN_LANES >= 1, "lanes must be >= 1");
@@ -79,6 +82,7 @@ struct linear_config {
     static constexpr int input_kind = INPUT_KIND;
     static constexpr int ports = PORTS;
     static constexpr int mac = MAC_IMPL;
+    static constexpr int dsp_lanes = MAC_IMPL == MAC_DSP_PACK2 ? DSP_LANES : 0;
 
     typedef typename input_code<INPUT_KIND>::type code_t;
     typedef weight_format<WEIGHT_BITS> wfmt;
@@ -107,9 +111,13 @@ struct linear_config {
     static constexpr int param_block_words = ceil_div(2 * OUT_LANES, 16);
 
     static_assert(acc_bits <= 32, "accumulator wider than 32 bits: reduce MAX_IN");
-    static_assert(MAC_IMPL == MAC_LUT || (streaming && INPUT_KIND == INPUT_UINT4_ASYM && WEIGHT_BITS == 4 &&
-                                          OUT_LANES % 2 == 0 && MAX_IN <= 8192),
-                  "MAC_DSP_PACK2 packs two int4 x uint4 products of the streaming engine (even OUT_LANES, d_in <= 8192)");
+    static_assert(MAC_IMPL == MAC_LUT || (INPUT_KIND == INPUT_UINT4_ASYM && WEIGHT_BITS == 4 && OUT_LANES % 2 == 0 &&
+                                          MAX_IN <= 8192),
+                  "MAC_DSP_PACK2 packs two int4 x uint4 products of two output lanes (even OUT_LANES, d_in <= 8192)");
+    static_assert(DSP_LANES % 2 == 0 && DSP_LANES >= 0 && DSP_LANES <= OUT_LANES,
+                  "DSP_LANES: an even number of output lanes, at most OUT_LANES");
+    static_assert(MAC_IMPL == MAC_LUT || MAX_TOKENS > 1 || DSP_LANES == OUT_LANES,
+                  "the streaming form packs every output lane (DSP_LANES == OUT_LANES)");
 };
 
 // TOKEN_LANES x OUT_LANES accumulators handed from the MAC process to the epilogue.
@@ -343,6 +351,8 @@ void linear_mac_tiled(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in]
 
     acc_t acc[TP][BP];
 #pragma HLS ARRAY_PARTITION variable = acc complete dim = 0
+    dsp_acc_t packed[TP][BP / 2 > 0 ? BP / 2 : 1];  // MAC_DSP_PACK2: output lanes 2j, 2j+1 of token lane t
+#pragma HLS ARRAY_PARTITION variable = packed complete dim = 0
 
 BLOCKS:
     for (int it = 0; it <= out_blocks; ++it) {
@@ -382,17 +392,34 @@ BLOCKS:
                 for (int t = 0; t < TP; ++t) {
 #pragma HLS UNROLL
                     const int tok = tb * TP + t;
-                    for (int r = 0; r < BP; ++r) {
+                    if (CFG::dsp_lanes > 0) {  // output lanes 0 .. dsp_lanes-1: two per DSP48E2
+                        for (int rp = 0; rp < CFG::dsp_lanes / 2; ++rp) {
 #pragma HLS UNROLL
-                        acc_t part = 0;
-                        for (int i = 0; i < WP; ++i) {
+                            dsp_acc_t part = 0;
+                            for (int i = 0; i < WP; ++i) {
 #pragma HLS UNROLL
-                            const int k = kb * WP + i;
-                            if (k < d_in && tok < n_tokens && r < rows) {
-                                part += (ap_int<16>)((int)q[tok][k] * w_tile[cb][r][k].to_int());
+                                const int k = kb * WP + i;
+                                if (k < d_in && tok < n_tokens) {  // padding rows hold zero codes
+                                    part += dsp_pack2_product((int)q[tok][k], w_tile[cb][2 * rp][k].to_int(),
+                                                              w_tile[cb][2 * rp + 1][k].to_int());
+                                }
                             }
+                            packed[t][rp] = (kb == 0 ? dsp_acc_t(0) : packed[t][rp]) + part;
                         }
-                        acc[t][r] = (kb == 0 ? acc_t(0) : acc[t][r]) + part;
+                    }
+                    {  // the other output lanes: fabric MACs
+                        for (int r = CFG::dsp_lanes; r < BP; ++r) {
+#pragma HLS UNROLL
+                            acc_t part = 0;
+                            for (int i = 0; i < WP; ++i) {
+#pragma HLS UNROLL
+                                const int k = kb * WP + i;
+                                if (k < d_in && tok < n_tokens && r < rows) {
+                                    part += (ap_int<16>)((int)q[tok][k] * w_tile[cb][r][k].to_int());
+                                }
+                            }
+                            acc[t][r] = (kb == 0 ? acc_t(0) : acc[t][r]) + part;
+                        }
                     }
                 }
                 if (kb == in_blocks - 1) {
@@ -401,7 +428,13 @@ BLOCKS:
 #pragma HLS UNROLL
                         for (int r = 0; r < BP; ++r) {
 #pragma HLS UNROLL
-                            tile.v[t][r] = acc[t][r];
+                            if (r < CFG::dsp_lanes) {
+                                int a = 0, b = 0;
+                                dsp_pack2_unpack(packed[t][r / 2], a, b);  // a: lane 2j (high field), b: 2j + 1
+                                tile.v[t][r] = (r % 2 == 0) ? acc_t(a) : acc_t(b);
+                            } else {
+                                tile.v[t][r] = acc[t][r];
+                            }
                         }
                     }
                     acc_stream.write(tile);

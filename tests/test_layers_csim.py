@@ -587,6 +587,15 @@ def test_kv_cache_ports(csim, hd, lanes, position, n_new):
     assert_ints(read, expected[layer, kh, :position + n_new], "rows streamed by the reader tasks")
 
 
+def test_int8_pack2_is_exact(csim):
+    """Two 8-bit products per DSP48E2 (flexllm_attention.h int8_pack2_mul: the attention's head-lane pairs)
+    equal the plain products for every int8 / uint8 pair and int8 shared operand."""
+    out = csim.run("ops", "int8_pack2")
+    checked, bad = out.take(np.int64, 2)
+    out.done()
+    assert checked == 384 * 384 * 256 and bad == 0
+
+
 # ------------------------------------------------------------------------------------------------
 # linear engine
 # ------------------------------------------------------------------------------------------------
@@ -596,9 +605,11 @@ LINEAR_SHAPES = [  # (n_tokens, d_in, d_out): decode and prefill, sizes not mult
     (1, 96, 160), (7, 160, 96), (16, 33, 17), (3, 576, 64), (2, 1536, 40), (1, 8192, 12), (5, 2048, 23),
     (1, 128, 2), (3, 129, 3), (1, 8192, 7), (1, 2049, 13)]
 # (TOKEN_LANES, OUT_LANES, IN_LANES, PORTS) of tests/csim/drv_linear.cpp `lanes<ID>`; ids 4 and 5 are decode
-# engines (MAX_TOKENS 1: the streaming form, LUT MACs and DSP-packed int4 x uint4 MACs)
-LINEAR_LANES = [(1, 4, 16, 4), (3, 5, 7, 1), (4, 6, 10, 3), (2, 6, 33, 2), (1, 4, 48, 4), (1, 6, 128, 6)]
+# engines (MAX_TOKENS 1: the streaming form, LUT MACs and DSP-packed int4 x uint4 MACs); id 6 the prefill
+# (tiled) engine with DSP-packed MACs
+LINEAR_LANES = [(1, 4, 16, 4), (3, 5, 7, 1), (4, 6, 10, 3), (2, 6, 33, 2), (1, 4, 48, 4), (1, 6, 128, 6), (3, 6, 10, 3)]
 DECODE_LANES = {4: None, 5: (4, UINT4)}                 # id -> the only (bits, kind) it runs, None: all
+DSP_PACKED = {5, 6}                                     # ids with int4 x uint4 DSP packing
 BITS_KINDS = [(4, UINT4), (4, INT8), (8, INT8), (8, UINT4)]
 
 
@@ -610,13 +621,16 @@ def golden_linear(w, w_scale, bits, kind, q, s, z):
 
 
 @pytest.mark.parametrize("lanes", range(len(LINEAR_LANES)),
-                         ids=["TP{}-BP{}-WP{}-P{}".format(*c) + ("-dsp2" if i == 5 else "") for i, c in enumerate(LINEAR_LANES)])
+                         ids=["TP{}-BP{}-WP{}-P{}".format(*c) + ("-dsp2" if i in DSP_PACKED else "")
+                              for i, c in enumerate(LINEAR_LANES)])
 @pytest.mark.parametrize("bits,kind", BITS_KINDS, ids=["w4-uint4", "w4-int8", "w8-int8", "w8-uint4"])
 @pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_linear(csim, lanes, bits, kind, shape):
     n, d_in, d_out = shape
     if lanes in DECODE_LANES and (n != 1 or DECODE_LANES[lanes] not in (None, (bits, kind))):
         pytest.skip("decode engine: one token per call (and DSP packing: int4 x uint4 only)")
+    if lanes in DSP_PACKED and (bits, kind) != (4, UINT4):
+        pytest.skip("DSP packing: int4 x uint4 only")
     rng = rng_for("linear", lanes, bits, kind, shape)
     x = activations(rng, (n, d_in))
     if n > 2:

@@ -28,7 +28,7 @@ from ..resources import data_dir
 from ..cost.buffers import buffer_layout, storage_impl
 from .graph import layers_of
 from .passes.templates import (KIND_ENUM, attention_lanes_of_config, element_lanes_of_config, hadamard_lanes_of_config,
-                               kv_lanes_of_config, linear_lanes_of_config, quant_lanes_of_config,
+                               dsp_lanes_of_config, kv_lanes_of_config, linear_lanes_of_config, quant_lanes_of_config,
                                unit_call_initializer)
 
 
@@ -256,7 +256,7 @@ def parameters_header(model) -> str:
              f'#include "{model.config.get_project_name()}.h"', "", f"namespace {namespace(model)} {{", "",
              "// THE linear engine of this kernel: maxima over every call, the stage's lanes",
              f"typedef flexllm::linear_config<MAX_TOKENS, WIDTH, {sched['max_out']}, {tl}, {ol}, {il}, "
-             f"{sched['weight_bits']}, {kind}, WEIGHT_PORTS, flexllm::{mac}> ENGINE;",
+             f"{sched['weight_bits']}, {kind}, WEIGHT_PORTS, flexllm::{mac}, {dsp_lanes_of_config(model)}> ENGINE;",
              f"static const int INPUT_KIND = {kind};",
              f"static const int EW_LANES = {element_lanes_of_config(model)};  // element-wise units: lanes per cycle",
              f"static const int QUANT_LANES = {quant_lanes_of_config(model)};  // per-token quantizer: lanes per cycle",

@@ -15,7 +15,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .reduce import REDUCE_PARTIALS, ceil_div, tree_steps
-from .resources import (CONTROL, EXP32, FADD, FCMP, FDIV, FMUL, INT8_MUL, ITOF, ROUND, Resources, fifo, memory)
+from .resources import (CONTROL, EXP32, FADD, FCMP, FDIV, FMUL, INT8_MUL, INT8_PACK2, ITOF, ROUND, Resources, fifo,
+                        memory)
 
 KV_FILL = 80            # first-word latency of a KV burst (HBM)
 LOOP_FILL = 10          # pipeline depth of a short element loop
@@ -110,11 +111,13 @@ class AttentionUnit:
     def resources(self) -> dict:
         hl, kl, hd, sl = self.head_lanes, self.key_lanes, self.head_dim, self.softmax_lanes
         products = hl * kl * hd
+        # the 8-bit products: head lanes in pairs, two per DSP48E2 (int8_pack2_mul), an odd lane alone
+        multipliers = INT8_PACK2 * ((hl // 2) * kl * hd) + INT8_MUL * ((hl % 2) * kl * hd)
         adder = Resources(lut=18, ff=18)                     # one add of the int dot-product trees
-        scores = (INT8_MUL + adder) * products + (ITOF + FMUL + FCMP) * (hl * kl) + CONTROL
+        scores = multipliers + adder * products + (ITOF + FMUL + FCMP) * (hl * kl) + CONTROL
         # PV: the products, the accumulators and the fused normalisation (one divide + quantize per head lane
         # and key lane)
-        pv = ((INT8_MUL + adder) * products + Resources(lut=32, ff=32) * (hl * hd) + (FDIV + FMUL + ROUND) * (hl * kl)
+        pv = (multipliers + adder * products + Resources(lut=32, ff=32) * (hl * hd) + (FDIV + FMUL + ROUND) * (hl * kl)
               + CONTROL)
         # the softmax stage: HEAD_LANES x KEY_LANES exponentials and partial-sum adders, the 128 partials of
         # each head lane (32 banks), one 16-lane tree

@@ -53,7 +53,8 @@ def stage_lanes_of_config(cfg, arch, stage: str, weight_bits: int) -> Dict:
             "kv_lanes": kv_lanes(int(d["KVParallel"]), ports),
             "element_lanes": DEFAULT_ELEMENT_LANES, "hadamard_lanes": DEFAULT_HADAMARD_LANES,
             "quant_lanes": int((p if stage == "prefill" else d)["QuantLanes"]),
-            "mac": "MAC_DSP_PACK2" if stage == "decode" and d["DSPPacking"] else "MAC_LUT",
+            "mac": "MAC_DSP_PACK2" if (p["DSPLanes"] if stage == "prefill" else d["DSPPacking"]) else "MAC_LUT",
+            "dsp_lanes": int(p["DSPLanes"]) if stage == "prefill" else (ol if d["DSPPacking"] else 0),
             "max_context": int(d["MaxContext"])}
 
 

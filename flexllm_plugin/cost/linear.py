@@ -38,6 +38,7 @@ class LinearEngine:
     input_kind: str          # "uint4_asym" | "int8"
     ports: int
     mac: str = "MAC_LUT"     # "MAC_LUT" | "MAC_DSP_PACK2"
+    dsp_lanes: int = 0       # MAC_DSP_PACK2: output lanes on DSPs (two per DSP48E2), the rest in fabric
 
     @property
     def codes_per_word(self) -> int:
@@ -101,14 +102,14 @@ class LinearEngine:
     # ---- resources ----------------------------------------------------------------------------------
     def resources(self) -> Dict[str, Resources]:
         lanes_out = self.ports if self.streaming else self.out_lanes
-        macs = (1 if self.streaming else self.token_lanes) * lanes_out * self.in_lanes
-        if self.mac == "MAC_DSP_PACK2":
-            mac_unit = DSP_PACK2_MAC
-        else:
-            mac_unit = INT4_MAC_LUT if (self.weight_bits == 4 and self.input_kind == "uint4_asym") else INT8_MAC_LUT
+        rows = 1 if self.streaming else self.token_lanes
+        dsp_lanes = (lanes_out if self.streaming else min(self.dsp_lanes or lanes_out, lanes_out)) \
+            if self.mac == "MAC_DSP_PACK2" else 0
+        fabric = INT4_MAC_LUT if (self.weight_bits == 4 and self.input_kind == "uint4_asym") else INT8_MAC_LUT
         acc_bits = 32
-        out = {"linear_mac": mac_unit * macs + Resources(lut=acc_bits * lanes_out, ff=acc_bits * lanes_out) * (
-            1 if self.streaming else self.token_lanes) + CONTROL}
+        out = {"linear_mac": (DSP_PACK2_MAC * (rows * dsp_lanes * self.in_lanes)
+                              + fabric * (rows * (lanes_out - dsp_lanes) * self.in_lanes)
+                              + Resources(lut=acc_bits * lanes_out, ff=acc_bits * lanes_out) * rows + CONTROL)}
         if not self.streaming:
             # double-buffered tile: 2 x BP rows x tile_in codes, banks cyclic by codes_per_word
             depth = ceil_div(row_words(self.max_in, self.weight_bits) * self.codes_per_word, self.codes_per_word)

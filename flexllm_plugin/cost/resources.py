@@ -54,6 +54,8 @@ EXP32 = FMUL * 7 + FADD * 6 + Resources(lut=260, ff=300)   # flexllm_math.h exp3
 ITOF = Resources(lut=110, ff=160)                 # integer -> fp32
 ROUND = FADD * 2 + Resources(lut=40, ff=40)       # rint_even_arith: (|x| + 2^23) - 2^23, sign restored
 INT8_MUL = Resources(dsp=1, lut=4, ff=20)         # int8 x int8 (x uint8) product on a DSP48E2
+INT8_PACK2 = Resources(dsp=1, lut=44, ff=60)      # two 8-bit products sharing an operand on one DSP48E2: packing
+                                                  # adder + the exact extraction of both (18-bit fields)
 INT4_MAC_LUT = Resources(lut=24, ff=12)           # int4 x uint4 product + its share of the adder tree (fabric)
 INT8_MAC_LUT = Resources(lut=70, ff=30)           # int4 x int8 product + adder tree share (fabric)
 DSP_PACK2_MAC = Resources(dsp=0.5, lut=6, ff=10)  # one of the two products of a packed DSP48E2 (cascade adds)

@@ -246,7 +246,7 @@ def stage_model(name: str, schedule: Dict, n_layers: int, lanes: Dict, board: Bo
     engine = LinearEngine(max_tokens=s["max_tokens"], max_in=s["width"], max_out=s["max_out"],
                           token_lanes=lanes["token_lanes"], out_lanes=lanes["out_lanes"], in_lanes=lanes["in_lanes"],
                           weight_bits=s["weight_bits"], input_kind=s["input_kind"], ports=lanes["ports"],
-                          mac=lanes.get("mac", "MAC_LUT"))
+                          mac=lanes.get("mac", "MAC_LUT"), dsp_lanes=lanes.get("dsp_lanes", 0))
     att = AttentionUnit(max_ctx=lanes["max_context"], max_new=s["max_tokens"], head_dim=s["head_dim"],
                         heads=s["heads"], kv_heads=s["kv_heads"], head_lanes=lanes["head_lanes"],
                         key_lanes=lanes["key_lanes"], kv_lanes=lanes["kv_lanes"])

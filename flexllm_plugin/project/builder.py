@@ -80,7 +80,8 @@ def stage_options(cfg: FlexLLMConfig, golden, stage: str) -> Dict:
             "HeadLanes": int(d["HP"]), "KeyLanes": int(d["KVParallel"]),
             "QuantLanes": int((p if stage == "prefill" else d)["QuantLanes"])}
     if stage == "prefill":
-        opts.update({"TokenLanes": int(p["TP"]), "PrefillOutLanes": int(d["BP"]), "PrefillInLanes": int(p["WP"])})
+        opts.update({"TokenLanes": int(p["TP"]), "PrefillOutLanes": int(d["BP"]), "PrefillInLanes": int(p["WP"]),
+                     "MacImpl": "MAC_DSP_PACK2" if p["DSPLanes"] else "MAC_LUT", "DSPLanes": int(p["DSPLanes"])})
     else:
         opts.update({"OutLanes": int(d["BP"]), "InLanes": int(d["WP"]),
                      "MacImpl": "MAC_DSP_PACK2" if d["DSPPacking"] else "MAC_LUT"})

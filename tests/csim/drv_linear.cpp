@@ -57,20 +57,33 @@ struct lanes<5> {
     static constexpr int tp = 1, bp = 6, wp = 128, ports = 6, max_t = 1, mac = MAC_DSP_PACK2;  // 2 products / DSP
 };
 
+// Prefill engine with DSP packing (the tiled form: output lanes 0..3 two per DSP48E2, 4..5 in fabric; stale
+// padding lanes in the last block, odd port count)
+template <>
+struct lanes<6> {
+    static constexpr int tp = 3, bp = 6, wp = 10, ports = 3;
+};
+
+// MAX_TOKENS, MAC implementation and DSP lanes of each id (id 6: output lanes 0..3 on DSPs, 4..5 in fabric)
 template <int ID>
 struct max_tokens_of {
     static constexpr int value = MAX_T;
-    static constexpr int mac = MAC_LUT;
+    static constexpr int mac = MAC_LUT, dsp = 0;
 };
 template <>
 struct max_tokens_of<4> {
     static constexpr int value = 1;
-    static constexpr int mac = MAC_LUT;
+    static constexpr int mac = MAC_LUT, dsp = 0;
 };
 template <>
 struct max_tokens_of<5> {
     static constexpr int value = 1;
-    static constexpr int mac = MAC_DSP_PACK2;
+    static constexpr int mac = MAC_DSP_PACK2, dsp = 6;
+};
+template <>
+struct max_tokens_of<6> {
+    static constexpr int value = MAX_T;
+    static constexpr int mac = MAC_DSP_PACK2, dsp = 4;
 };
 
 template <int KIND>
@@ -84,7 +97,7 @@ template <int ID, int BITS, int KIND>
 void run(int n, int d_in, int d_out, int w_off) {
     constexpr int P = lanes<ID>::ports;
     typedef linear_config<max_tokens_of<ID>::value, MAX_IN, MAX_OUT, lanes<ID>::tp, lanes<ID>::bp, lanes<ID>::wp, BITS,
-                          KIND, P, max_tokens_of<ID>::mac>
+                          KIND, P, max_tokens_of<ID>::mac, max_tokens_of<ID>::dsp>
         cfg;
     auto &q = codes<KIND>();
     csim::read_rows(q, n, d_in);
@@ -143,6 +156,9 @@ int main(int argc, char **argv) {
     else if (id == 5) {
         csim::require(ports == 6 && bits == 4 && kind == INPUT_UINT4_ASYM, "linear: DSP packing is int4 x uint4");
         run<5, 4, INPUT_UINT4_ASYM>(n, d_in, d_out, w_off);
+    } else if (id == 6) {
+        csim::require(ports == 3 && bits == 4 && kind == INPUT_UINT4_ASYM, "linear: DSP packing is int4 x uint4");
+        run<6, 4, INPUT_UINT4_ASYM>(n, d_in, d_out, w_off);
     }
     else csim::fail("linear: unknown lanes id");
     std::fclose(csim::out_file());

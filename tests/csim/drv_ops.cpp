@@ -6,6 +6,7 @@
 #include "csim_io.h"
 #include "harness.h"
 #include "flexllm_activation.h"
+#include "flexllm_attention.h"
 #include "flexllm_embedding.h"
 #include "flexllm_hadamard.h"
 #include "flexllm_kv_cache.h"
@@ -425,6 +426,22 @@ void op_kv_cache() {
     for (int p = 0; p < P; ++p) csim::require(from_port[p].empty(), "kv_read_port_rows: words left");
 }
 
+// no input -> (checked, mismatches) over every a0, a1 in [-128, 255] and b in [-128, 127]: int8_pack2_mul
+// (flexllm_attention.h) against the plain products
+void op_int8_pack2() {
+    long long checked = 0, bad = 0;
+    for (int a0 = -128; a0 <= 255; ++a0)
+        for (int a1 = -128; a1 <= 255; ++a1)
+            for (int b = -128; b <= 127; ++b) {
+                int p0, p1;
+                int8_pack2_mul(a0, a1, b, p0, p1);
+                bad += (p0 != a0 * b) + (p1 != a1 * b);
+                ++checked;
+            }
+    const long long out[2] = {checked, bad};
+    csim::write(out, 2);
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -444,6 +461,7 @@ int main(int argc, char **argv) {
     else if (op == "xorshift") op_xorshift();
     else if (op == "weights") op_weights();
     else if (op == "kv_cache") op_kv_cache();
+    else if (op == "int8_pack2") op_int8_pack2();
     else csim::fail("unknown op");
     std::fclose(csim::out_file());
     return 0;

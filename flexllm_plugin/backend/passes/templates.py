@@ -56,6 +56,14 @@ def element_lanes_of_config(model) -> int:
     return lanes
 
 
+def dsp_lanes_of_config(model) -> int:
+    """Output lanes of the engine on DSPs with MAC_DSP_PACK2: DSPLanes (prefill), every lane (decode)."""
+    if (_cfg(model, "MacImpl", "MAC_LUT") or "MAC_LUT") != "MAC_DSP_PACK2":
+        return 0
+    _, ol, _ = linear_lanes_of_config(model)
+    return int(_cfg(model, "DSPLanes", 0) or ol)
+
+
 def quant_lanes_of_config(model) -> int:
     """Lanes of the per-token quantizer (min / max and the codes: no fp32 sums, so not bound by the 16 lanes of
     the reduction contract): QuantLanes, a power of two <= 128."""
@@ -147,5 +155,5 @@ def stage_lanes(model) -> dict:
             "head_lanes": hl, "key_lanes": kl, "kv_lanes": kv_lanes_of_config(model),
             "element_lanes": element_lanes_of_config(model), "quant_lanes": quant_lanes_of_config(model),
             "hadamard_lanes": hadamard_lanes_of_config(model),
-            "mac": model.config.config["FlexLLM"].get("MacImpl") or "MAC_LUT",
+            "mac": model.config.config["FlexLLM"].get("MacImpl") or "MAC_LUT", "dsp_lanes": dsp_lanes_of_config(model),
             "max_context": int(model.config.config["FlexLLM"]["MaxContext"])}
