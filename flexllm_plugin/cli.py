@@ -274,7 +274,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     for name in ("max_tokens", "ctx", "seq_len", "layers", "max_new_tokens", "prompt", "new", "context"):
         value = getattr(args, name, None)
-        if value is not None and value <= 0:
+        if isinstance(value, int) and not isinstance(value, bool) and value <= 0:   # int options (verify --prompt is text)
             print(f"flexllm: error: --{name.replace('_', '-')} must be positive, got {value}", file=sys.stderr)
             return 2
     from .ui import configure, render

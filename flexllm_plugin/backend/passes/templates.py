@@ -58,7 +58,7 @@ def element_lanes_of_config(model) -> int:
 
 def dsp_lanes_of_config(model) -> int:
     """Output lanes of the engine on DSPs with MAC_DSP_PACK2: DSPLanes (prefill), every lane (decode)."""
-    if (_cfg(model, "MacImpl", "MAC_LUT") or "MAC_LUT") != "MAC_DSP_PACK2":
+    if (model.config.config.get("FlexLLM", {}).get("MacImpl") or "MAC_LUT") != "MAC_DSP_PACK2":
         return 0
     _, ol, _ = linear_lanes_of_config(model)
     return int(_cfg(model, "DSPLanes", 0) or ol)
