@@ -299,6 +299,27 @@ KV_HEADS:
     }
 }
 
+// Row u of the kv head's K (or V) rows for one key lane: from the lane's FIFO on first use (u in
+// [loaded, n_keys): the rows arrive in increasing u), kept in buf for the later items; from buf afterwards.
+template <class CFG>
+inline void attention_key_row(int u, int loaded, int n_keys, hls::stream<attention_kv_row<CFG> > &lane_rows,
+                              wide_word_t buf[CFG::max_ctx][CFG::row_words], attention_kv_row<CFG> &row) {
+#pragma HLS INLINE
+    const int ub = u < CFG::max_ctx ? u : 0;
+    if (u >= loaded && u < n_keys) {
+        row = lane_rows.read();
+        for (int wd = 0; wd < CFG::row_words; ++wd) {
+#pragma HLS UNROLL
+            buf[ub][wd] = row.w[wd];
+        }
+    } else {
+        for (int wd = 0; wd < CFG::row_words; ++wd) {
+#pragma HLS UNROLL
+            row.w[wd] = buf[ub][wd];
+        }
+    }
+}
+
 // Stage 1 of the query pipeline: per item, the HEAD_LANES query heads quantised (RoPE, static int8), then
 // SCORES: KEY_LANES keys x HEAD_LANES heads of exact int8 dot products per cycle, scaled to fp32, streamed
 // one key step per cycle, and the per-lane maxima (combined over the key lanes at the end). The K rows
@@ -361,20 +382,8 @@ SCORES_KV_HEADS:
                     for (int kl = 0; kl < KL; ++kl) {
 #pragma HLS UNROLL
                         const int u = ks * KL + kl;
-                        const int ub = u < CFG::max_ctx ? u : 0;
                         attention_kv_row<CFG> krow;
-                        if (u >= loaded && u < n_keys) {  // first use: from the lane FIFO, kept for later items
-                            krow = k_rows[kl].read();
-                            for (int wd = 0; wd < CFG::row_words; ++wd) {
-#pragma HLS UNROLL
-                                k_buf[ub][wd] = krow.w[wd];
-                            }
-                        } else {
-                            for (int wd = 0; wd < CFG::row_words; ++wd) {
-#pragma HLS UNROLL
-                                krow.w[wd] = k_buf[ub][wd];
-                            }
-                        }
+                        attention_key_row<CFG>(u, loaded, n_keys, k_rows[kl], k_buf, krow);
                         score_acc_t acc[HL];
 #pragma HLS ARRAY_PARTITION variable = acc complete
                         for (int hl = 0; hl < HL; ++hl) {
@@ -537,20 +546,7 @@ PV_KV_HEADS:
 #pragma HLS ARRAY_PARTITION variable = vrow complete dim = 0
                     for (int kl = 0; kl < KL; ++kl) {
 #pragma HLS UNROLL
-                        const int u = ks * KL + kl;
-                        const int ub = u < CFG::max_ctx ? u : 0;
-                        if (u >= loaded && u < n_keys) {  // first use: from the lane FIFO, kept for later items
-                            vrow[kl] = v_rows[kl].read();
-                            for (int wd = 0; wd < CFG::row_words; ++wd) {
-#pragma HLS UNROLL
-                                v_buf[ub][wd] = vrow[kl].w[wd];
-                            }
-                        } else {
-                            for (int wd = 0; wd < CFG::row_words; ++wd) {
-#pragma HLS UNROLL
-                                vrow[kl].w[wd] = v_buf[ub][wd];
-                            }
-                        }
+                        attention_key_row<CFG>(ks * KL + kl, loaded, n_keys, v_rows[kl], v_buf, vrow[kl]);
                     }
                     uint8_t p_code[HL][KL];
 #pragma HLS ARRAY_PARTITION variable = p_code complete dim = 0
