@@ -90,7 +90,7 @@ def within_slr_cap(u, board):
 
 SMALL = {"Decode.BP": [2, 4], "Decode.HP": [1, 3], "Decode.KVParallel": [4, 16], "Decode.WP": [8, 32],
          "Decode.DSPPacking": [False, True], "Prefill.ChunkTokens": [16, 32], "Prefill.TP": [4, 16],
-         "Prefill.WP": [8, 32], "Decode.QuantLanes": [16, 64]}
+         "Prefill.WP": [8, 32], "Decode.QuantLanes": [16, 64], "Prefill.QuantLanes": [32], "Prefill.DSPLanes": [0, 2]}
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
@@ -123,7 +123,8 @@ def test_no_returned_design_exceeds_a_budget_on_random_spaces(tiny, half_board, 
     pool = {"Decode.BP": [1, 2, 3, 4, 6, 8, 12, 16, 28], "Decode.HP": [1, 3], "Decode.KVParallel": [2, 4, 8, 16],
             "Decode.WP": [8, 16, 32, 64, 128], "Decode.DSPPacking": [False, True],
             "Prefill.ChunkTokens": [8, 16, 32, 64], "Prefill.TP": [2, 4, 8, 16, 32],
-            "Prefill.WP": [8, 16, 32, 64, 128], "Decode.QuantLanes": [16, 32, 64]}
+            "Prefill.WP": [8, 16, 32, 64, 128], "Decode.QuantLanes": [16, 32, 64], "Prefill.QuantLanes": [16, 64],
+            "Prefill.DSPLanes": [0, 2, 4]}
     # random candidate values per knob, plus the smallest (so that something fits and the search has work)
     space = make_space({k: rng.sample(v, min(len(v), rng.randint(1, 3))) + [v[1] if k == "Decode.BP" else v[0]]
                         for k, v in pool.items()})

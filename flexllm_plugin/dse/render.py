@@ -8,7 +8,7 @@ from .space import KNOBS
 
 SHORT = {"Decode.BP": "BP", "Decode.HP": "HP", "Decode.KVParallel": "KVP", "Decode.WP": "dWP",
          "Decode.DSPPacking": "pack", "Decode.QuantLanes": "dQL", "Prefill.ChunkTokens": "chunk", "Prefill.TP": "TP",
-         "Prefill.WP": "pWP"}
+         "Prefill.WP": "pWP", "Prefill.QuantLanes": "pQL", "Prefill.DSPLanes": "pDSP"}
 
 
 def _knobs(k: Dict) -> str:

@@ -113,19 +113,18 @@ class Search:
         return score(self.objective, d["metrics"])
 
     def _best_prefill_knobs(self, s: Tuple) -> Optional[Dict]:
-        """For one shared tuple: per (chunk, TP) the widest prefill MAC row (Prefill.WP) that fits (budget
-        checks only), then the fastest of those (the modeled time falls as WP grows)."""
+        """For one shared tuple: per setting of the other prefill knobs the widest prefill MAC row (Prefill.WP)
+        that fits (budget checks only), then the fastest of those (the modeled time falls as WP grows)."""
         sd = dict(zip(SHARED, s))
         best = None
-        for chunk in self.space["Prefill.ChunkTokens"]:
-            for tp in self.space["Prefill.TP"]:
-                for wp in sorted(self.space["Prefill.WP"], reverse=True):
-                    p = {"Prefill.ChunkTokens": chunk, "Prefill.TP": tp, "Prefill.WP": wp}
-                    if self.ev.prefill_budget({**sd, **p}).feasible:
-                        v = self._value(self._design(s, p))
-                        if best is None or v < best[0]:
-                            best = (v, p)
-                        break
+        for other in _points(self.space, tuple(k for k in PREFILL_ONLY if k != "Prefill.WP")):
+            for wp in sorted(self.space["Prefill.WP"], reverse=True):
+                p = {**other, "Prefill.WP": wp}
+                if self.ev.prefill_budget({**sd, **p}).feasible:
+                    v = self._value(self._design(s, p))
+                    if best is None or v < best[0]:
+                        best = (v, p)
+                    break
         return None if best is None or best[0] == (INF,) else best[1]
 
     def _neighbours(self, point: Dict) -> Iterable[Dict]:
@@ -217,7 +216,7 @@ class Search:
                 continue
             seen.add(s)
             for wp in sorted(self.space["Prefill.WP"], reverse=True):
-                pk = {"Prefill.ChunkTokens": inc["Prefill.ChunkTokens"], "Prefill.TP": inc["Prefill.TP"], "Prefill.WP": wp}
+                pk = {**{k: inc[k] for k in PREFILL_ONLY}, "Prefill.WP": wp}
                 if self.ev.prefill_budget({**dict(zip(SHARED, s)), **pk}).feasible:
                     self._design(s, pk)
                     break

@@ -16,7 +16,7 @@ from ..config import HBM_PARAM_CHANNELS, SCHEMA, ConfigError
 
 SHARED = ("Decode.BP", "Decode.HP", "Decode.KVParallel")
 DECODE_ONLY = ("Decode.WP", "Decode.DSPPacking", "Decode.QuantLanes")
-PREFILL_ONLY = ("Prefill.ChunkTokens", "Prefill.TP", "Prefill.WP")      # Prefill.QuantLanes: the config's
+PREFILL_ONLY = ("Prefill.ChunkTokens", "Prefill.TP", "Prefill.WP", "Prefill.QuantLanes", "Prefill.DSPLanes")
 KNOBS = SHARED + DECODE_ONLY + PREFILL_ONLY
 
 WP_CHOICES = (8, 16, 32, 64, 128)
@@ -25,6 +25,7 @@ TP_CHOICES = (2, 4, 8, 16, 32)
 CHUNK_CHOICES = (16, 32, 64, 128)
 KV_CHOICES = (2, 4, 8, 16)          # KEY_LANES <= 16 (the softmax sums' loop-carried distance)
 QUANT_CHOICES = (16, 32, 64)
+DSP_LANE_CHOICES = (0, 8, 16)        # prefill output lanes on DSPs (two int4 x uint4 products per DSP48E2)
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ def default_space(cfg, arch, spec, board) -> Space:
         "Decode.WP": [w for w in WP_CHOICES if w <= cpw],
         "Decode.DSPPacking": [False, True] if dsp_ok else [False],
         "Decode.QuantLanes": list(QUANT_CHOICES),
+        "Prefill.QuantLanes": [32, 64],
+        "Prefill.DSPLanes": list(DSP_LANE_CHOICES) if dsp_ok else [0],
         "Prefill.ChunkTokens": [c for c in CHUNK_CHOICES if c <= p["MaxSeqLen"]] or [p["MaxSeqLen"]],
         "Prefill.TP": list(TP_CHOICES),
         "Prefill.WP": [w for w in PREFILL_WP_CHOICES if w <= cpw],
