@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .config import HBM_KV_CHANNELS, HBM_PARAM_CHANNELS, ConfigError, FlexLLMConfig
+from .config import HBM_KV_CHANNELS, HBM_PARAM_CHANNELS, ConfigError, FlexLLMConfig, check_hmt_buildable
 
 if TYPE_CHECKING:
     from brevitas_models.arch import LlamaArch
@@ -45,6 +45,7 @@ def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
     from .project.spec import HBM_CHANNEL_BYTES
 
     where = cfg._where()
+    check_hmt_buildable(cfg.data, str(cfg.path) if cfg.path else "")
     spec = cfg.quant_spec()
     problems = hardware_scheme_problems(spec)
     if problems:
