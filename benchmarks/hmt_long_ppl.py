@@ -4,6 +4,8 @@ same scored tokens in every mode. Prints a markdown table and one JSON object (w
 independent -> window gap that HMT closes).
 
     python benchmarks/hmt_long_ppl.py configs/smollm2_135m_hmt.yaml --quant float w4a8 --segments 16
+    python benchmarks/hmt_long_ppl.py configs/smollm2_135m_hmt.yaml --quant flexllm-w4a4 \
+        --state ~/.cache/flexllm/flexllm-w4a4-<key>.pt          # a cached calibrated model, no calibration
 """
 
 import argparse
@@ -24,6 +26,9 @@ def main(argv=None):
     ap.add_argument("--quant", nargs="+", default=["float"])
     ap.add_argument("--segments", type=int, default=16)
     ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--state", default=None,
+                    help="a calibrated model's state file (a ~/.cache/flexllm entry) for the single --quant preset, "
+                         "instead of building (calibrating) it")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     hmt = cfg.hmt_spec()
@@ -34,7 +39,14 @@ def main(argv=None):
                           if "hmt" in args.modes else (None, None))
     rows = {}
     for preset in args.quant:
-        model = build_model(weights, cfg.quant_spec(preset), calib_text=text, cache_dir=default_cache_dir())
+        if args.state:
+            import torch
+            from brevitas_models.build import restore_model
+            if len(args.quant) != 1:
+                raise SystemExit("--state needs exactly one --quant preset")
+            model = restore_model(weights.arch, cfg.quant_spec(preset), torch.load(args.state, weights_only=True))
+        else:
+            model = build_model(weights, cfg.quant_spec(preset), calib_text=text, cache_dir=default_cache_dir())
         rows[preset] = {}
         for mode in args.modes:
             t0 = time.perf_counter()
