@@ -23,29 +23,39 @@
 
 namespace flexllm {
 
-// sum_partials(a[0 .. D-1] * b[0 .. D-1]), LANES products per cycle.
+// sum_partials(a[0 .. D-1] * b[0 .. D-1]), LANES products per cycle (the partial sums and tree of
+// flexllm_reduce.h).
 template <int D, int LANES = 1>
 float memory_dot(const float a[D], const float b[D]) {
-    constexpr int DIST = reduce_lanes_check<LANES>::distance;
-    sum_partials_accumulator<LANES> acc;
-#pragma HLS ARRAY_PARTITION variable = acc.p cyclic factor = 2 * LANES
+    constexpr int DIST = reduce_lanes_check<LANES>::distance;  // loop-carried distance on p
+    constexpr int B = reduce_lanes_check<LANES>::banks;        // banks of p (cyclic)
+    float p[REDUCE_PARTIALS];
+#pragma HLS ARRAY_PARTITION variable = p cyclic factor = B
+MEMORY_DOT_RESET:
+    for (int r = 0; r < REDUCE_PARTIALS; ++r) {
+#pragma HLS UNROLL factor = B
+        p[r] = 0.0f;
+    }
 MEMORY_DOT:
     for (int c = 0; c * LANES < D; ++c) {
 #pragma HLS LOOP_TRIPCOUNT max = (D + LANES - 1) / LANES
 #pragma HLS PIPELINE II = 1
-#pragma HLS DEPENDENCE variable = acc.p inter distance = DIST true
+#pragma HLS DEPENDENCE variable = p inter distance = DIST true
         FLEXLLM_COUNT("memory_dot");
-        float v[LANES];
     MEMORY_DOT_LANES:
         for (int l = 0; l < LANES; ++l) {
 #pragma HLS UNROLL
             const int k = c * LANES + l;
-            v[l] = k < D ? a[k] * b[k] : 0.0f;
+            if (k < D) {
+                const float prod = a[k] * b[k];
+                const int r = k & (REDUCE_PARTIALS - 1);
+                p[r] = p[r] + prod;
+            }
         }
-        acc.add_lanes(c, v, D);
     }
     (void)DIST;
-    return acc.result();
+    (void)B;
+    return reduce_partials_tree<LANES>(p);
 }
 
 // y = W x for W [D_OUT x D_IN] row-major: one dot product per output row.
