@@ -54,3 +54,14 @@ def test_bad_hmt_inputs_fail_fast(tmp_path, capsys):
     assert rc == 2 and "--steps must be positive" in capsys.readouterr().err
     rc = main(["hmt-train", str(_cfg(tmp_path)), "--text", str(tmp_path / "missing.txt"), "--quiet"])
     assert rc == 2 and "text file not found" in capsys.readouterr().err
+
+
+def test_shipped_hmt_config():
+    from flexllm_plugin.config import load_config
+    spec = load_config(config_path("smollm2_135m_hmt.yaml")).hmt_spec()
+    assert (spec.segment_length, spec.block, spec.summary, spec.sensory_tokens) == (256, 222, 111, 32)
+
+
+def test_build_with_hmt_enabled_is_not_implemented_yet(tmp_path, capsys):
+    rc = main(["build", str(_cfg(tmp_path)), "--out", str(tmp_path / "prj"), "--quiet"])
+    assert rc == 2 and "HMT.Enabled" in capsys.readouterr().err
