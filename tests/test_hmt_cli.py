@@ -65,3 +65,14 @@ def test_shipped_hmt_config():
 def test_build_with_hmt_enabled_is_not_implemented_yet(tmp_path, capsys):
     rc = main(["build", str(_cfg(tmp_path)), "--out", str(tmp_path / "prj"), "--quiet"])
     assert rc == 2 and "HMT.Enabled" in capsys.readouterr().err
+
+
+def test_text_output_for_people(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FLEXLLM_CACHE", str(tmp_path / "cache"))
+    cfg = _cfg(tmp_path)
+    assert main(["ppl", str(cfg), "--quant", "float", "--long", "sensory", "--segments", "3", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("perplexity ") and "(sensory; segment length 40, block 32, sensory 6" in out
+    assert main(["hmt-train", str(cfg), "--steps", "2", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("HMT parameters trained in ") and "checkpoint: " in out
