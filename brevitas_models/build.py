@@ -45,13 +45,20 @@ def default_cache_dir() -> Optional[Path]:
     return Path.home() / ".cache" / "flexllm"
 
 
+# Subpackages of brevitas_models that never compute a calibrated model (HMT runs around the finished model
+# and caches its own trained parameters): editing them keeps the calibrated-model cache valid.
+NOT_CALIBRATION_CODE = ("hmt",)
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
-    """Hash of every source file of ``brevitas_models`` (the code that computes a calibrated model) and
-    the versions of torch and Brevitas."""
+    """Hash of every source file of ``brevitas_models`` (the code that computes a calibrated model; not the
+    subpackages in ``NOT_CALIBRATION_CODE``) and the versions of torch and Brevitas."""
     h = hashlib.sha256()
     root = Path(__file__).resolve().parent
     for f in sorted(root.rglob("*.py")):
+        if f.relative_to(root).parts[0] in NOT_CALIBRATION_CODE:
+            continue
         h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
     for pkg in ("torch", "brevitas"):
         try:

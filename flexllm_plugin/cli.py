@@ -55,8 +55,97 @@ def cmd_ppl(args) -> dict:
     cfg = load_config(args.config)
     log = _log(args.quiet)
     spec = cfg.quant_spec(args.quant, args.rotation)
+    if args.long:
+        return _long_perplexity(cfg, spec, args, log)
     weights = cfg.load_weights()
     return _perplexity(cfg, weights, spec, args.text, args.max_tokens, args.ctx, log)
+
+
+def _hmt_params(cfg, weights, hmt, hidden_size, log):
+    """HMT.Checkpoint, else the cache entry `flexllm hmt-train CONFIG` (default settings) wrote."""
+    from brevitas_models.build import default_cache_dir
+    from brevitas_models.hmt.train import TrainSettings, checkpoint_key, load_checkpoint
+    path = cfg["HMT"]["Checkpoint"]
+    if path is None:
+        cache_dir = default_cache_dir()
+        tokens, _ = _hmt_training_tokens(weights, None)
+        key = checkpoint_key(weights, hmt, tokens, TrainSettings())
+        path = None if cache_dir is None else cache_dir / "hmt" / f"hmt-{key}.pt"
+        if path is None or not path.is_file():
+            raise ConfigError(f"HMT.Checkpoint{cfg._where()} is not set and no trained HMT parameters for this "
+                              f"model and HMT section are cached: run `flexllm hmt-train {cfg.path}` first (or set "
+                              "HMT.Checkpoint to the file it printed)")
+    log(f"HMT parameters from {path}")
+    return load_checkpoint(path, hmt, hidden_size), str(path)
+
+
+def _long_perplexity(cfg, spec, args, log) -> dict:
+    from brevitas_models.build import build_model, default_cache_dir
+    from brevitas_models.hmt.long_context import long_context_perplexity
+    from brevitas_models.text import encode, load_text
+    hmt = cfg.hmt_spec(zero_initial=args.hmt_zero_initial, memory_point=args.hmt_memory_point)
+    text = load_text(args.text)
+    weights = cfg.load_weights()
+    tokens = encode(weights.tokenizer, text)
+    need = args.segments * hmt.block
+    calib = spec.calibration_tokens if spec.needs_calibration else 0
+    if need + calib > tokens.numel():
+        raise ConfigError(f"--segments {args.segments} x {hmt.block}-token blocks plus {calib} calibration tokens "
+                          f"exceed the {tokens.numel()} tokens of the text")
+    params, checkpoint = (None, None)
+    if args.long == "hmt":
+        params, checkpoint = _hmt_params(cfg, weights, hmt, weights.arch.hidden_size, log)
+    t0 = time.perf_counter()
+    model = build_model(weights, spec, calib_text=text, log=log, cache_dir=default_cache_dir())
+    t1 = time.perf_counter()
+    result = long_context_perplexity(model, hmt, tokens, args.segments, args.long, params=params,
+                                     final_norm_weight=weights.state_dict.get("model.norm.weight"),
+                                     window=args.window)
+    t2 = time.perf_counter()
+    result.update({"long": result.pop("mode"), "tokens": result.pop("scored_tokens"), "quant": spec.name,
+                   "rotation": spec.rotation, "gptq": spec.gptq, "source": weights.source,
+                   "segment_length": hmt.segment_length, "sensory_tokens": hmt.sensory_tokens,
+                   "summary_tokens": hmt.summary, "memory_slots": hmt.memory_slots,
+                   "zero_initial": hmt.zero_initial, "memory_point": hmt.memory_point, "checkpoint": checkpoint,
+                   "build_seconds": round(t1 - t0, 2), "eval_seconds": round(t2 - t1, 2)})
+    return result
+
+
+def _hmt_training_tokens(weights, text_path):
+    from brevitas_models.hmt.train import stdlib_training_text
+    from brevitas_models.text import encode, load_text
+    text = load_text(text_path) if text_path else stdlib_training_text()
+    return encode(weights.tokenizer, text), (text_path or "Python standard library sources")
+
+
+def cmd_hmt_train(args) -> dict:
+    """Train the HMT memory parameters (T, P_0, W_q, W_k) around the frozen float model."""
+    from brevitas_models.build import build_model, default_cache_dir
+    from brevitas_models.hmt.train import TrainSettings, train_cached
+    cfg = load_config(args.config)
+    log = _log(args.quiet)
+    hmt = cfg.hmt_spec(memory_point=args.hmt_memory_point)
+    settings = TrainSettings(steps=args.steps, segments=args.segments, lr=args.lr, seed=args.seed)
+    if args.text:
+        from brevitas_models.text import load_text
+        load_text(args.text)                      # a missing or empty file fails before the model loads
+    weights = cfg.load_weights()
+    tokens, text_name = _hmt_training_tokens(weights, args.text)
+    t0 = time.perf_counter()
+    model = build_model(weights, cfg.quant_spec("float", "none"), max_positions=max(512, hmt.segment_length),
+                        log=log)
+    log(f"training HMT (L {hmt.segment_length}, block {hmt.block}, k {hmt.sensory_tokens}, j {hmt.summary}) on "
+        f"{tokens.numel()} tokens of {text_name}: {settings.steps} steps of {settings.segments} segments")
+    params, info = train_cached(weights, model, hmt, tokens, settings, default_cache_dir(), log=log)
+    losses = info.get("losses") or []
+    head, tail = losses[:5], losses[-5:]
+    return {"checkpoint": info["checkpoint"], "cached": info["cached"], "steps": settings.steps,
+            "segments_per_step": settings.segments, "segment_length": hmt.segment_length, "block": hmt.block,
+            "sensory_tokens": hmt.sensory_tokens, "summary_tokens": hmt.summary, "training_text": text_name,
+            "training_tokens": int(tokens.numel()), "train_seconds": info.get("seconds"),
+            "loss_first5": sum(head) / len(head) if head else None,
+            "loss_last5": sum(tail) / len(tail) if tail else None, "source": weights.source,
+            "seconds": round(time.perf_counter() - t0, 1)}
 
 
 def cmd_export(args) -> dict:
@@ -181,7 +270,34 @@ def build_parser() -> argparse.ArgumentParser:
     model_opts(sp)
     sp.add_argument("--max-tokens", type=int, default=8192, help="tokens to score (default 8192)")
     sp.add_argument("--ctx", type=int, default=512, help="context window length in tokens (default 512)")
+    sp.add_argument("--long", choices=["independent", "sensory", "hmt", "window"], default=None,
+                    help="long-context perplexity over the config's HMT segments: blocks alone, with the "
+                         "previous block's sensory tokens, with HMT memory, or with every preceding token up "
+                         "to --window (the same tokens are scored in every mode)")
+    sp.add_argument("--segments", type=int, default=16,
+                    help="with --long: segments of the text (segment 0 is context only; default 16)")
+    sp.add_argument("--window", type=int, default=None,
+                    help="with --long window: context positions (default: the model's, at most 8192)")
+    sp.add_argument("--hmt-zero-initial", action="store_true",
+                    help="with --long hmt: FlexLLM testbench convention, zero P_0 and zero first sensory tokens")
+    sp.add_argument("--hmt-memory-point", choices=["post_norm", "pre_norm"], default="post_norm",
+                    help="with --long hmt: read S_n and M_n after the final norm (default) or before it")
     sp.set_defaults(func=cmd_ppl)
+
+    sp = sub.add_parser("hmt-train", parents=[out_opts],
+                        help="train the HMT memory parameters (T, P_0, W_q, W_k) on CPU, backbone frozen")
+    sp.add_argument("config", help="flexllm YAML config (its HMT section gives the sizes)")
+    sp.add_argument("--text", default=None,
+                    help="training text file (default: the Python standard library's sources, never the "
+                         "evaluation text)")
+    sp.add_argument("--steps", type=int, default=40, help="optimiser steps (default 40)")
+    sp.add_argument("--segments", type=int, default=3,
+                    help="segments per step, backpropagated through together (default 3)")
+    sp.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the initial state and the sampled windows")
+    sp.add_argument("--hmt-memory-point", choices=["post_norm", "pre_norm"], default="post_norm",
+                    help="read S_n and M_n after the final norm (default, the method) or before it")
+    sp.set_defaults(func=cmd_hmt_train)
 
     sp = sub.add_parser("export", parents=[out_opts], help="export one stage as QONNX + reference.npz")
     model_opts(sp)
@@ -272,7 +388,8 @@ def _one_line(e: BaseException) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("max_tokens", "ctx", "seq_len", "layers", "max_new_tokens", "prompt", "new", "context"):
+    for name in ("max_tokens", "ctx", "seq_len", "layers", "max_new_tokens", "prompt", "new", "context", "steps",
+                 "segments", "window"):
         value = getattr(args, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value <= 0:   # int options (verify --prompt is text)
             print(f"flexllm: error: --{name.replace('_', '-')} must be positive, got {value}", file=sys.stderr)

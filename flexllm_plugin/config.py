@@ -127,9 +127,11 @@ SCHEMA: Dict[str, Any] = {
     },
     "HMT": {
         "Enabled": (False, _bool),
-        "SegmentLength": (990, _int(2)),
+        "SegmentLength": (1024, _int(3)),      # L: main-pass length; segment block = L - 2 - SensoryTokens
+        "SummaryTokens": (None, _opt(_int(1))),  # j (default: half the segment block)
         "SensoryTokens": (32, _int(0)),
         "MemorySlots": (64, _int(1)),
+        "Checkpoint": (None, _opt(_str)),      # trained T, P_0, W_q, W_k (default: flexllm hmt-train's cache)
     },
 }
 
@@ -187,6 +189,10 @@ class FlexLLMConfig:
         except ValueError as e:
             raise ConfigError(f"Quantization: {e}") from None
 
+    def hmt_spec(self, **switches):
+        """The HMT section as an HMTSpec (switches: memory, zero_initial, memory_point)."""
+        return hmt_spec_of(self.data["HMT"], str(self.path) if self.path else "", **switches)
+
     def load_weights(self):
         from brevitas_models.sources import load_source
         m = self.data["Model"]
@@ -223,7 +229,7 @@ def _non_finite(data: Any, path: str = ""):
 
 def cross_checks(data: Dict[str, Any], source: str = "") -> None:
     """Limits between fields that need only the config (no model): context and prompt sizes, sampling,
-    the HBM channel budget, the part of the board, features not implemented yet."""
+    the HBM channel budget, the part of the board, the HMT sizes."""
     from .cost.board import BOARDS
 
     where = f" in {source}" if source else ""
@@ -265,9 +271,26 @@ def cross_checks(data: Dict[str, Any], source: str = "") -> None:
     if data["Part"] != board.part:
         raise ConfigError(f"Part {data['Part']!r}{where} is not the part of Board {data['Board']!r} "
                           f"({board.part}, platform {board.platform}; {board.source_file})")
+    hmt_spec_of(data["HMT"], source)
+
+
+def hmt_spec_of(section: Dict[str, Any], source: str = "", **switches):
+    """The HMTSpec of a validated HMT section (sizes checked against each other)."""
+    from brevitas_models.hmt.spec import HMTSpec
+    try:
+        return HMTSpec(segment_length=section["SegmentLength"], sensory_tokens=section["SensoryTokens"],
+                       memory_slots=section["MemorySlots"], summary_tokens=section["SummaryTokens"], **switches)
+    except ValueError as e:
+        raise ConfigError(f"{e}{' in ' + source if source else ''}") from None
+
+
+def check_hmt_buildable(data: Dict[str, Any], source: str = "") -> None:
+    """HMT runs in PyTorch (flexllm hmt-train, flexllm ppl --long) but not yet in the generated project."""
     if data["HMT"]["Enabled"]:
-        raise ConfigError(f"HMT.Enabled{where}: HMT (hierarchical memory transformer) is not implemented yet; "
-                          "set HMT.Enabled: false or remove the HMT section")
+        raise ConfigError(f"HMT.Enabled{' in ' + source if source else ''}: HMT (hierarchical memory "
+                          "transformer) is not implemented yet in the generated project (flexllm build); set "
+                          "HMT.Enabled: false or remove the HMT section (flexllm hmt-train and flexllm ppl --long "
+                          "run it in PyTorch)")
 
 
 def parse_config(data: Dict[str, Any], source: str = "") -> FlexLLMConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .config import HBM_PARAM_CHANNELS, ConfigError, FlexLLMConfig
+from .config import HBM_PARAM_CHANNELS, ConfigError, FlexLLMConfig, check_hmt_buildable
 
 if TYPE_CHECKING:
     from brevitas_models.arch import LlamaArch
@@ -51,6 +51,7 @@ def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
         raise ConfigError(f"Board {board.name!r}{where}: project generation is implemented for the U280 only; "
                           f"the {board.name.upper()} ({board.source_file}) is modeled for estimates and "
                           "`flexllm dse` (its Vitis/AVED project files are not written)")
+    check_hmt_buildable(cfg.data, str(cfg.path) if cfg.path else "")
     spec = cfg.quant_spec()
     problems = hardware_scheme_problems(spec)
     if problems:

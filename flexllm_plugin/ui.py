@@ -92,9 +92,24 @@ def _generate(r):
 
 
 def _ppl(r):
+    if "long" in r:
+        extra = f", window {r['window']}" if r.get("window") else ""
+        return (f"perplexity {r['ppl']:.3f} over {r['tokens']} tokens of segments 2..{r['segments']} "
+                f"({r['long']}; segment length {r['segment_length']}, block {r['block']}, sensory "
+                f"{r['sensory_tokens']}{extra}; {r['quant']}; model {r['build_seconds']:.1f} s, evaluation "
+                f"{r['eval_seconds']:.1f} s)")
     return (f"perplexity {r['ppl']:.3f} over {r['tokens']} tokens (ctx {r['ctx']}; {r['quant']}, rotation "
             f"{r['rotation']}, GPTQ {r.get('gptq')}; model {r.get('build_seconds', 0):.1f} s, evaluation "
             f"{r.get('eval_seconds', 0):.1f} s)")
+
+
+def _hmt_train(r):
+    how = "loaded from the cache" if r["cached"] else f"trained in {r['train_seconds']:.0f} s"
+    loss = (f"; loss {r['loss_first5']:.3f} (first 5 steps) -> {r['loss_last5']:.3f} (last 5)"
+            if r.get("loss_first5") is not None else "")
+    return (f"HMT parameters {how}: {r['steps']} steps of {r['segments_per_step']} segments (L {r['segment_length']}, "
+            f"block {r['block']}) on {r['training_tokens']} tokens of {r['training_text']}{loss}\n"
+            f"checkpoint: {r['checkpoint']}")
 
 
 def _export(r):
@@ -137,5 +152,5 @@ def _report(r):
     return "\n".join(lines)
 
 
-_RENDERERS = {"dse": _dse, "report": _report, "build": _build, "verify": _verify, "generate": _generate, "ppl": _ppl, "export": _export,
-              "run": _run, "cache": _cache}
+_RENDERERS = {"dse": _dse, "report": _report, "build": _build, "verify": _verify, "generate": _generate, "ppl": _ppl,
+              "export": _export, "run": _run, "cache": _cache, "hmt-train": _hmt_train}

@@ -1,0 +1,67 @@
+"""Cost of layers/flexllm_memory_recall.h: the HMT memory recall on one fp32 GEMV unit (LANES products
+per cycle), and the ring buffer of memories and keys."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from .reduce import ceil_div, minmax_resources, partials_resources, tree_steps
+from .resources import CONTROL, EXP32, FADD, FDIV, FMUL, Resources, memory
+
+LOOP_FILL = 12
+
+
+@dataclass(frozen=True)
+class MemoryRecallUnit:
+    hidden: int                   # d
+    slots: int                    # N, memories in the ring buffer
+    lanes: int                    # LANES: fp32 products per cycle (divides 128, <= 16)
+
+    def __post_init__(self):
+        if self.lanes < 1 or self.lanes > 16 or 128 % self.lanes:
+            raise ValueError(f"memory recall lanes must divide 128 and be <= 16, got {self.lanes}")
+
+    def _gemv(self, rows: int) -> Counter:
+        return Counter({"memory_dot": rows * ceil_div(self.hidden, self.lanes),
+                        "reduce_tree_steps": rows * tree_steps(self.lanes)})
+
+    def key_iterations(self) -> Counter:
+        """memory_key: one d x d GEMV."""
+        return self._gemv(self.hidden)
+
+    def recall_iterations(self, filled: int) -> Counter:
+        """memory_recall with ``filled`` slots: query GEMV, one dot per slot, softmax, mix."""
+        if not 1 <= filled <= self.slots:
+            raise ValueError(f"recall needs 1..{self.slots} filled slots, got {filled}")
+        c = self._gemv(self.hidden) + self._gemv(filled)
+        c += Counter({"row_min_max": filled, "softmax_exp": filled, "softmax_normalize": filled,
+                      "memory_mix": filled * ceil_div(self.hidden, self.lanes)})
+        c["reduce_tree_steps"] += tree_steps(1)
+        return c
+
+    @staticmethod
+    def _starts_per_dot() -> int:
+        return 1 + 7                  # the MEMORY_DOT loop and the 7 levels of the partial-sum tree
+
+    def key_cycles(self) -> int:
+        return sum(self.key_iterations().values()) + LOOP_FILL * self.hidden * self._starts_per_dot()
+
+    def recall_cycles(self, filled: int) -> int:
+        """Loop iterations plus a pipeline fill per loop start (dots, trees, softmax passes, mix rows)."""
+        starts = (self.hidden + filled) * self._starts_per_dot() + (3 + 7) + filled
+        return sum(self.recall_iterations(filled).values()) + LOOP_FILL * starts
+
+    def segment_cycles(self, filled: int) -> int:
+        """One segment of HMT: the recall over ``filled`` memories and the key of the new memory."""
+        return self.recall_cycles(filled) + self.key_cycles()
+
+    def weight_bytes_per_segment(self) -> int:
+        """W_q and W_k (fp32, streamed from HBM) read once each per segment."""
+        return 2 * self.hidden * self.hidden * 4
+
+    def resources(self) -> Resources:
+        L = self.lanes
+        ring = memory(ceil_div(self.slots * self.hidden, L), 32, banks=L, impl="uram") * 2   # memories + keys
+        return (FMUL * L + partials_resources(L) + FMUL + minmax_resources(1) + EXP32 + FADD + FDIV
+                + (FMUL + FADD) * L + ring + CONTROL * 4)

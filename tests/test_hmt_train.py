@@ -1,0 +1,83 @@
+"""HMT training (brevitas_models/hmt/train.py): a few steps lower the loss of the tiny model, gradients
+reach all four parameters through the recurrence, checkpoints round-trip, are cached on their inputs and
+are checked against the HMT sizes."""
+
+import pytest
+import torch
+
+from brevitas_models.hmt.memory import HMTParams
+from brevitas_models.hmt.spec import HMTSpec
+from brevitas_models.hmt.train import (TrainSettings, initial_params, load_checkpoint, save_checkpoint,
+                                       stdlib_training_text, train, train_cached)
+from brevitas_models.hmt.wrapper import HMTWrapper
+from tests.helpers import text_tokens, tiny_model, tiny_weights
+
+SPEC = HMTSpec(segment_length=40, sensory_tokens=6, memory_slots=4)
+
+
+def _loss(model, params, ids):
+    with torch.no_grad():
+        out = HMTWrapper(model, SPEC, params).run(ids)
+    return float(sum(o[0] for o in out) / sum(o[1] for o in out))
+
+
+def test_a_few_steps_lower_the_loss():
+    model = tiny_model("float")
+    tokens = text_tokens()[5000:5000 + 3 * SPEC.block]          # one window: every step sees it
+    before = _loss(model, initial_params(model), tokens[None])
+    result = train(model, SPEC, tokens, TrainSettings(steps=6, segments=3, lr=2e-2))
+    after = _loss(model, result["params"], tokens[None])
+    assert after < before - 0.05, (before, after)
+    assert len(result["losses"]) == 6 and result["losses"][-1] < result["losses"][0]
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def test_gradient_reaches_every_memory_parameter():
+    model = tiny_model("float")
+    params = initial_params(model)
+    out = HMTWrapper(model, SPEC, params).run(text_tokens()[:3 * SPEC.block][None])
+    (sum(o[0] for o in out)).backward()
+    for name, p in params.named_parameters():
+        assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+
+
+def test_checkpoint_round_trip_and_checks(tmp_path):
+    params = HMTParams(96)
+    with torch.no_grad():
+        for p in params.parameters():
+            p.add_(torch.randn(p.shape))
+    path = tmp_path / "hmt.pt"
+    save_checkpoint(path, params, SPEC, {"steps": 1})
+    loaded = load_checkpoint(path, SPEC, 96)
+    for (n, a), (_, b) in zip(params.named_parameters(), loaded.named_parameters()):
+        assert torch.equal(a, b), n
+    with pytest.raises(ValueError, match="trained with segment_length = 40, the config asks for 48"):
+        load_checkpoint(path, SPEC.replace(segment_length=48), 96)
+    with pytest.raises(ValueError, match="hidden size 96, the model 64"):
+        load_checkpoint(path, SPEC, 64)
+    with pytest.raises(FileNotFoundError, match="HMT checkpoint not found"):
+        load_checkpoint(tmp_path / "missing.pt", SPEC, 96)
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot be read"):
+        load_checkpoint(tmp_path / "bad.pt", SPEC, 96)
+
+
+def test_cached_training_is_reused(tmp_path):
+    model = tiny_model("float")
+    tokens = text_tokens()[:4 * SPEC.block]
+    settings = TrainSettings(steps=2, segments=2)
+    p1, info1 = train_cached(tiny_weights(), model, SPEC, tokens, settings, tmp_path)
+    p2, info2 = train_cached(tiny_weights(), model, SPEC, tokens, settings, tmp_path)
+    assert not info1["cached"] and info2["cached"] and info1["checkpoint"] == info2["checkpoint"]
+    assert torch.equal(p1.w_q, p2.w_q)
+    _, info3 = train_cached(tiny_weights(), model, SPEC, tokens[1:], settings, tmp_path)
+    assert info3["checkpoint"] != info1["checkpoint"]
+
+
+def test_training_text_is_not_the_evaluation_text():
+    from brevitas_models.text import pydoc_topics_text
+    train_text = stdlib_training_text(200_000)
+    assert len(train_text) == 200_000
+    ev = pydoc_topics_text()
+    probes = [ev[i:i + 200] for i in range(0, 100_000, 10_000)]
+    assert not any(p in train_text for p in probes)
