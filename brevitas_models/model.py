@@ -105,10 +105,12 @@ class HeadQuant(nn.Module):
 class QuantLinearUnit(nn.Module):
     """A linear layer with its own per-token input quantizer (``input_quant``) and int weights."""
 
-    def __init__(self, in_features: int, out_features: int, spec: QuantSpec, input_quant: bool = True):
+    def __init__(self, in_features: int, out_features: int, spec: QuantSpec, site: Optional[str] = None):
+        """``site``: the linear-input site whose quantizer this unit owns (QuantSpec.INPUT_SITES), None for
+        a unit that reads another unit's quantized input (k/v read q_proj's, up reads gate_proj's)."""
         super().__init__()
         wq = weight_quant(spec.weight_bits) if spec.weight_bits else None
-        self.input_quant = TokenQuant(spec.input_quant if input_quant else None)
+        self.input_quant = TokenQuant(spec.input_kind(site) if site is not None else None)
         self.linear = qnn.QuantLinear(in_features, out_features, bias=False, weight_quant=wq)
 
     @property
@@ -167,11 +169,11 @@ class Attention(nn.Module):
         super().__init__()
         self.arch = arch
         h, d = arch.hidden_size, arch.head_dim
-        self.q_proj = QuantLinearUnit(h, arch.q_size, spec)
+        self.q_proj = QuantLinearUnit(h, arch.q_size, spec, "q_proj")
         # k and v read the same quantized input as q: one quantizer instance per input tensor.
-        self.k_proj = QuantLinearUnit(h, arch.kv_size, spec, input_quant=False)
-        self.v_proj = QuantLinearUnit(h, arch.kv_size, spec, input_quant=False)
-        self.o_proj = QuantLinearUnit(arch.q_size, h, spec)
+        self.k_proj = QuantLinearUnit(h, arch.kv_size, spec)
+        self.v_proj = QuantLinearUnit(h, arch.kv_size, spec)
+        self.o_proj = QuantLinearUnit(arch.q_size, h, spec, "o_proj")
         self.q_quant = HeadQuant(arch.num_heads, spec.qkv_bits, signed=True)
         self.k_quant = HeadQuant(arch.num_kv_heads, spec.qkv_bits, signed=True)
         self.v_quant = HeadQuant(arch.num_kv_heads, spec.qkv_bits, signed=True)
@@ -208,9 +210,9 @@ class MLP(nn.Module):
     def __init__(self, arch: LlamaArch, spec: QuantSpec):
         super().__init__()
         h, f = arch.hidden_size, arch.intermediate_size
-        self.gate_proj = QuantLinearUnit(h, f, spec)
-        self.up_proj = QuantLinearUnit(h, f, spec, input_quant=False)
-        self.down_proj = QuantLinearUnit(f, h, spec)
+        self.gate_proj = QuantLinearUnit(h, f, spec, "gate_proj")
+        self.up_proj = QuantLinearUnit(h, f, spec)
+        self.down_proj = QuantLinearUnit(f, h, spec, "down_proj")
         self.online_hadamard = OnlineHadamard(f)
 
     def forward(self, x):
@@ -256,7 +258,7 @@ class LlamaModel(nn.Module):
         self.embed_tokens = nn.Embedding(arch.vocab_size, arch.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(arch, spec) for _ in range(arch.num_layers))
         self.norm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
-        self.lm_head = QuantLinearUnit(arch.hidden_size, arch.vocab_size, spec)
+        self.lm_head = QuantLinearUnit(arch.hidden_size, arch.vocab_size, spec, "lm_head")
         n = max_positions or min(arch.max_position_embeddings, 8192)
         cos, sin = rope_tables(arch, n)
         self.register_buffer("rope_cos", cos, persistent=False)

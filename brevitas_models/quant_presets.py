@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 ROTATIONS = ("none", "hadamard")
+INPUT_KINDS = ("int8", "uint4_asym")
+# Linear-input sites that own a per-token input quantizer (k/v share q_proj's, up shares gate_proj's).
+INPUT_SITES = ("q_proj", "o_proj", "gate_proj", "down_proj", "lm_head")
+_SHARED_INPUT = {"k_proj": "q_proj", "v_proj": "q_proj", "up_proj": "gate_proj"}
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,14 @@ class QuantSpec:
     gptq: bool = False                       # GPTQ weight rounding (else round to nearest)
     calibration_tokens: int = 4096           # real-text tokens for GPTQ Hessians and static scales
     calibration_ctx: int = 512
+    # per-site exceptions to input_quant, e.g. (("down_proj", "int8"), ("lm_head", "int8")); a mapping
+    # is accepted and stored as sorted pairs
+    input_quant_overrides: Tuple[Tuple[str, str], ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "input_quant_overrides", _normalize_overrides(self.input_quant_overrides))
+        if self.input_quant_overrides and self.input_quant is None:
+            raise ValueError("Quantization.InputQuantOverrides needs quantized linear inputs (InputQuant)")
         if self.weight_bits is not None and self.weight_bits not in (2, 3, 4, 5, 6, 7, 8):
             raise ValueError(f"Quantization.weight_bits must be 2..8 or null, got {self.weight_bits!r}")
         if self.input_quant not in (None, "int8", "uint4_asym"):
@@ -50,11 +60,41 @@ class QuantSpec:
     def needs_calibration(self) -> bool:
         return self.gptq or self.qkv_bits is not None or self.softmax_bits is not None
 
+    def input_kind(self, site: str) -> Optional[str]:
+        """The per-token input quantizer kind of a linear-input site (see INPUT_SITES)."""
+        if site not in INPUT_SITES:
+            raise ValueError(f"unknown linear-input site {site!r}; known: {INPUT_SITES}")
+        return dict(self.input_quant_overrides).get(site, self.input_quant)
+
     def replace(self, **changes) -> "QuantSpec":
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _normalize_overrides(value) -> Tuple[Tuple[str, str], ...]:
+    if value is None:
+        return ()
+    items = value.items() if isinstance(value, dict) else value
+    try:
+        pairs = [(str(site), str(kind)) for site, kind in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"Quantization.InputQuantOverrides must map sites to kinds, got {value!r}") from None
+    seen = set()
+    for site, kind in pairs:
+        if site in _SHARED_INPUT:
+            raise ValueError(f"Quantization.InputQuantOverrides.{site}: {site} shares the input quantizer of "
+                             f"{_SHARED_INPUT[site]}; name {_SHARED_INPUT[site]}")
+        if site not in INPUT_SITES:
+            raise ValueError(f"Quantization.InputQuantOverrides: unknown site {site!r}; known: {list(INPUT_SITES)}")
+        if kind not in INPUT_KINDS:
+            raise ValueError(f"Quantization.InputQuantOverrides.{site} must be one of {list(INPUT_KINDS)}, "
+                             f"got {kind!r}")
+        if site in seen:
+            raise ValueError(f"Quantization.InputQuantOverrides.{site} given twice")
+        seen.add(site)
+    return tuple(sorted(pairs))
 
 
 PRESETS: Dict[str, QuantSpec] = {

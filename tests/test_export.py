@@ -115,7 +115,8 @@ def models():
     # another order than torch and flips one int8 code of the down_proj input on this sample (4e-3
     # relative on the logits); flexllm-w4a4 (rotated) stays within the bound on the same sample.
     return {"flexllm-w4a4": tiny_model("flexllm-w4a4"), "float": tiny_model("float"),
-            "w8a8": tiny_model("w8a8", rotation="none")}
+            "w8a8": tiny_model("w8a8", rotation="none"),
+            "overrides": tiny_model("flexllm-w4a4", input_quant_overrides={"down_proj": "int8", "lm_head": "int8"})}
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +277,24 @@ def test_flexllm_graph_structure(exports, stage):
         assert len(gathers) == 2 and all(_init(model, g.input[0]).shape[1] == ARCH.head_dim for g in gathers)
         # no mask, no Shape arithmetic left
         assert not any(n.op_type in ("Shape", "Where") for n in model.graph.node)
+
+
+def test_input_quant_overrides_export_int8_at_those_sites(exports):
+    """Quantization.InputQuantOverrides {down_proj: int8, lm_head: int8}: the exported graph quantizes those
+    inputs as int8 (signed, symmetric, no zero point) and the rest as uint4; qonnx execution = Brevitas."""
+    info, model, outputs, ref, _ = exports("overrides", "prefill")
+    _assert_close(outputs, ref, info["output_names"])
+    dynamic = [n for n in _quant_nodes(model) if _init(model, n.input[1]) is None]
+    assert len(dynamic) == 4 * ARCH.num_layers + 1
+    by_bits = {}
+    for n in dynamic:
+        by_bits.setdefault(float(_init(model, n.input[3])), []).append(n)
+    assert len(by_bits[8.0]) == ARCH.num_layers + 1 and len(by_bits[4.0]) == 3 * ARCH.num_layers
+    for n in by_bits[8.0]:
+        assert _attr(n, "signed") == 1 and float(_init(model, n.input[2])) == 0.0
+    # graph order: per layer q/k/v, o_proj, gate/up (uint4), down_proj (int8); then the LM head (int8)
+    bits_in_order = [float(_init(model, n.input[3])) for n in model.graph.node if n in dynamic]
+    assert bits_in_order == [4.0, 4.0, 4.0, 8.0] * ARCH.num_layers + [8.0]
 
 
 def test_w8a8_int8_dynamic_subgraph(exports):
