@@ -60,13 +60,14 @@ def head_quants(model: LlamaModel, site: str):
 
 
 @contextmanager
-def input_kinds(model: LlamaModel, kinds: dict):
-    """Temporarily give linear-input sites another per-token quantizer kind ({site: 'int8' | ...})."""
+def input_kinds(model: LlamaModel, kinds: dict, clip_ratio: float = 1.0):
+    """Temporarily give linear-input sites another per-token quantizer kind ({site: 'int8' | ...}), uint4
+    ones clipped to ``clip_ratio`` of their range."""
     saved = []
     for site, kind in kinds.items():
         for unit in input_quant_owners(model, site):
             saved.append((unit, unit.input_quant))
-            unit.input_quant = TokenQuant(kind)
+            unit.input_quant = TokenQuant(kind, clip_ratio if kind == "uint4_asym" else 1.0)
     try:
         yield
     finally:
@@ -95,7 +96,10 @@ def main(argv=None):
     ap.add_argument("--max-tokens", type=int, default=4096)
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--directions", nargs="*", default=["up", "down", "static"],
-                    choices=["up", "down", "static"])
+                    choices=["up", "down", "static", "clip"])
+    ap.add_argument("--clip-ratios", nargs="*", type=float, default=[0.95, 0.9, 0.85],
+                    help="direction clip: every uint4 input clipped to this ratio of its range (one row each), "
+                         "then each site alone at the best ratio")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
@@ -149,11 +153,27 @@ def main(argv=None):
         for site in STATIC_SITES:
             with float_static(model, site):
                 measure(site, "static")
+    if "clip" in args.directions:
+        clip = {}
+        for r in args.clip_ratios:
+            with input_kinds(model, {s: "uint4_asym" for s in LINEAR_SITES}, clip_ratio=r):
+                clip[r] = measure(f"every uint4 input clipped at {r:g}", "clip")
+        best = min(clip, key=clip.get)
+        if clip[best] < base:
+            for site in LINEAR_SITES:
+                with input_kinds(model, {site: "uint4_asym"}, clip_ratio=best):
+                    measure(f"{site} clipped at {best:g}", "clip")
 
     for r in rows:
         r["x_float"] = r["ppl"] / float_ppl
     if args.out:
         Path(args.out).write_text(json.dumps(rows, indent=2))
+    if "clip" in args.directions:
+        print("\n| clipped uint4 inputs (rest as calibrated) | ppl | x float | gain |")
+        print("|---|---|---|---|")
+        for r in rows:
+            if r["direction"] == "clip":
+                print(f"| {r['site']} | {r['ppl']:.2f} | {r['x_float']:.2f} | {(base - r['ppl']) / base * 100:+.1f} % |")
     print(f"\nflexllm-w4a4 as calibrated: ppl {base:.2f} ({base / float_ppl:.2f}x float {float_ppl:.2f}); "
           f"{rows[0]['tokens']} tokens, ctx {args.ctx}")
     print("\n| site | only this site at int8 (others uint4) | x float | gain | only this site at uint4 (others int8) "

@@ -145,7 +145,7 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
     if spec.rotation == "hadamard":
         rotate(model)
     if calib is not None:
-        calibrate(model, calib, gptq=spec.gptq, log=log)
+        calibrate(model, calib, gptq=spec.gptq, log=log, weight_clip=spec.weight_clip_search)
     else:
         init_weight_scales(model)
     if cache_file is not None:

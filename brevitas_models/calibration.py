@@ -72,12 +72,40 @@ def _run_until(fn: Callable[[], None]) -> None:
         pass
 
 
-def _gptq(units: List[QuantLinearUnit], inputs: List[torch.Tensor]) -> None:
-    """GPTQ-round the weights of ``units`` (which share one quantized input) on ``inputs``."""
+CLIP_GRID = tuple(round(1.0 - 0.01 * i, 2) for i in range(0, 41))      # 1.00, 0.99, .., 0.60
+
+
+@torch.no_grad()
+def search_weight_clip(unit: QuantLinearUnit, hessian_diag: torch.Tensor, grid=CLIP_GRID) -> torch.Tensor:
+    """Per output channel, the clip ratio r of the grid whose round-to-nearest weights (threshold
+    r * max|w|) have the least input-weighted error sum_k H_kk (w_k - q_k)^2; sets the unit's weight
+    threshold to r * max|w| and returns r [out]."""
+    w = unit.weight.detach().to(torch.float64)
+    _, qmin, qmax = weight_grid(unit)
+    amax = w.abs().amax(dim=1).clamp(min=1e-12)
+    d = hessian_diag.to(torch.float64).clamp(min=0)[None, :]
+    best_err = torch.full((w.shape[0],), float("inf"), dtype=torch.float64)
+    best_r = torch.ones(w.shape[0], dtype=torch.float64)
+    for r in grid:
+        s = (amax * r / qmax)[:, None]
+        err = (((torch.clamp(torch.round(w / s), qmin, qmax) * s - w) ** 2) * d).sum(dim=1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_r = torch.where(better, torch.full_like(best_r, r), best_r)
+    value = unit.linear.weight_quant.tensor_quant.scaling_impl.value        # the threshold max|w|, [out, 1]
+    value.copy_((amax * best_r).to(value.dtype).view_as(value))
+    return best_r
+
+
+def _gptq(units: List[QuantLinearUnit], inputs: List[torch.Tensor], weight_clip: bool = False) -> None:
+    """GPTQ-round the weights of ``units`` (which share one quantized input) on ``inputs``; with
+    ``weight_clip`` the per-channel scales are first chosen by :func:`search_weight_clip`."""
     acc = HessianAccumulator(units[0].linear.in_features)
     for x in inputs:
         acc.add(x)
     for unit in units:
+        if weight_clip:
+            search_weight_clip(unit, torch.diag(acc.hessian))
         scale, qmin, qmax = weight_grid(unit)
         new = gptq_quantize(unit.weight.detach(), acc.hessian, scale, qmin, qmax)
         with torch.no_grad():
@@ -101,7 +129,8 @@ def _observe(heads, run: Callable[[], None]) -> None:
         hq.set_threshold(hq.observed_max)
 
 
-def calibrate_layer(layer, hidden: List[torch.Tensor], cos, sin, mask, gptq: bool) -> List[torch.Tensor]:
+def calibrate_layer(layer, hidden: List[torch.Tensor], cos, sin, mask, gptq: bool,
+                    weight_clip: bool = False) -> List[torch.Tensor]:
     """Calibrate one decoder layer in place on its inputs ``hidden`` (a list of [B, L, hidden] batches)
     and return its outputs. Every sub-block input is computed once and kept (the residual stream, the
     quantized q/k/v, o_proj, gate/up and down_proj inputs) instead of re-running the layer per GPTQ group;
@@ -109,7 +138,7 @@ def calibrate_layer(layer, hidden: List[torch.Tensor], cos, sin, mask, gptq: boo
     at, mlp = layer.self_attn, layer.mlp
     x1 = [layer.input_layernorm(h) for h in hidden]
     if gptq:
-        _gptq([at.q_proj, at.k_proj, at.v_proj], [at.q_proj.input_quant(x) for x in x1])
+        _gptq([at.q_proj, at.k_proj, at.v_proj], [at.q_proj.input_quant(x) for x in x1], weight_clip)
 
     def attention_until(module, keep=None):
         def run():
@@ -125,24 +154,26 @@ def calibrate_layer(layer, hidden: List[torch.Tensor], cos, sin, mask, gptq: boo
     o_in: List[torch.Tensor] = []
     attention_until(at.o_proj.linear, o_in)()            # the quantized o_proj input
     if gptq:
-        _gptq([at.o_proj], o_in)
+        _gptq([at.o_proj], o_in, weight_clip)
     h2 = [h + at.o_proj.linear(o) for h, o in zip(hidden, o_in)]
     del o_in, x1
     gu_in = [mlp.gate_proj.input_quant(layer.post_attention_layernorm(h)) for h in h2]
     if gptq:
-        _gptq([mlp.gate_proj, mlp.up_proj], gu_in)
+        _gptq([mlp.gate_proj, mlp.up_proj], gu_in, weight_clip)
     d_in = [mlp.down_proj.input_quant(mlp.online_hadamard(F.silu(mlp.gate_proj.linear(x)) * mlp.up_proj.linear(x)))
             for x in gu_in]
     del gu_in
     if gptq:
-        _gptq([mlp.down_proj], d_in)
+        _gptq([mlp.down_proj], d_in, weight_clip)
     return [h + mlp.down_proj.linear(d) for h, d in zip(h2, d_in)]
 
 
 def calibrate(model: LlamaModel, windows: torch.Tensor, gptq: bool, batch_size: int = 2,
-              log: Optional[Callable[[str], None]] = None, threads: Optional[int] = 2) -> None:
+              log: Optional[Callable[[str], None]] = None, threads: Optional[int] = 2,
+              weight_clip: bool = False) -> None:
     """Calibrate ``model`` in place on token windows [N, ctx] of real text (``threads``: torch intra-op
-    threads while calibrating, None to leave the setting alone)."""
+    threads while calibrating, None to leave the setting alone; ``weight_clip``: search the weight
+    scales before GPTQ)."""
     log = log or (lambda msg: None)
     model.eval()
     init_weight_scales(model)
@@ -160,13 +191,13 @@ def calibrate(model: LlamaModel, windows: torch.Tensor, gptq: bool, batch_size: 
             t_start = time.perf_counter()
             for li, layer in enumerate(model.layers):
                 t0 = time.perf_counter()
-                hidden = calibrate_layer(layer, hidden, cos, sin, mask, gptq)
+                hidden = calibrate_layer(layer, hidden, cos, sin, mask, gptq, weight_clip)
                 progress.update(1)
                 now = time.perf_counter()
                 left = (now - t_start) / (li + 1) * (n_layers - li - 1)
                 log(f"calibrated layer {li + 1} of {n_layers} in {now - t0:.1f} s (about {left:.0f} s left)")
             if gptq:
-                _gptq([model.lm_head], [model.lm_head.input_quant(model.norm(h)) for h in hidden])
+                _gptq([model.lm_head], [model.lm_head.input_quant(model.norm(h)) for h in hidden], weight_clip)
                 progress.update(1)
             progress.close()
     finally:

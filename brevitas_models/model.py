@@ -54,10 +54,11 @@ class TokenQuant(nn.Module):
     are computed in the graph per token; see docs/qonnx-dynamic-quant.md.
     """
 
-    def __init__(self, kind: Optional[str]):
+    def __init__(self, kind: Optional[str], clip_ratio: float = 1.0):
         super().__init__()
         self.kind = kind
-        self.quant = qnn.QuantIdentity(act_quant=dynamic_input_quant(kind)) if kind else None
+        self.clip_ratio = float(clip_ratio)
+        self.quant = qnn.QuantIdentity(act_quant=dynamic_input_quant(kind, clip_ratio)) if kind else None
         self.export_mode = False
 
     def forward(self, x):

@@ -31,6 +31,7 @@ class QuantSpec:
     # per-site exceptions to input_quant, e.g. (("down_proj", "int8"), ("lm_head", "int8")); a mapping
     # is accepted and stored as sorted pairs
     input_quant_overrides: Tuple[Tuple[str, str], ...] = ()
+    weight_clip_search: bool = False         # per-channel weight scale searched before GPTQ (needs gptq)
 
     def __post_init__(self):
         object.__setattr__(self, "input_quant_overrides", _normalize_overrides(self.input_quant_overrides))
@@ -46,6 +47,8 @@ class QuantSpec:
                 raise ValueError(f"Quantization.{key} must be 8 or null, got {getattr(self, key)!r}")
         if self.rotation not in ROTATIONS:
             raise ValueError(f"Quantization.rotation must be one of {ROTATIONS}, got {self.rotation!r}")
+        if self.weight_clip_search and not self.gptq:
+            raise ValueError("Quantization.WeightClipSearch needs GPTQ")
         if self.gptq and self.weight_bits is None:
             raise ValueError("Quantization.gptq needs integer weights (weight_bits)")
         if self.calibration_tokens <= 0 or self.calibration_ctx <= 0:

@@ -96,6 +96,7 @@ SCHEMA: Dict[str, Any] = {
         "InputQuant": (None, _opt(_choice("uint4_asym", "int8"))),
         "InputQuantOverrides": (None, _opt(_mapping)),
         "GPTQ": (None, _opt(_bool)),
+        "WeightClipSearch": (None, _opt(_bool)),
         "CalibrationTokens": (None, _opt(_int(1))),
         "CalibrationContext": (None, _opt(_int(1))),
     },
@@ -167,7 +168,7 @@ class FlexLLMConfig:
         q = self.data["Quantization"]
         overrides = {}
         mapping = {"Rotation": "rotation", "InputQuant": "input_quant", "GPTQ": "gptq",
-                   "InputQuantOverrides": "input_quant_overrides",
+                   "InputQuantOverrides": "input_quant_overrides", "WeightClipSearch": "weight_clip_search",
                    "CalibrationTokens": "calibration_tokens",
                    "CalibrationContext": "calibration_ctx"}
         for key, name in mapping.items():

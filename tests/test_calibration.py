@@ -108,3 +108,47 @@ def test_calibration_restores_the_thread_setting():
     before = torch.get_num_threads()
     calibrate(_fresh("flexllm-w4a4"), text_windows(2, 128), gptq=False, threads=2)
     assert torch.get_num_threads() == before
+
+
+def test_weight_clip_search_picks_the_least_weighted_error_ratio_per_channel():
+    """Against a numpy brute force over the same grid: per output channel the ratio with the least
+    sum_k d_k (w_k - rtn_k)^2, and the unit's Brevitas weight scale is then r * max|w| / 7."""
+    import numpy as np
+    from brevitas_models.calibration import CLIP_GRID, search_weight_clip
+
+    model = _fresh("flexllm-w4a4")
+    unit = model.layers[0].mlp.down_proj
+    init_weight_scales(model)
+    rng = np.random.default_rng(0)
+    d = rng.random(unit.linear.in_features) ** 4 * 10          # uneven input energies
+    w = unit.weight.detach().double().numpy()
+    amax = np.abs(w).max(axis=1)
+    errs = []
+    for r in CLIP_GRID:
+        s = (amax * r / 7)[:, None]
+        errs.append((((np.clip(np.round(w / s), -7, 7) * s - w) ** 2) * d[None]).sum(axis=1))
+    errs = np.stack(errs)                                       # [grid, out]
+    want = np.array(CLIP_GRID)[errs.argmin(axis=0)]
+    with torch.no_grad():
+        got = search_weight_clip(unit, torch.from_numpy(d)).numpy()
+    assert np.array_equal(got, want)
+    assert (got < 1.0).any()                                    # clipping chosen somewhere
+    scale = unit.linear.quant_weight().scale.detach().double().view(-1).numpy()
+    np.testing.assert_allclose(scale, amax * want / 7, rtol=1e-6)
+
+
+def test_weight_clip_search_lowers_the_layer_output_error_of_gptq():
+    """GPTQ with searched scales vs with max|w| scales: smaller ||X (W_q - W)^T|| on the calibration inputs."""
+    windows = text_windows(4, 128)
+    errors = {}
+    for clip in (False, True):
+        m = _fresh("w4a8")
+        float_w = m.layers[0].mlp.down_proj.weight.detach().clone()
+        got = []
+        h = m.layers[0].mlp.down_proj.linear.register_forward_pre_hook(lambda mod, a: got.append(a[0].detach()))
+        calibrate(m, windows, gptq=True, threads=None, weight_clip=clip)
+        h.remove()
+        x = torch.cat([g.reshape(-1, g.shape[-1]) for g in got[:2]])   # the calibration inputs of layer 0's down_proj
+        wq = m.layers[0].mlp.down_proj.linear.quant_weight().value.detach()
+        errors[clip] = float(torch.linalg.norm(x @ (wq - float_w).T))
+    assert errors[True] < errors[False]
