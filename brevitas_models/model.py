@@ -111,7 +111,8 @@ class QuantLinearUnit(nn.Module):
         a unit that reads another unit's quantized input (k/v read q_proj's, up reads gate_proj's)."""
         super().__init__()
         wq = weight_quant(spec.weight_bits) if spec.weight_bits else None
-        self.input_quant = TokenQuant(spec.input_kind(site) if site is not None else None)
+        self.input_quant = (TokenQuant(spec.input_kind(site), spec.input_clip(site)) if site is not None
+                            else TokenQuant(None))
         self.linear = qnn.QuantLinear(in_features, out_features, bias=False, weight_quant=wq)
 
     @property

@@ -32,9 +32,16 @@ class QuantSpec:
     # is accepted and stored as sorted pairs
     input_quant_overrides: Tuple[Tuple[str, str], ...] = ()
     weight_clip_search: bool = False         # per-channel weight scale searched before GPTQ (needs gptq)
+    # per-site clip ratio r in (0, 1] of uint4_asym inputs (range [r min, r max]); unnamed sites: 1
+    input_clip_ratios: Tuple[Tuple[str, float], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "input_quant_overrides", _normalize_overrides(self.input_quant_overrides))
+        object.__setattr__(self, "input_clip_ratios", _normalize_clips(self.input_clip_ratios))
+        for site, _ in self.input_clip_ratios:
+            if self.input_kind(site) != "uint4_asym":
+                raise ValueError(f"Quantization.InputClipRatios.{site}: clipping applies to uint4_asym inputs; "
+                                 f"{site} is {self.input_kind(site)!r}")
         if self.input_quant_overrides and self.input_quant is None:
             raise ValueError("Quantization.InputQuantOverrides needs quantized linear inputs (InputQuant)")
         if self.weight_bits is not None and self.weight_bits not in (2, 3, 4, 5, 6, 7, 8):
@@ -69,6 +76,12 @@ class QuantSpec:
             raise ValueError(f"unknown linear-input site {site!r}; known: {INPUT_SITES}")
         return dict(self.input_quant_overrides).get(site, self.input_quant)
 
+    def input_clip(self, site: str) -> float:
+        """The clip ratio of a linear-input site (1.0: the exact min / max)."""
+        if site not in INPUT_SITES:
+            raise ValueError(f"unknown linear-input site {site!r}; known: {INPUT_SITES}")
+        return dict(self.input_clip_ratios).get(site, 1.0)
+
     def replace(self, **changes) -> "QuantSpec":
         return dataclasses.replace(self, **changes)
 
@@ -98,6 +111,30 @@ def _normalize_overrides(value) -> Tuple[Tuple[str, str], ...]:
             raise ValueError(f"Quantization.InputQuantOverrides.{site} given twice")
         seen.add(site)
     return tuple(sorted(pairs))
+
+
+def _normalize_clips(value) -> Tuple[Tuple[str, float], ...]:
+    if value is None:
+        return ()
+    items = value.items() if isinstance(value, dict) else value
+    try:
+        pairs = [(str(site), ratio) for site, ratio in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"Quantization.InputClipRatios must map sites to ratios, got {value!r}") from None
+    out = {}
+    for site, ratio in pairs:
+        if site in _SHARED_INPUT:
+            raise ValueError(f"Quantization.InputClipRatios.{site}: {site} shares the input quantizer of "
+                             f"{_SHARED_INPUT[site]}; name {_SHARED_INPUT[site]}")
+        if site not in INPUT_SITES:
+            raise ValueError(f"Quantization.InputClipRatios: unknown site {site!r}; known: {list(INPUT_SITES)}")
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < float(ratio) <= 1.0:
+            raise ValueError(f"Quantization.InputClipRatios.{site} must be a number in (0, 1], got {ratio!r}")
+        if site in out:
+            raise ValueError(f"Quantization.InputClipRatios.{site} given twice")
+        if float(ratio) != 1.0:
+            out[site] = float(ratio)
+    return tuple(sorted(out.items()))
 
 
 PRESETS: Dict[str, QuantSpec] = {

@@ -97,6 +97,7 @@ SCHEMA: Dict[str, Any] = {
         "InputQuantOverrides": (None, _opt(_mapping)),
         "GPTQ": (None, _opt(_bool)),
         "WeightClipSearch": (None, _opt(_bool)),
+        "InputClipRatios": (None, _opt(_mapping)),
         "CalibrationTokens": (None, _opt(_int(1))),
         "CalibrationContext": (None, _opt(_int(1))),
     },
@@ -169,6 +170,7 @@ class FlexLLMConfig:
         overrides = {}
         mapping = {"Rotation": "rotation", "InputQuant": "input_quant", "GPTQ": "gptq",
                    "InputQuantOverrides": "input_quant_overrides", "WeightClipSearch": "weight_clip_search",
+                   "InputClipRatios": "input_clip_ratios",
                    "CalibrationTokens": "calibration_tokens",
                    "CalibrationContext": "calibration_ctx"}
         for key, name in mapping.items():

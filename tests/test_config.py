@@ -102,3 +102,18 @@ def test_input_quant_overrides_key():
         bad.quant_spec()
     with pytest.raises(ConfigError, match=r"InputQuantOverrides .*must be a mapping"):
         parse_config({**BASE, "Quantization": {"InputQuantOverrides": ["lm_head"]}})
+
+
+def test_input_clip_ratios_and_weight_clip_search_keys():
+    from flexllm_plugin.preflight import preflight
+    cfg = parse_config({**BASE, "Quantization": {"InputClipRatios": {"q_proj": 0.9, "o_proj": 1.0},
+                                                 "WeightClipSearch": True}})
+    spec = cfg.quant_spec()
+    assert spec.input_clip("q_proj") == 0.9 and spec.input_clip("o_proj") == 1.0
+    assert spec.input_clip_ratios == (("q_proj", 0.9),) and spec.weight_clip_search
+    with pytest.raises(ConfigError, match=r"Quantization.InputClipRatios \(q_proj: 0.9\).*does not pass"):
+        preflight(cfg)
+    with pytest.raises(ConfigError, match=r"WeightClipSearch needs GPTQ"):
+        parse_config({**BASE, "Quantization": {"WeightClipSearch": True, "GPTQ": False}}).quant_spec()
+    with pytest.raises(ConfigError, match=r"InputClipRatios.gate_proj must be a number"):
+        parse_config({**BASE, "Quantization": {"InputClipRatios": {"gate_proj": "0.9"}}}).quant_spec()

@@ -186,6 +186,9 @@ def models(weights):
     # Quantization.InputQuantOverrides: uint4 inputs except down_proj and the LM head at int8
     model = _build(weights, input_quant="uint4_asym", input_quant_overrides={"down_proj": "int8", "lm_head": "int8"})
     out["overrides"] = (model, GoldenModel.from_brevitas(model))
+    # Quantization.InputClipRatios: clipped uint4 ranges at three sites
+    model = _build(weights, input_clip_ratios={"q_proj": 0.9, "gate_proj": 0.8, "lm_head": 0.95})
+    out["clipped"] = (model, GoldenModel.from_brevitas(model))
     return out
 
 
@@ -363,7 +366,23 @@ def test_input_quant_overrides_are_validated():
     assert QuantSpec(**json.loads(json.dumps(spec.to_dict()))) == spec
 
 
-@pytest.mark.parametrize("kind", ["uint4_asym", "int8", "overrides"])
+def test_input_clip_ratios_reach_every_site(models, eval_windows):
+    model, g = models["clipped"]
+    clips = {name.split(".")[-1]: lp.input_clip for name, lp in g.linears()}
+    assert clips == {"q_proj": 0.9, "k_proj": 0.9, "v_proj": 0.9, "o_proj": 1.0, "gate_proj": 0.8,
+                     "up_proj": 0.8, "down_proj": 1.0, "lm_head": 0.95}
+    assert model.layers[0].mlp.gate_proj.input_quant.clip_ratio == 0.8
+    _, _, tr = g.prefill(eval_windows[0, :16].numpy(), trace=True)
+    x_int = tr["layers.0.mlp.gate_proj.x_int"]
+    assert (x_int == 15).sum(axis=1).min() >= 1 and (x_int == 0).sum(axis=1).min() >= 1
+    from brevitas_models.quant_presets import quant_preset
+    with pytest.raises(ValueError, match="InputClipRatios.lm_head: clipping applies to uint4_asym"):
+        quant_preset("flexllm-w4a4", input_clip_ratios={"lm_head": 0.9}, input_quant_overrides={"lm_head": "int8"})
+    with pytest.raises(ValueError, match=r"InputClipRatios.q_proj must be a number in \(0, 1\]"):
+        quant_preset("flexllm-w4a4", input_clip_ratios={"q_proj": 1.2})
+
+
+@pytest.mark.parametrize("kind", ["uint4_asym", "int8", "overrides", "clipped"])
 def test_agrees_with_brevitas(models, eval_windows, kind, capsys):
     from brevitas_models.evaluation import perplexity
     model, g = models[kind]
