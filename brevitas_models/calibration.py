@@ -103,13 +103,20 @@ def _gptq(units: List[QuantLinearUnit], inputs: List[torch.Tensor], weight_clip:
     acc = HessianAccumulator(units[0].linear.in_features)
     for x in inputs:
         acc.add(x)
-    for unit in units:
-        if weight_clip:
+    if weight_clip:
+        for unit in units:
             search_weight_clip(unit, torch.diag(acc.hessian))
-        scale, qmin, qmax = weight_grid(unit)
-        new = gptq_quantize(unit.weight.detach(), acc.hessian, scale, qmin, qmax)
-        with torch.no_grad():
-            unit.weight.copy_(new)
+    # The units' rows are independent given the shared Hessian: one GPTQ call on the stacked weights
+    # (one Cholesky inverse per group).
+    grids = [weight_grid(unit) for unit in units]
+    if len({(qmin, qmax) for _, qmin, qmax in grids}) != 1:
+        raise ValueError("units sharing an input must have the same weight bit width")
+    _, qmin, qmax = grids[0]
+    new = gptq_quantize(torch.cat([unit.weight.detach() for unit in units]), acc.hessian,
+                        torch.cat([scale for scale, _, _ in grids]), qmin, qmax)
+    with torch.no_grad():
+        for unit, part in zip(units, torch.split(new, [unit.weight.shape[0] for unit in units])):
+            unit.weight.copy_(part)
 
 
 def _observe(heads, run: Callable[[], None]) -> None:
