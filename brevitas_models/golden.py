@@ -479,9 +479,10 @@ class GoldenModel:
         return KVCache.empty(self.num_layers, self.num_kv_heads, self.head_dim)
 
     # ---- operators ------------------------------------------------------------------------------
-    def _quant_input(self, x: np.ndarray, kind: str, clip: float = 1.0):
-        if kind == "uint4_asym":
-            return quant_uint4_asym(x, clip)
+    def _quant_input(self, x: np.ndarray, lp: "LinearParams"):
+        """The per-token input quantizer of the linear ``lp`` (its kind and clip ratio)."""
+        if lp.input_kind == "uint4_asym":
+            return quant_uint4_asym(x, lp.input_clip)
         q, s = quant_int8_sym(x)
         return q, s, None
 
@@ -508,7 +509,7 @@ class GoldenModel:
         L = x.shape[0]
         H, KVH, d = self.num_heads, self.num_kv_heads, self.head_dim
         p = f"layers.{i}.self_attn"
-        q8, s, z = self._quant_input(x, layer.q_proj.input_kind, layer.q_proj.input_clip)
+        q8, s, z = self._quant_input(x, layer.q_proj)
         qf = self._linear_q(layer.q_proj, q8, s, z, trace, p + ".q_proj")
         kf = self._linear_q(layer.k_proj, q8, s, z, trace, p + ".k_proj")
         vf = self._linear_q(layer.v_proj, q8, s, z, trace, p + ".v_proj")
@@ -536,7 +537,7 @@ class GoldenModel:
         av_acc = int_matmul(p_int, Vh, T * 255 * 128)                    # [H, L, d]
         attn = av_acc.astype(np.float32) * layer.pv_scale[:, None, None]
         attn = attn.transpose(1, 0, 2).reshape(L, H * d)
-        o8, os_, oz = self._quant_input(attn, layer.o_proj.input_kind, layer.o_proj.input_clip)
+        o8, os_, oz = self._quant_input(attn, layer.o_proj)
         out = self._linear_q(layer.o_proj, o8, os_, oz, trace, p + ".o_proj")
         if trace is not None:
             trace[p + ".q_rot"] = q_rot
@@ -554,7 +555,7 @@ class GoldenModel:
 
     def _mlp(self, i: int, layer: LayerParams, x: np.ndarray, trace: Optional[dict]) -> np.ndarray:
         p = f"layers.{i}.mlp"
-        q8, s, z = self._quant_input(x, layer.gate_proj.input_kind, layer.gate_proj.input_clip)
+        q8, s, z = self._quant_input(x, layer.gate_proj)
         g = self._linear_q(layer.gate_proj, q8, s, z, trace, p + ".gate_proj")
         u = self._linear_q(layer.up_proj, q8, s, z, trace, p + ".up_proj")
         act = silu(g) * u
@@ -564,7 +565,7 @@ class GoldenModel:
             act = fast_hadamard_transform_np(act)
             if trace is not None:
                 trace[p + ".hadamard"] = act
-        d8, ds, dz = self._quant_input(act, layer.down_proj.input_kind, layer.down_proj.input_clip)
+        d8, ds, dz = self._quant_input(act, layer.down_proj)
         return self._linear_q(layer.down_proj, d8, ds, dz, trace, p + ".down_proj")
 
     def _forward(self, ids: np.ndarray, start: int, kv: KVCache, trace: bool):
@@ -608,7 +609,7 @@ class GoldenModel:
 
     def _head(self, h: np.ndarray, tr: Optional[dict]) -> np.ndarray:
         x = rmsnorm(h, self.final_norm, self.eps)
-        q8, s, z = self._quant_input(x, self.lm_head.input_kind, self.lm_head.input_clip)
+        q8, s, z = self._quant_input(x, self.lm_head)
         logits = self._linear_q(self.lm_head, q8, s, z, tr, "lm_head")
         if tr is not None:
             tr["norm.y"] = x

@@ -689,7 +689,7 @@ class _ProjectionStub:
         self._kv_of = np.arange(n_heads) // (n_heads // n_kv_heads)
         self._proj = [qf, kf, vf]
 
-    def _quant_input(self, x):
+    def _quant_input(self, x, lp):
         return x, None, None
 
     def _linear_q(self, lp, q, s, zero, trace, prefix):
