@@ -70,10 +70,12 @@ def code_version() -> str:
 
 
 def _cache_key(weights: LoadedWeights, spec: QuantSpec, calib: Optional[torch.Tensor],
-               max_positions: Optional[int] = None) -> str:
+               max_positions: Optional[int] = None, calib_text: Optional[str] = None) -> str:
     """Every byte that affects the calibrated model: all weights (whole tensors), the architecture, the
-    recipe, the calibration tokens, the RoPE table size and the code version."""
+    recipe, the calibration text (its bytes) and tokens, the RoPE table size and the code version."""
     h = hashlib.sha256()
+    text = calib_text if calib_text is not None else load_text()
+    h.update(b"calibration-text:" + hashlib.sha256(text.encode("utf-8")).digest())
     h.update(json.dumps({"recipe": RECIPE_VERSION, "code": code_version(), "arch": weights.arch.to_dict(),
                          "spec": spec.to_dict(), "max_positions": max_positions},
                         sort_keys=True, default=str).encode())
@@ -137,7 +139,7 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
     calib = calibration_windows(weights, spec, calib_text) if spec.needs_calibration else None
     cache_file = None
     if cache_dir is not None and calib is not None:
-        cache_file = Path(cache_dir) / f"{spec.name}-{_cache_key(weights, spec, calib, max_positions)}{CACHE_SUFFIX}"
+        cache_file = Path(cache_dir) / f"{spec.name}-{_cache_key(weights, spec, calib, max_positions, calib_text)}{CACHE_SUFFIX}"
         if cache_file.is_file():
             model = restore_model(weights.arch, spec, torch.load(cache_file, weights_only=True), max_positions)
             if log:
@@ -150,7 +152,7 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
     if spec.rotation == "hadamard":
         rotate(model)
     if calib is not None:
-        calibrate(model, calib, gptq=spec.gptq, log=log)
+        calibrate(model, calib, gptq=spec.gptq, log=log, weight_clip=spec.weight_clip_search)
     else:
         init_weight_scales(model)
     if cache_file is not None:

@@ -104,7 +104,7 @@ def vocab_view(model: LlamaModel, rows: int) -> LlamaModel:
     view._modules = dict(model._modules)
     view.arch = dataclasses.replace(model.arch, vocab_size=rows)
     emb = nn.Embedding(rows, model.arch.hidden_size)
-    lm = QuantLinearUnit(model.arch.hidden_size, rows, model.spec)
+    lm = QuantLinearUnit(model.arch.hidden_size, rows, model.spec, "lm_head")
     with torch.no_grad():
         emb.weight.copy_(model.embed_tokens.weight[:rows])
         lm.linear.weight.copy_(model.lm_head.linear.weight[:rows])

@@ -48,6 +48,7 @@ class DynamicQuantConfig:
     stat: str
     zero_point: str
     min_int: float
+    clip: float = 1.0           # "range" / "neg_min" on the clipped range [clip * min, clip * max]
 
 
 # The configurations of the quantizers in quantizers.py (used when no quantizer module is given).
@@ -69,7 +70,8 @@ def dynamic_quant_config(quant_identity) -> DynamicQuantConfig:
     from brevitas.core.function_wrapper.ops_ste import ScalarSignedClampMinSte
     from brevitas.core.stats.stats_op import AbsMax, AbsMinMax
     from brevitas.core.zero_point import ZeroZeroPoint
-    from .quantizers import RuntimePerTokenZeroPoint, _MinMaxRange, _NegativeMin
+    from .quantizers import (RuntimePerTokenZeroPoint, _ClippedMinMaxRange, _ClippedNegativeMin, _MinMaxRange,
+                             _NegativeMin)
 
     name = type(quant_identity).__name__
     with torch.no_grad():
@@ -82,10 +84,13 @@ def dynamic_quant_config(quant_identity) -> DynamicQuantConfig:
         signed, narrow = bool(tq.int_quant.signed), bool(tq.int_quant.narrow_range)
         min_int = float(tq.int_quant.min_int(bit_width))
     stats = scaling.stats_impl
+    clip = 1.0
     if type(stats) is AbsMax:
         stat = "absmax"
     elif type(stats) is _MinMaxRange:
         stat = "range"
+    elif type(stats) is _ClippedMinMaxRange:
+        stat, clip = "range", float(stats.ratio)
     elif type(stats) is AbsMinMax:
         stat = "range_min_clamped"
     else:
@@ -106,12 +111,14 @@ def dynamic_quant_config(quant_identity) -> DynamicQuantConfig:
     zp_impl = tq.zero_point_impl
     if isinstance(zp_impl, ZeroZeroPoint):
         zero_point = "zero"
-    elif (isinstance(zp_impl, RuntimePerTokenZeroPoint) and isinstance(zp_impl.stats, _NegativeMin)
-          and not zp_impl.scale_shift_zero_point.quantize_zero_point):
+    elif (isinstance(zp_impl, RuntimePerTokenZeroPoint) and not zp_impl.scale_shift_zero_point.quantize_zero_point
+          and ((clip == 1.0 and isinstance(zp_impl.stats, _NegativeMin)) or
+               (isinstance(zp_impl.stats, _ClippedNegativeMin) and float(zp_impl.stats.ratio) == clip))):
         zero_point = "neg_min"
     else:
-        raise NotImplementedError(f"{name}: zero point {type(zp_impl).__name__} is not exportable")
-    cfg = DynamicQuantConfig(bits, signed, narrow, threshold, scale_min, stat, zero_point, min_int)
+        raise NotImplementedError(f"{name}: zero point {type(zp_impl).__name__} is not exportable "
+                                  f"(or its clip ratio differs from the scale's)")
+    cfg = DynamicQuantConfig(bits, signed, narrow, threshold, scale_min, stat, zero_point, min_int, clip)
     _CONFIG_CACHE[quant_identity] = cfg
     return cfg
 
@@ -144,6 +151,8 @@ def dynamic_token_params(x: torch.Tensor, kind: Optional[str] = None, quant_iden
     else:
         mx = torch.amax(x, dim=-1, keepdim=True)
         mn = torch.amin(x, dim=-1, keepdim=True)
+        if cfg.clip != 1.0:                 # Brevitas: max * r - min * r; zero point -(min * r) / scale
+            mx, mn = mx * cfg.clip, mn * cfg.clip
         stat = mx - (torch.clamp_max(mn, 0.0) if cfg.stat == "range_min_clamped" else mn)
     if cfg.scale_min is not None:
         stat = torch.clamp_min(stat, cfg.scale_min)

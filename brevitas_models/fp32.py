@@ -112,17 +112,21 @@ def rint(x: np.ndarray) -> np.ndarray:
     return np.rint(x)
 
 
-def quant_uint4_asym(x: np.ndarray):
+def quant_uint4_asym(x: np.ndarray, clip: float = 1.0):
     """Per-row (last axis) asymmetric uint4: returns ``(q uint8 in [0, 15], s float32, mn float32)``.
 
-    ``mn = min(x)``, ``mx = max(x)`` (exact), ``s = (mx - mn) / 15``, ``inv = 1 / s``,
-    ``q = clamp(rint((x - mn) * inv), 0, 15)``; dequantized value ``q * s + mn``.
+    ``mn = clip * min(x)``, ``mx = clip * max(x)`` (float32 products; ``clip`` in (0, 1], 1: the exact
+    min and max), ``s = (mx - mn) / 15``, ``inv = 1 / s``, ``q = clamp(rint((x - mn) * inv), 0, 15)``;
+    dequantized value ``q * s + mn`` (values outside [mn, mx] saturate).
     Guard: if ``s < 2^-126`` (zero: constant row; or subnormal) then ``s = 1`` and ``q = 0``
     (the dequantized row is ``mn``, exact for a constant row; keeps ``inv`` finite).
     """
     x = _f32(x)
-    mn = x.min(axis=-1)
-    mx = x.max(axis=-1)
+    c = np.float32(clip)
+    if not 0.0 < c <= 1.0:
+        raise ValueError(f"clip must be in (0, 1], got {clip!r}")
+    mn = (x.min(axis=-1) * c).astype(np.float32)
+    mx = (x.max(axis=-1) * c).astype(np.float32)
     s = (mx - mn) / np.float32(15.0)
     guard = s < FLT_MIN
     s = np.where(guard, ONE, s).astype(np.float32)

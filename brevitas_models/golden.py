@@ -180,12 +180,20 @@ class LinearParams:
     w_int: np.ndarray
     w_scale: np.ndarray
     w_bits: int
+    input_kind: Optional[str] = None          # kind of the input quantizer this linear reads (set by finalize)
+    input_clip: float = 1.0                   # clip ratio of that (uint4) input quantizer (set by finalize)
     w_rowsum: np.ndarray = field(init=False)
     wsum: np.ndarray = field(init=False)
     acc_bound: int = field(init=False)
     _wt: Optional[np.ndarray] = field(default=None, init=False, repr=False)
 
-    def finalize(self, input_kind: str) -> "LinearParams":
+    def finalize(self, input_kind: str, input_clip: float = 1.0) -> "LinearParams":
+        if input_kind not in INPUT_QUANT_KINDS:
+            raise ValueError(f"{self.name}: input kind must be one of {INPUT_QUANT_KINDS}, got {input_kind!r}")
+        if not 0.0 < input_clip <= 1.0 or (input_clip != 1.0 and input_kind != "uint4_asym"):
+            raise ValueError(f"{self.name}: input clip ratio {input_clip!r} (need (0, 1], uint4_asym inputs only)")
+        self.input_kind = input_kind
+        self.input_clip = float(input_clip)
         self.w_int = np.ascontiguousarray(self.w_int, dtype=np.int8)
         self.w_scale = np.ascontiguousarray(self.w_scale, dtype=np.float32).reshape(-1)
         if self.w_scale.shape[0] != self.w_int.shape[0]:
@@ -304,6 +312,9 @@ def hardware_scheme_problems(spec) -> list:
         problems.append("weight_bits is None (float weights)")
     if spec.input_quant not in INPUT_QUANT_KINDS:
         problems.append(f"input_quant is {spec.input_quant!r} (need one of {INPUT_QUANT_KINDS})")
+    for site, kind in spec.input_quant_overrides:
+        if kind not in INPUT_QUANT_KINDS:
+            problems.append(f"input_quant_overrides.{site} is {kind!r} (need one of {INPUT_QUANT_KINDS})")
     if spec.qkv_bits != 8:
         problems.append(f"qkv_bits is {spec.qkv_bits!r} (need 8)")
     if spec.softmax_bits != 8:
@@ -318,7 +329,11 @@ class GoldenModel:
                  intermediate_size: int, vocab_size: int, rms_norm_eps: float, input_quant: str,
                  weight_bits: int, r4: bool, embed: np.ndarray, final_norm: np.ndarray,
                  lm_head: LinearParams, layers: List[LayerParams], rope_cos: np.ndarray,
-                 rope_sin: np.ndarray):
+                 rope_sin: np.ndarray, input_overrides: Optional[Dict[str, str]] = None,
+                 input_clips: Optional[Dict[str, float]] = None):
+        """``input_quant``: the kind of every linear input; ``input_overrides``: exceptions per site
+        (``q_proj`` -- shared by q/k/v --, ``o_proj``, ``gate_proj`` -- shared by gate/up --, ``down_proj``,
+        ``lm_head``); ``input_clips``: clip ratios of uint4 inputs per site (default 1)."""
         if input_quant not in INPUT_QUANT_KINDS:
             raise ValueError(f"input_quant must be one of {INPUT_QUANT_KINDS}, got {input_quant!r}")
         if num_heads % num_kv_heads:
@@ -335,11 +350,23 @@ class GoldenModel:
         self.final_norm = np.ascontiguousarray(final_norm, dtype=np.float32)
         self.rope_cos = np.ascontiguousarray(rope_cos, dtype=np.float32)
         self.rope_sin = np.ascontiguousarray(rope_sin, dtype=np.float32)
-        self.lm_head = lm_head.finalize(input_quant)
+        self.input_overrides = dict(input_overrides or {})
+        self.input_clips = {k: float(v) for k, v in (input_clips or {}).items()}
+        sites = {"q_proj", "o_proj", "gate_proj", "down_proj", "lm_head"}
+        bad = sorted((set(self.input_overrides) | set(self.input_clips)) - sites)
+        if bad:
+            raise ValueError(f"input_overrides / input_clips: unknown site(s) {bad}")
+        kind_of = {"k_proj": "q_proj", "v_proj": "q_proj", "up_proj": "gate_proj"}
+
+        def fin(lp, site):
+            site = kind_of.get(site, site)
+            return lp.finalize(self.input_overrides.get(site, input_quant), self.input_clips.get(site, 1.0))
+
+        self.lm_head = fin(lm_head, "lm_head")
         self.layers = layers
         for layer in layers:
-            for _, lp in layer.linears():
-                lp.finalize(input_quant)
+            for name, lp in layer.linears():
+                fin(lp, name.split(".")[-1])
             layer.finalize(self.softmax_scale, self.group)
         self._kv_of = np.arange(num_heads) // self.group
 
@@ -364,8 +391,12 @@ class GoldenModel:
         def linear(name, unit, needs_input_quant=True) -> LinearParams:
             if not unit.linear.weight_quant.is_quant_enabled:
                 raise ValueError(f"{name}: weight quantization is disabled")
+            kind = spec.input_kind(name.split(".")[-1]) if needs_input_quant else None
             if needs_input_quant and unit.input_quant.kind != kind:
                 raise ValueError(f"{name}: input quantizer {unit.input_quant.kind!r}, expected {kind!r}")
+            if needs_input_quant and unit.input_quant.clip_ratio != spec.input_clip(name.split(".")[-1]):
+                raise ValueError(f"{name}: input clip ratio {unit.input_quant.clip_ratio}, spec says "
+                                 f"{spec.input_clip(name.split('.')[-1])}")
             with torch.no_grad():
                 qw = unit.linear.quant_weight()
                 bits = int(qw.bit_width.item())
@@ -413,6 +444,7 @@ class GoldenModel:
         return cls(hidden_size=a.hidden_size, num_heads=a.num_heads, num_kv_heads=a.num_kv_heads,
                    head_dim=a.head_dim, intermediate_size=a.intermediate_size, vocab_size=a.vocab_size,
                    rms_norm_eps=a.rms_norm_eps, input_quant=kind, weight_bits=spec.weight_bits,
+                   input_overrides=dict(spec.input_quant_overrides), input_clips=dict(spec.input_clip_ratios),
                    r4=bool(r4_flags and r4_flags[0]),
                    embed=_np(model.embed_tokens.weight), final_norm=_np(model.norm.weight),
                    lm_head=linear("lm_head", model.lm_head), layers=layers,
@@ -447,9 +479,10 @@ class GoldenModel:
         return KVCache.empty(self.num_layers, self.num_kv_heads, self.head_dim)
 
     # ---- operators ------------------------------------------------------------------------------
-    def _quant_input(self, x: np.ndarray):
-        if self.input_quant == "uint4_asym":
-            return quant_uint4_asym(x)
+    def _quant_input(self, x: np.ndarray, lp: "LinearParams"):
+        """The per-token input quantizer of the linear ``lp`` (its kind and clip ratio)."""
+        if lp.input_kind == "uint4_asym":
+            return quant_uint4_asym(x, lp.input_clip)
         q, s = quant_int8_sym(x)
         return q, s, None
 
@@ -476,7 +509,7 @@ class GoldenModel:
         L = x.shape[0]
         H, KVH, d = self.num_heads, self.num_kv_heads, self.head_dim
         p = f"layers.{i}.self_attn"
-        q8, s, z = self._quant_input(x)
+        q8, s, z = self._quant_input(x, layer.q_proj)
         qf = self._linear_q(layer.q_proj, q8, s, z, trace, p + ".q_proj")
         kf = self._linear_q(layer.k_proj, q8, s, z, trace, p + ".k_proj")
         vf = self._linear_q(layer.v_proj, q8, s, z, trace, p + ".v_proj")
@@ -504,7 +537,7 @@ class GoldenModel:
         av_acc = int_matmul(p_int, Vh, T * 255 * 128)                    # [H, L, d]
         attn = av_acc.astype(np.float32) * layer.pv_scale[:, None, None]
         attn = attn.transpose(1, 0, 2).reshape(L, H * d)
-        o8, os_, oz = self._quant_input(attn)
+        o8, os_, oz = self._quant_input(attn, layer.o_proj)
         out = self._linear_q(layer.o_proj, o8, os_, oz, trace, p + ".o_proj")
         if trace is not None:
             trace[p + ".q_rot"] = q_rot
@@ -522,7 +555,7 @@ class GoldenModel:
 
     def _mlp(self, i: int, layer: LayerParams, x: np.ndarray, trace: Optional[dict]) -> np.ndarray:
         p = f"layers.{i}.mlp"
-        q8, s, z = self._quant_input(x)
+        q8, s, z = self._quant_input(x, layer.gate_proj)
         g = self._linear_q(layer.gate_proj, q8, s, z, trace, p + ".gate_proj")
         u = self._linear_q(layer.up_proj, q8, s, z, trace, p + ".up_proj")
         act = silu(g) * u
@@ -532,7 +565,7 @@ class GoldenModel:
             act = fast_hadamard_transform_np(act)
             if trace is not None:
                 trace[p + ".hadamard"] = act
-        d8, ds, dz = self._quant_input(act)
+        d8, ds, dz = self._quant_input(act, layer.down_proj)
         return self._linear_q(layer.down_proj, d8, ds, dz, trace, p + ".down_proj")
 
     def _forward(self, ids: np.ndarray, start: int, kv: KVCache, trace: bool):
@@ -576,7 +609,7 @@ class GoldenModel:
 
     def _head(self, h: np.ndarray, tr: Optional[dict]) -> np.ndarray:
         x = rmsnorm(h, self.final_norm, self.eps)
-        q8, s, z = self._quant_input(x)
+        q8, s, z = self._quant_input(x, self.lm_head)
         logits = self._linear_q(self.lm_head, q8, s, z, tr, "lm_head")
         if tr is not None:
             tr["norm.y"] = x

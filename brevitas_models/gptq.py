@@ -132,6 +132,35 @@ def _upper_cholesky_of_inverse(H: torch.Tensor, damp: float) -> torch.Tensor:
     raise RuntimeError("GPTQ: Hessian is not positive definite even after heavy damping")
 
 
+def _gptq_rows(WT: torch.Tensor, Hinv: torch.Tensor, sv: torch.Tensor, qmin: int, qmax: int,
+               block_size: int) -> torch.Tensor:
+    """GPTQ of the rows held (transposed) in ``WT`` [cols, rows]; returns their integer codes [cols, rows]."""
+    cols = WT.shape[0]
+    QT = torch.zeros_like(WT)
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        count = i2 - i1
+
+        W1 = WT[i1:i2].clone()
+        Err1 = torch.zeros_like(W1)
+        Hinv1 = Hinv[i1:i2, i1:i2]
+
+        for i in range(count):
+            w = W1[i]  # [rows]
+            d = Hinv1[i, i]
+            q = _quant_int(w, sv, qmin, qmax)
+            QT[i1 + i] = q
+            err = (w - q * sv) / d
+            # Update the remaining columns of this block (column i itself is done).
+            W1[i + 1:].addr_(Hinv1[i, i + 1:], err, alpha=-1.0)   # in place: no [count, rows] temporary
+            Err1[i] = err
+
+        # Lazy batch update of all columns after this block.
+        if i2 < cols:
+            WT[i2:] -= Hinv[i1:i2, i2:].t() @ Err1
+    return QT
+
+
 @torch.no_grad()
 def gptq_quantize(
     weight: torch.Tensor,
@@ -142,6 +171,7 @@ def gptq_quantize(
     block_size: int = 128,
     damp: float = 0.01,
     act_order: bool = True,
+    row_chunk: int = 2048,
 ) -> torch.Tensor:
     """GPTQ rounding of ``weight`` onto a fixed per-output-channel integer grid.
 
@@ -153,6 +183,7 @@ def gptq_quantize(
         block_size: number of columns per lazy-update block.
         damp: relative dampening; ``damp * mean(diag(H))`` is added to the diagonal.
         act_order: quantize columns in order of descending ``diag(H)``.
+        row_chunk: output channels processed together (independent of each other; only speed changes).
 
     Returns:
         float32 tensor of the same shape as ``weight`` whose every entry is
@@ -197,34 +228,15 @@ def gptq_quantize(
     Hinv = _upper_cholesky_of_inverse(H, damp)
     del H
 
-    # Work on transposed copies so that every column of W is a contiguous row (fast for wide layers
-    # such as the LM head, whose columns hold tens of thousands of entries).
-    WT = W.t().contiguous()  # [cols, rows]
+    # Rows (output channels) are independent given Hinv: process them in chunks small enough that one
+    # block of the chunk stays in cache during the column-by-column updates (the LM head has tens of
+    # thousands of rows). Work on transposed copies so that every column of a chunk is a contiguous row.
+    QT = torch.empty(cols, rows, dtype=torch.float64)          # integer codes (float64 storage)
+    row_chunk = max(1, int(row_chunk))
+    for r0 in range(0, rows, row_chunk):
+        r1 = min(r0 + row_chunk, rows)
+        QT[:, r0:r1] = _gptq_rows(W[r0:r1].t().contiguous(), Hinv, s.view(-1)[r0:r1], qmin, qmax, block_size)
     del W
-    QT = torch.zeros_like(WT)  # integer codes (float64 storage)
-    sv = s.view(-1)
-
-    for i1 in range(0, cols, block_size):
-        i2 = min(i1 + block_size, cols)
-        count = i2 - i1
-
-        W1 = WT[i1:i2].clone()
-        Err1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-
-        for i in range(count):
-            w = W1[i]  # [rows]
-            d = Hinv1[i, i]
-            q = _quant_int(w, sv, qmin, qmax)
-            QT[i1 + i] = q
-            err = (w - q * sv) / d
-            # Update the remaining columns of this block (column i itself is done).
-            W1[i + 1:] -= Hinv1[i, i + 1:, None] * err[None, :]
-            Err1[i] = err
-
-        # Lazy batch update of all columns after this block.
-        if i2 < cols:
-            WT[i2:] -= Hinv[i1:i2, i2:].t() @ Err1
 
     Q = QT.t()
     if perm is not None:

@@ -54,10 +54,11 @@ class TokenQuant(nn.Module):
     are computed in the graph per token; see docs/qonnx-dynamic-quant.md.
     """
 
-    def __init__(self, kind: Optional[str]):
+    def __init__(self, kind: Optional[str], clip_ratio: float = 1.0):
         super().__init__()
         self.kind = kind
-        self.quant = qnn.QuantIdentity(act_quant=dynamic_input_quant(kind)) if kind else None
+        self.clip_ratio = float(clip_ratio)
+        self.quant = qnn.QuantIdentity(act_quant=dynamic_input_quant(kind, clip_ratio)) if kind else None
         self.export_mode = False
 
     def forward(self, x):
@@ -105,10 +106,13 @@ class HeadQuant(nn.Module):
 class QuantLinearUnit(nn.Module):
     """A linear layer with its own per-token input quantizer (``input_quant``) and int weights."""
 
-    def __init__(self, in_features: int, out_features: int, spec: QuantSpec, input_quant: bool = True):
+    def __init__(self, in_features: int, out_features: int, spec: QuantSpec, site: Optional[str] = None):
+        """``site``: the linear-input site whose quantizer this unit owns (QuantSpec.INPUT_SITES), None for
+        a unit that reads another unit's quantized input (k/v read q_proj's, up reads gate_proj's)."""
         super().__init__()
         wq = weight_quant(spec.weight_bits) if spec.weight_bits else None
-        self.input_quant = TokenQuant(spec.input_quant if input_quant else None)
+        self.input_quant = (TokenQuant(spec.input_kind(site), spec.input_clip(site)) if site is not None
+                            else TokenQuant(None))
         self.linear = qnn.QuantLinear(in_features, out_features, bias=False, weight_quant=wq)
 
     @property
@@ -167,11 +171,11 @@ class Attention(nn.Module):
         super().__init__()
         self.arch = arch
         h, d = arch.hidden_size, arch.head_dim
-        self.q_proj = QuantLinearUnit(h, arch.q_size, spec)
+        self.q_proj = QuantLinearUnit(h, arch.q_size, spec, "q_proj")
         # k and v read the same quantized input as q: one quantizer instance per input tensor.
-        self.k_proj = QuantLinearUnit(h, arch.kv_size, spec, input_quant=False)
-        self.v_proj = QuantLinearUnit(h, arch.kv_size, spec, input_quant=False)
-        self.o_proj = QuantLinearUnit(arch.q_size, h, spec)
+        self.k_proj = QuantLinearUnit(h, arch.kv_size, spec)
+        self.v_proj = QuantLinearUnit(h, arch.kv_size, spec)
+        self.o_proj = QuantLinearUnit(arch.q_size, h, spec, "o_proj")
         self.q_quant = HeadQuant(arch.num_heads, spec.qkv_bits, signed=True)
         self.k_quant = HeadQuant(arch.num_kv_heads, spec.qkv_bits, signed=True)
         self.v_quant = HeadQuant(arch.num_kv_heads, spec.qkv_bits, signed=True)
@@ -208,9 +212,9 @@ class MLP(nn.Module):
     def __init__(self, arch: LlamaArch, spec: QuantSpec):
         super().__init__()
         h, f = arch.hidden_size, arch.intermediate_size
-        self.gate_proj = QuantLinearUnit(h, f, spec)
-        self.up_proj = QuantLinearUnit(h, f, spec, input_quant=False)
-        self.down_proj = QuantLinearUnit(f, h, spec)
+        self.gate_proj = QuantLinearUnit(h, f, spec, "gate_proj")
+        self.up_proj = QuantLinearUnit(h, f, spec)
+        self.down_proj = QuantLinearUnit(f, h, spec, "down_proj")
         self.online_hadamard = OnlineHadamard(f)
 
     def forward(self, x):
@@ -256,7 +260,7 @@ class LlamaModel(nn.Module):
         self.embed_tokens = nn.Embedding(arch.vocab_size, arch.hidden_size)
         self.layers = nn.ModuleList(DecoderLayer(arch, spec) for _ in range(arch.num_layers))
         self.norm = RMSNorm(arch.hidden_size, arch.rms_norm_eps)
-        self.lm_head = QuantLinearUnit(arch.hidden_size, arch.vocab_size, spec)
+        self.lm_head = QuantLinearUnit(arch.hidden_size, arch.vocab_size, spec, "lm_head")
         n = max_positions or min(arch.max_position_embeddings, 8192)
         cos, sin = rope_tables(arch, n)
         self.register_buffer("rope_cos", cos, persistent=False)

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 ROTATIONS = ("none", "hadamard")
+INPUT_KINDS = ("int8", "uint4_asym")
+# Linear-input sites that own a per-token input quantizer (k/v share q_proj's, up shares gate_proj's).
+INPUT_SITES = ("q_proj", "o_proj", "gate_proj", "down_proj", "lm_head")
+_SHARED_INPUT = {"k_proj": "q_proj", "v_proj": "q_proj", "up_proj": "gate_proj"}
 
 
 @dataclass(frozen=True)
@@ -24,8 +28,22 @@ class QuantSpec:
     gptq: bool = False                       # GPTQ weight rounding (else round to nearest)
     calibration_tokens: int = 4096           # real-text tokens for GPTQ Hessians and static scales
     calibration_ctx: int = 512
+    # per-site exceptions to input_quant, e.g. (("down_proj", "int8"), ("lm_head", "int8")); a mapping
+    # is accepted and stored as sorted pairs
+    input_quant_overrides: Tuple[Tuple[str, str], ...] = ()
+    weight_clip_search: bool = False         # per-channel weight scale searched before GPTQ (needs gptq)
+    # per-site clip ratio r in (0, 1] of uint4_asym inputs (range [r min, r max]); unnamed sites: 1
+    input_clip_ratios: Tuple[Tuple[str, float], ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(self, "input_quant_overrides", _normalize_overrides(self.input_quant_overrides))
+        object.__setattr__(self, "input_clip_ratios", _normalize_clips(self.input_clip_ratios))
+        for site, _ in self.input_clip_ratios:
+            if self.input_kind(site) != "uint4_asym":
+                raise ValueError(f"Quantization.InputClipRatios.{site}: clipping applies to uint4_asym inputs; "
+                                 f"{site} is {self.input_kind(site)!r}")
+        if self.input_quant_overrides and self.input_quant is None:
+            raise ValueError("Quantization.InputQuantOverrides needs quantized linear inputs (InputQuant)")
         if self.weight_bits is not None and self.weight_bits not in (2, 3, 4, 5, 6, 7, 8):
             raise ValueError(f"Quantization.weight_bits must be 2..8 or null, got {self.weight_bits!r}")
         if self.input_quant not in (None, "int8", "uint4_asym"):
@@ -36,6 +54,8 @@ class QuantSpec:
                 raise ValueError(f"Quantization.{key} must be 8 or null, got {getattr(self, key)!r}")
         if self.rotation not in ROTATIONS:
             raise ValueError(f"Quantization.rotation must be one of {ROTATIONS}, got {self.rotation!r}")
+        if self.weight_clip_search and not self.gptq:
+            raise ValueError("Quantization.WeightClipSearch needs GPTQ")
         if self.gptq and self.weight_bits is None:
             raise ValueError("Quantization.gptq needs integer weights (weight_bits)")
         if self.calibration_tokens <= 0 or self.calibration_ctx <= 0:
@@ -50,11 +70,71 @@ class QuantSpec:
     def needs_calibration(self) -> bool:
         return self.gptq or self.qkv_bits is not None or self.softmax_bits is not None
 
+    def input_kind(self, site: str) -> Optional[str]:
+        """The per-token input quantizer kind of a linear-input site (see INPUT_SITES)."""
+        if site not in INPUT_SITES:
+            raise ValueError(f"unknown linear-input site {site!r}; known: {INPUT_SITES}")
+        return dict(self.input_quant_overrides).get(site, self.input_quant)
+
+    def input_clip(self, site: str) -> float:
+        """The clip ratio of a linear-input site (1.0: the exact min / max)."""
+        if site not in INPUT_SITES:
+            raise ValueError(f"unknown linear-input site {site!r}; known: {INPUT_SITES}")
+        return dict(self.input_clip_ratios).get(site, 1.0)
+
     def replace(self, **changes) -> "QuantSpec":
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _normalize_overrides(value) -> Tuple[Tuple[str, str], ...]:
+    if value is None:
+        return ()
+    items = value.items() if isinstance(value, dict) else value
+    try:
+        pairs = [(str(site), str(kind)) for site, kind in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"Quantization.InputQuantOverrides must map sites to kinds, got {value!r}") from None
+    seen = set()
+    for site, kind in pairs:
+        if site in _SHARED_INPUT:
+            raise ValueError(f"Quantization.InputQuantOverrides.{site}: {site} shares the input quantizer of "
+                             f"{_SHARED_INPUT[site]}; name {_SHARED_INPUT[site]}")
+        if site not in INPUT_SITES:
+            raise ValueError(f"Quantization.InputQuantOverrides: unknown site {site!r}; known: {list(INPUT_SITES)}")
+        if kind not in INPUT_KINDS:
+            raise ValueError(f"Quantization.InputQuantOverrides.{site} must be one of {list(INPUT_KINDS)}, "
+                             f"got {kind!r}")
+        if site in seen:
+            raise ValueError(f"Quantization.InputQuantOverrides.{site} given twice")
+        seen.add(site)
+    return tuple(sorted(pairs))
+
+
+def _normalize_clips(value) -> Tuple[Tuple[str, float], ...]:
+    if value is None:
+        return ()
+    items = value.items() if isinstance(value, dict) else value
+    try:
+        pairs = [(str(site), ratio) for site, ratio in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"Quantization.InputClipRatios must map sites to ratios, got {value!r}") from None
+    out = {}
+    for site, ratio in pairs:
+        if site in _SHARED_INPUT:
+            raise ValueError(f"Quantization.InputClipRatios.{site}: {site} shares the input quantizer of "
+                             f"{_SHARED_INPUT[site]}; name {_SHARED_INPUT[site]}")
+        if site not in INPUT_SITES:
+            raise ValueError(f"Quantization.InputClipRatios: unknown site {site!r}; known: {list(INPUT_SITES)}")
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 < float(ratio) <= 1.0:
+            raise ValueError(f"Quantization.InputClipRatios.{site} must be a number in (0, 1], got {ratio!r}")
+        if site in out:
+            raise ValueError(f"Quantization.InputClipRatios.{site} given twice")
+        if float(ratio) != 1.0:
+            out[site] = float(ratio)
+    return tuple(sorted(out.items()))
 
 
 PRESETS: Dict[str, QuantSpec] = {

@@ -40,6 +40,18 @@ class _NegativeMin(brevitas.jit.ScriptModule):
         return -torch.min(x, dim=-1, keepdim=True)[0]
 
 
+class _ClippedNegativeMin(brevitas.jit.ScriptModule):
+    """-(r * min) over the last dim: the zero point of a range clipped to [r min, r max]."""
+    __constants__ = ['ratio']
+
+    def __init__(self, ratio: float, dtype=None, device=None) -> None:
+        super().__init__()
+        self.ratio = float(ratio)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return -(torch.min(x, dim=-1, keepdim=True)[0] * self.ratio)
+
+
 class _MinMaxRange(brevitas.jit.ScriptModule):
     """max - min over the reduced dim. Brevitas' AbsMinMax clamps min at zero (so an all-positive
     token would get scale max/15 instead of the paper's (max - min)/15); this one does not."""
@@ -57,12 +69,28 @@ class _MinMaxRange(brevitas.jit.ScriptModule):
                 torch.min(x, dim=self.stats_reduce_dim, keepdim=self.keepdim)[0])
 
 
+class _ClippedMinMaxRange(brevitas.jit.ScriptModule):
+    """r max - r min over the reduced dim (the range [r min, r max] of a clipped asymmetric quantizer)."""
+    __constants__ = ['stats_reduce_dim', 'keepdim', 'ratio']
+
+    def __init__(self, ratio: float, stats_reduce_dim=None, keepdim: bool = False, dtype=None,
+                 device=None) -> None:
+        super().__init__()
+        self.stats_reduce_dim = stats_reduce_dim
+        self.keepdim = keepdim
+        self.ratio = float(ratio)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (torch.max(x, dim=self.stats_reduce_dim, keepdim=self.keepdim)[0] * self.ratio -
+                torch.min(x, dim=self.stats_reduce_dim, keepdim=self.keepdim)[0] * self.ratio)
+
+
 class RuntimePerTokenZeroPoint(nn.Module):
     """Run-time zero point = -min(x)/scale per token, kept as a float (no rounding, no abs)."""
 
-    def __init__(self, int_quant: nn.Module) -> None:
+    def __init__(self, int_quant: nn.Module, clip_ratio: float = 1.0) -> None:
         super().__init__()
-        self.stats = _NegativeMin()
+        self.stats = _NegativeMin() if clip_ratio == 1.0 else _ClippedNegativeMin(clip_ratio)
         self.scale_shift_zero_point = _ScaleShiftZeroPoint(int_quant, False)
 
     def forward(self, x, scale, bit_width) -> Tensor:
@@ -127,5 +155,20 @@ def per_head_static(num_heads: int, signed: bool, bits: int = 8):
         })
 
 
-def dynamic_input_quant(kind: str):
-    return {"int8": Int8PerTokenDynamic, "uint4_asym": Uint4PerTokenDynamicAsym}[kind]
+def uint4_asym_clipped(ratio: float):
+    """Uint4PerTokenDynamicAsym on the clipped range [r min, r max] (0 < r <= 1): scale = r (max - min) / 15,
+    zero point = -r min / scale; values outside the range saturate at code 0 or 15 (Brevitas' clamp)."""
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"clip ratio must be in (0, 1], got {ratio!r}")
+    if ratio == 1.0:
+        return Uint4PerTokenDynamicAsym
+    return type(f"Uint4PerTokenDynamicAsymClip{ratio:g}".replace(".", "_"), (Uint4PerTokenDynamicAsym,), {
+        "scaling_stats_impl": _ClippedMinMaxRange, "clip_ratio": float(ratio), "ratio": float(ratio)})
+
+
+def dynamic_input_quant(kind: str, clip_ratio: float = 1.0):
+    if kind == "uint4_asym":
+        return uint4_asym_clipped(clip_ratio)
+    if clip_ratio != 1.0:
+        raise ValueError(f"a clip ratio applies to uint4_asym inputs only, not {kind!r}")
+    return {"int8": Int8PerTokenDynamic}[kind]

@@ -26,19 +26,32 @@ def _log(quiet: bool):
     return log
 
 
-def _perplexity(cfg, weights, spec, text_path, max_tokens, ctx, log):
+def _perplexity(cfg, weights, spec, text_path, max_tokens, ctx, log, calibration_text_path=None):
+    """Perplexity of the first ``max_tokens`` tokens of the text. Calibration uses the last
+    CalibrationTokens tokens of ``calibration_text_path`` if given, else of the same text (then the two
+    parts must not overlap)."""
     import torch
     from brevitas_models.build import build_model, default_cache_dir
     from brevitas_models.evaluation import perplexity
     from brevitas_models.text import encode, load_text, windows
     text = load_text(text_path)
+    calib_text = text if calibration_text_path is None else load_text(calibration_text_path)
     tokens = encode(weights.tokenizer, text)
     calib = spec.calibration_tokens if spec.needs_calibration else 0
-    if max_tokens + calib > tokens.numel():
-        raise ConfigError(f"--max-tokens {max_tokens} plus {calib} calibration tokens exceed the "
-                          f"{tokens.numel()} tokens of the text")
+    if calibration_text_path is None:
+        if max_tokens + calib > tokens.numel():
+            raise ConfigError(f"--max-tokens {max_tokens} plus {calib} calibration tokens exceed the "
+                              f"{tokens.numel()} tokens of the text")
+    else:
+        if max_tokens > tokens.numel():
+            raise ConfigError(f"--max-tokens {max_tokens} exceeds the {tokens.numel()} tokens of the text "
+                              f"{text_path or '(pydoc topics)'}")
+        n_calib = encode(weights.tokenizer, calib_text).numel() if calib else 0
+        if calib > n_calib:
+            raise ConfigError(f"--calibration-text {calibration_text_path}: {n_calib} tokens, fewer than the "
+                              f"{calib} calibration tokens (Quantization.CalibrationTokens)")
     t0 = time.perf_counter()
-    model = build_model(weights, spec, calib_text=text, max_positions=max(ctx, 512), log=log,
+    model = build_model(weights, spec, calib_text=calib_text, max_positions=max(ctx, 512), log=log,
                         cache_dir=default_cache_dir())
     t1 = time.perf_counter()
     with torch.no_grad():
@@ -47,7 +60,10 @@ def _perplexity(cfg, weights, spec, text_path, max_tokens, ctx, log):
     return {
         "ppl": result["ppl"], "tokens": result["scored_tokens"], "ctx": ctx, "quant": spec.name,
         "rotation": spec.rotation, "gptq": spec.gptq, "source": weights.source,
-        "calibration_tokens": calib, "build_seconds": round(t1 - t0, 2), "eval_seconds": round(t2 - t1, 2),
+        "calibration_tokens": calib,
+        "calibration_text": (None if not calib else str(calibration_text_path) if calibration_text_path
+                             else "end of the evaluated text"),
+        "build_seconds": round(t1 - t0, 2), "eval_seconds": round(t2 - t1, 2),
     }
 
 
@@ -58,7 +74,8 @@ def cmd_ppl(args) -> dict:
     if args.long:
         return _long_perplexity(cfg, spec, args, log)
     weights = cfg.load_weights()
-    return _perplexity(cfg, weights, spec, args.text, args.max_tokens, args.ctx, log)
+    return _perplexity(cfg, weights, spec, args.text, args.max_tokens, args.ctx, log,
+                       calibration_text_path=args.calibration_text)
 
 
 def _hmt_params(cfg, weights, hmt, hidden_size, log):
@@ -282,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --long hmt: FlexLLM testbench convention, zero P_0 and zero first sensory tokens")
     sp.add_argument("--hmt-memory-point", choices=["post_norm", "pre_norm"], default="post_norm",
                     help="with --long hmt: read S_n and M_n after the final norm (default) or before it")
+    sp.add_argument("--calibration-text", default=None,
+                    help="calibrate on the last CalibrationTokens tokens of this file instead of the end of "
+                         "--text (then all of --text can be evaluated)")
     sp.set_defaults(func=cmd_ppl)
 
     sp = sub.add_parser("hmt-train", parents=[out_opts],

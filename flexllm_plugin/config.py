@@ -100,7 +100,10 @@ SCHEMA: Dict[str, Any] = {
         "Preset": ("flexllm-w4a4", _choice("float", "w8a8", "w4a8", "flexllm-w4a4")),
         "Rotation": (None, _opt(_choice("none", "hadamard"))),
         "InputQuant": (None, _opt(_choice("uint4_asym", "int8"))),
+        "InputQuantOverrides": (None, _opt(_mapping)),
         "GPTQ": (None, _opt(_bool)),
+        "WeightClipSearch": (None, _opt(_bool)),
+        "InputClipRatios": (None, _opt(_mapping)),
         "CalibrationTokens": (None, _opt(_int(1))),
         "CalibrationContext": (None, _opt(_int(1))),
     },
@@ -177,6 +180,8 @@ class FlexLLMConfig:
         q = self.data["Quantization"]
         overrides = {}
         mapping = {"Rotation": "rotation", "InputQuant": "input_quant", "GPTQ": "gptq",
+                   "InputQuantOverrides": "input_quant_overrides", "WeightClipSearch": "weight_clip_search",
+                   "InputClipRatios": "input_clip_ratios",
                    "CalibrationTokens": "calibration_tokens",
                    "CalibrationContext": "calibration_ctx"}
         for key, name in mapping.items():

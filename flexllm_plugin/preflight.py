@@ -57,6 +57,18 @@ def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
     if problems:
         raise ConfigError(f"Quantization.Preset {spec.name!r}{where} cannot run on the FlexLLM hardware: "
                           + "; ".join(problems))
+    if spec.input_quant_overrides:
+        # The linear engine of a stage is compiled for one input kind (bind_units); a per-call kind needs
+        # the engine to take the kind with each call (README: Quantization.InputQuantOverrides).
+        sites = ", ".join(f"{s}: {k}" for s, k in spec.input_quant_overrides)
+        raise ConfigError(f"Quantization.InputQuantOverrides ({sites}){where}: the hardware build does not "
+                          f"support per-site input kinds yet (one linear engine per stage runs one kind); "
+                          f"ppl, export and the golden model do")
+    if spec.input_clip_ratios:
+        sites = ", ".join(f"{s}: {r:g}" for s, r in spec.input_clip_ratios)
+        raise ConfigError(f"Quantization.InputClipRatios ({sites}){where}: the hardware build does not pass "
+                          f"per-site clip ratios to the linear engine yet (layers/flexllm_token_quant.h "
+                          f"implements them); ppl, export and the golden model do")
     arch = model_arch(cfg)
     d = cfg["Decode"]
     positions = min(arch.max_position_embeddings, MAX_RUNTIME_POSITIONS)

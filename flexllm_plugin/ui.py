@@ -81,7 +81,13 @@ def _verify(r):
              f"max logit rel. error: {r['max_logit_rel_err']:.3g}"]
     if r["first_divergence"] is not None:
         lines.append(f"  first divergence at new token {r['first_divergence']}")
-    lines += [f"  Brevitas agreement (teacher-forced greedy): {r['brevitas_agreement']:.3f}",
+    lines += [f"  Brevitas agreement (teacher-forced greedy): {r['brevitas_agreement']:.3f}   "
+              f"noise floor (Brevitas vs itself, embeddings +-1 ulp): {r['brevitas_noise_floor']:.3f}",
+              ]
+    if r.get("golden_brevitas_ppl_ratio") is not None:
+        lines.append(f"  prompt perplexity: golden {r['golden_prompt_ppl']:.3f}, Brevitas {r['brevitas_prompt_ppl']:.3f} "
+                     f"(ratio {r['golden_brevitas_ppl_ratio']:.4f})")
+    lines += [
               f"  C simulation {r['csim_seconds']:.1f} s, golden {r['golden_seconds']:.1f} s, total {r['seconds']:.1f} s",
               "", "Generated text:", r["text"]]
     return "\n".join(lines)

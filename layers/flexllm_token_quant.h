@@ -1,7 +1,9 @@
 // flexllm_token_quant.h: per-token dynamic quantization of linear inputs and static quantization.
 //
-//   quantize_uint4_asym_row   mn = min x, mx = max x, s = (mx - mn) / 15, inv = 1 / s,
+//   quantize_uint4_asym_row   mn = clip * min x, mx = clip * max x (clip in (0, 1], default 1: exact
+//                             min and max), s = (mx - mn) / 15, inv = 1 / s,
 //                             q = clamp(rint((x - mn) * inv), 0, 15); zero = mn
+//                             (clip < 1: values outside [mn, mx] saturate at code 0 or 15)
 //   quantize_int8_sym_row     a = max |x|, s = a / 128, inv = 1 / s, q = clamp(rint(x * inv), -128, 127)
 //   guard (both)              s < 2^-126  ->  s = 1, q = 0
 //   quant_static              clamp(rint(x * mult), lo, hi)
@@ -20,11 +22,14 @@
 
 namespace flexllm {
 
-// One row x[0 .. d-1] (d >= 1) -> uint4 codes (in uint8_t), scale, zero (= min).
+// One row x[0 .. d-1] (d >= 1) -> uint4 codes (in uint8_t), scale, zero (= clip * min).
 template <int MAX_D, int LANES = 1>
-void quantize_uint4_asym_row(const float x[MAX_D], int d, uint8_t q[MAX_D], float &scale, float &zero) {
+void quantize_uint4_asym_row(const float x[MAX_D], int d, uint8_t q[MAX_D], float &scale, float &zero,
+                             float clip = 1.0f) {
     float mn, mx;
     row_min_max<MAX_D, LANES>(x, d, mn, mx);
+    mn = mn * clip;             // clip == 1: the identity (signs and zeros kept)
+    mx = mx * clip;
     float s = (mx - mn) / 15.0f;
     const bool guard = s < F32_MIN_NORMAL;
     if (guard) s = 1.0f;
@@ -75,17 +80,20 @@ struct token_quantizer;
 template <>
 struct token_quantizer<INPUT_UINT4_ASYM> {
     template <int MAX_D, int LANES = 1>
-    static void row(const float x[MAX_D], int d, uint8_t q[MAX_D], float &scale, float &zero) {
+    static void row(const float x[MAX_D], int d, uint8_t q[MAX_D], float &scale, float &zero,
+                    float clip = 1.0f) {
 #pragma HLS INLINE
-        quantize_uint4_asym_row<MAX_D, LANES>(x, d, q, scale, zero);
+        quantize_uint4_asym_row<MAX_D, LANES>(x, d, q, scale, zero, clip);
     }
 };
 
 template <>
 struct token_quantizer<INPUT_INT8_SYM> {
     template <int MAX_D, int LANES = 1>
-    static void row(const float x[MAX_D], int d, int8_t q[MAX_D], float &scale, float &zero) {
+    static void row(const float x[MAX_D], int d, int8_t q[MAX_D], float &scale, float &zero,
+                    float clip = 1.0f) {     // clip: uint4 only (symmetric int8 is never clipped)
 #pragma HLS INLINE
+        (void)clip;
         quantize_int8_sym_row<MAX_D, LANES>(x, d, q, scale);
         zero = 0.0f;
     }
@@ -95,11 +103,11 @@ struct token_quantizer<INPUT_INT8_SYM> {
 template <int MAX_T, int MAX_D, int KIND, int LANES = 1>
 void quantize_tokens(const float x[MAX_T][MAX_D], int n_tokens, int d,
                      typename input_code<KIND>::type q[MAX_T][MAX_D], float scale[MAX_T],
-                     float zero[MAX_T]) {
+                     float zero[MAX_T], float clip = 1.0f) {
 QUANT_TOKENS:
     for (int t = 0; t < n_tokens; ++t) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_T
-        token_quantizer<KIND>::template row<MAX_D, LANES>(x[t], d, q[t], scale[t], zero[t]);
+        token_quantizer<KIND>::template row<MAX_D, LANES>(x[t], d, q[t], scale[t], zero[t], clip);
     }
 }
 

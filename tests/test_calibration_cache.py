@@ -100,3 +100,15 @@ def test_cache_list_and_clear(tmp_path, monkeypatch, capsys):
     assert "removed 1 cached model(s)" in capsys.readouterr().out
     assert cache_entries(cache) == [] and (cache / "unrelated.txt").is_file()
     assert clear_cache(cache) == 0
+
+
+def test_key_covers_the_calibration_text_bytes_beyond_its_calibration_tokens():
+    """Two calibration texts whose calibration windows are the same tokens still get different keys."""
+    w = tiny_weights()
+    spec = quant_preset("flexllm-w4a4", calibration_tokens=512, calibration_ctx=128)
+    calib = torch.arange(512).reshape(4, 128)
+    tail = "x" * 600
+    a = _cache_key(w, spec, calib, None, "first text " + tail)
+    b = _cache_key(w, spec, calib, None, "other text " + tail)
+    assert a != b
+    assert _cache_key(w, spec, calib, None, "first text " + tail) == a

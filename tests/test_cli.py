@@ -69,3 +69,43 @@ def test_export_command_writes_the_stage(tmp_path, capsys):
     names = [i.name for i in graph.input] + [o.name for o in graph.output]
     assert sorted(ref.files) == sorted(names)
     assert ref["past_key_0"].shape[2] == 8
+
+
+def test_ppl_calibration_text_calibrates_on_that_file_and_scores_the_other(tmp_path, capsys):
+    """--calibration-text: the CLI's perplexity equals a model built (calibrated) on that file and scored
+    on the first tokens of --text; and it differs from calibrating on the end of --text."""
+    import torch
+    from brevitas_models.build import build_model
+    from brevitas_models.evaluation import perplexity
+    from brevitas_models.text import encode, load_text, pydoc_topics_text, windows
+    from flexllm_plugin.config import load_config
+
+    topics = pydoc_topics_text()
+    eval_file, calib_file = tmp_path / "eval.txt", tmp_path / "calib.txt"
+    eval_file.write_text(topics[:1000])                    # too short to hold 512 calibration tokens too
+    calib_file.write_text(topics[200000:201000])
+    args = ["ppl", str(config_path("tiny.yaml")), "--text", str(eval_file), "--max-tokens", "768",
+            "--ctx", "128", "--json", "--quiet"]
+    assert main(args) == 2
+    assert "calibration tokens exceed" in capsys.readouterr().err
+    assert main(args + ["--calibration-text", str(calib_file)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["calibration_text"] == str(calib_file) and out["tokens"] == 6 * 127
+
+    cfg = load_config(config_path("tiny.yaml"))
+    weights = cfg.load_weights()
+    spec = cfg.quant_spec()
+    model = build_model(weights, spec, calib_text=load_text(str(calib_file)), max_positions=512)
+    ref = perplexity(model, windows(encode(weights.tokenizer, topics[:1000])[:768], 128))
+    assert out["ppl"] == pytest.approx(ref["ppl"], rel=1e-9)
+    other = build_model(weights, spec, calib_text=topics[:1000] + topics[300000:301000], max_positions=512)
+    assert perplexity(other, windows(encode(weights.tokenizer, topics[:1000])[:768], 128))["ppl"] != out["ppl"]
+
+
+def test_ppl_calibration_text_too_short_is_a_clear_error(tmp_path, capsys):
+    short = tmp_path / "short.txt"
+    short.write_text("only a few words")
+    assert main(["ppl", str(config_path("tiny.yaml")), "--max-tokens", "256", "--ctx", "128", "--quiet",
+                 "--calibration-text", str(short)]) == 2
+    err = capsys.readouterr().err
+    assert "short.txt" in err and "512 calibration tokens" in err

@@ -84,3 +84,36 @@ def test_missing_gguf_file_is_a_clear_error(tmp_path):
     cfg = parse_config({"Model": {"Source": f"gguf:{tmp_path / 'missing.gguf'}"}})
     with pytest.raises(ConfigError, match="missing.gguf"):
         cfg.load_weights()
+
+
+def test_input_quant_overrides_key():
+    from flexllm_plugin.preflight import preflight
+    cfg = parse_config({**BASE, "Quantization": {"InputQuantOverrides": {"lm_head": "int8", "down_proj": "int8"}}})
+    spec = cfg.quant_spec()
+    assert spec.input_quant == "uint4_asym"
+    assert spec.input_kind("down_proj") == "int8" and spec.input_kind("lm_head") == "int8"
+    assert spec.input_kind("q_proj") == "uint4_asym"
+    # the hardware build refuses it before any model is built, naming the key
+    with pytest.raises(ConfigError, match=r"Quantization.InputQuantOverrides \(down_proj: int8, lm_head: int8\).*"
+                                          r"does not support per-site input kinds"):
+        preflight(cfg)
+    bad = parse_config({**BASE, "Quantization": {"InputQuantOverrides": {"down": "int8"}}})
+    with pytest.raises(ConfigError, match=r"Quantization: Quantization.InputQuantOverrides: unknown site 'down'"):
+        bad.quant_spec()
+    with pytest.raises(ConfigError, match=r"InputQuantOverrides .*must be a mapping"):
+        parse_config({**BASE, "Quantization": {"InputQuantOverrides": ["lm_head"]}})
+
+
+def test_input_clip_ratios_and_weight_clip_search_keys():
+    from flexllm_plugin.preflight import preflight
+    cfg = parse_config({**BASE, "Quantization": {"InputClipRatios": {"q_proj": 0.9, "o_proj": 1.0},
+                                                 "WeightClipSearch": True}})
+    spec = cfg.quant_spec()
+    assert spec.input_clip("q_proj") == 0.9 and spec.input_clip("o_proj") == 1.0
+    assert spec.input_clip_ratios == (("q_proj", 0.9),) and spec.weight_clip_search
+    with pytest.raises(ConfigError, match=r"Quantization.InputClipRatios \(q_proj: 0.9\).*does not pass"):
+        preflight(cfg)
+    with pytest.raises(ConfigError, match=r"WeightClipSearch needs GPTQ"):
+        parse_config({**BASE, "Quantization": {"WeightClipSearch": True, "GPTQ": False}}).quant_spec()
+    with pytest.raises(ConfigError, match=r"InputClipRatios.gate_proj must be a number"):
+        parse_config({**BASE, "Quantization": {"InputClipRatios": {"gate_proj": "0.9"}}}).quant_spec()

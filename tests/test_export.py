@@ -115,7 +115,9 @@ def models():
     # another order than torch and flips one int8 code of the down_proj input on this sample (4e-3
     # relative on the logits); flexllm-w4a4 (rotated) stays within the bound on the same sample.
     return {"flexllm-w4a4": tiny_model("flexllm-w4a4"), "float": tiny_model("float"),
-            "w8a8": tiny_model("w8a8", rotation="none")}
+            "w8a8": tiny_model("w8a8", rotation="none"),
+            "overrides": tiny_model("flexllm-w4a4", input_quant_overrides={"down_proj": "int8", "lm_head": "int8"}),
+            "clipped": tiny_model("flexllm-w4a4", input_clip_ratios={"q_proj": 0.9, "down_proj": 0.8})}
 
 
 @pytest.fixture(scope="module")
@@ -276,6 +278,43 @@ def test_flexllm_graph_structure(exports, stage):
         assert len(gathers) == 2 and all(_init(model, g.input[0]).shape[1] == ARCH.head_dim for g in gathers)
         # no mask, no Shape arithmetic left
         assert not any(n.op_type in ("Shape", "Where") for n in model.graph.node)
+
+
+def test_input_quant_overrides_export_int8_at_those_sites(exports):
+    """Quantization.InputQuantOverrides {down_proj: int8, lm_head: int8}: the exported graph quantizes those
+    inputs as int8 (signed, symmetric, no zero point) and the rest as uint4; qonnx execution = Brevitas."""
+    info, model, outputs, ref, _ = exports("overrides", "prefill")
+    _assert_close(outputs, ref, info["output_names"])
+    dynamic = [n for n in _quant_nodes(model) if _init(model, n.input[1]) is None]
+    assert len(dynamic) == 4 * ARCH.num_layers + 1
+    by_bits = {}
+    for n in dynamic:
+        by_bits.setdefault(float(_init(model, n.input[3])), []).append(n)
+    assert len(by_bits[8.0]) == ARCH.num_layers + 1 and len(by_bits[4.0]) == 3 * ARCH.num_layers
+    for n in by_bits[8.0]:
+        assert _attr(n, "signed") == 1 and float(_init(model, n.input[2])) == 0.0
+    # graph order: per layer q/k/v, o_proj, gate/up (uint4), down_proj (int8); then the LM head (int8)
+    bits_in_order = [float(_init(model, n.input[3])) for n in model.graph.node if n in dynamic]
+    assert bits_in_order == [4.0, 4.0, 4.0, 8.0] * ARCH.num_layers + [8.0]
+
+
+def test_clipped_uint4_inputs_export_and_execute_like_brevitas(exports):
+    """Quantization.InputClipRatios: the exported graph's run-time scale and zero point use the clipped
+    range (qonnx execution equal to Brevitas within the usual bound)."""
+    info, model, outputs, ref, _ = exports("clipped", "prefill")
+    _assert_close(outputs, ref, info["output_names"])
+    dynamic = [n for n in _quant_nodes(model) if _init(model, n.input[1]) is None]
+    assert len(dynamic) == 4 * ARCH.num_layers + 1
+    assert any("Mul" in _ancestor_ops(model, n.input[1]) for n in dynamic)
+
+
+def test_dynamic_token_quant_clipped_is_bit_identical_to_brevitas():
+    from brevitas_models.export_ops import dynamic_token_quant
+    from brevitas_models.quantizers import dynamic_input_quant
+    torch.manual_seed(3)
+    x = torch.randn(2, 9, 64) * 4
+    quant = qnn.QuantIdentity(act_quant=dynamic_input_quant("uint4_asym", 0.85))
+    assert torch.equal(dynamic_token_quant(x, quant_identity=quant), quant(x))
 
 
 def test_w8a8_int8_dynamic_subgraph(exports):

@@ -183,6 +183,12 @@ def models(weights):
     for kind in ("uint4_asym", "int8"):
         model = _build(weights, input_quant=kind)
         out[kind] = (model, GoldenModel.from_brevitas(model))
+    # Quantization.InputQuantOverrides: uint4 inputs except down_proj and the LM head at int8
+    model = _build(weights, input_quant="uint4_asym", input_quant_overrides={"down_proj": "int8", "lm_head": "int8"})
+    out["overrides"] = (model, GoldenModel.from_brevitas(model))
+    # Quantization.InputClipRatios: clipped uint4 ranges at three sites
+    model = _build(weights, input_clip_ratios={"q_proj": 0.9, "gate_proj": 0.8, "lm_head": 0.95})
+    out["clipped"] = (model, GoldenModel.from_brevitas(model))
     return out
 
 
@@ -226,6 +232,7 @@ def test_trace_dtypes_ranges_and_arithmetic(models, eval_windows, kind):
     assert np.array_equal(tr["logits"], logits)
     for name, lp in g.linears():
         x_int, s = tr[name + ".x_int"], tr[name + ".x_scale"]
+        assert lp.input_kind == kind
         if kind == "uint4_asym":
             assert x_int.dtype == np.uint8 and x_int.max() <= 15
             z = tr[name + ".x_zero"]
@@ -326,7 +333,56 @@ class _BrevitasTrace:
             h.remove()
 
 
-@pytest.mark.parametrize("kind", ["uint4_asym", "int8"])
+def test_input_quant_overrides_reach_every_site(models, eval_windows):
+    """Per-site input kinds: Brevitas units, golden linears and the golden trace's codes."""
+    model, g = models["overrides"]
+    kinds = {name: lp.input_kind for name, lp in g.linears()}
+    for name, kind in kinds.items():
+        site = name.split(".")[-1]
+        want = "int8" if site in ("down_proj", "lm_head") else "uint4_asym"
+        assert kind == want, name
+    assert model.layers[0].mlp.down_proj.input_quant.kind == "int8"
+    assert model.lm_head.input_quant.kind == "int8" and model.layers[0].self_attn.o_proj.input_quant.kind == "uint4_asym"
+    _, _, tr = g.prefill(eval_windows[0, :16].numpy(), trace=True)
+    assert tr["lm_head.x_int"].dtype == np.int8 and "lm_head.x_zero" not in tr
+    assert tr["layers.1.mlp.down_proj.x_int"].dtype == np.int8
+    assert tr["layers.1.mlp.gate_proj.x_int"].dtype == np.uint8 and tr["layers.1.mlp.gate_proj.x_int"].max() <= 15
+    assert g.lm_head.acc_bound == g.lm_head.d_in * 128 * int(np.abs(g.lm_head.w_int).max())
+
+
+def test_input_quant_overrides_are_validated():
+    from brevitas_models.quant_presets import quant_preset
+    with pytest.raises(ValueError, match="up_proj shares the input quantizer of gate_proj"):
+        quant_preset("flexllm-w4a4", input_quant_overrides={"up_proj": "int8"})
+    with pytest.raises(ValueError, match="unknown site 'mlp'"):
+        quant_preset("flexllm-w4a4", input_quant_overrides={"mlp": "int8"})
+    with pytest.raises(ValueError, match="lm_head must be one of"):
+        quant_preset("flexllm-w4a4", input_quant_overrides={"lm_head": "int16"})
+    spec = quant_preset("flexllm-w4a4", input_quant_overrides={"lm_head": "int8", "down_proj": "int8"})
+    assert spec.input_quant_overrides == (("down_proj", "int8"), ("lm_head", "int8"))
+    # a spec read back from JSON (lists) is the same spec
+    from brevitas_models.quant_presets import QuantSpec
+    import json
+    assert QuantSpec(**json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_input_clip_ratios_reach_every_site(models, eval_windows):
+    model, g = models["clipped"]
+    clips = {name.split(".")[-1]: lp.input_clip for name, lp in g.linears()}
+    assert clips == {"q_proj": 0.9, "k_proj": 0.9, "v_proj": 0.9, "o_proj": 1.0, "gate_proj": 0.8,
+                     "up_proj": 0.8, "down_proj": 1.0, "lm_head": 0.95}
+    assert model.layers[0].mlp.gate_proj.input_quant.clip_ratio == 0.8
+    _, _, tr = g.prefill(eval_windows[0, :16].numpy(), trace=True)
+    x_int = tr["layers.0.mlp.gate_proj.x_int"]
+    assert (x_int == 15).sum(axis=1).min() >= 1 and (x_int == 0).sum(axis=1).min() >= 1
+    from brevitas_models.quant_presets import quant_preset
+    with pytest.raises(ValueError, match="InputClipRatios.lm_head: clipping applies to uint4_asym"):
+        quant_preset("flexllm-w4a4", input_clip_ratios={"lm_head": 0.9}, input_quant_overrides={"lm_head": "int8"})
+    with pytest.raises(ValueError, match=r"InputClipRatios.q_proj must be a number in \(0, 1\]"):
+        quant_preset("flexllm-w4a4", input_clip_ratios={"q_proj": 1.2})
+
+
+@pytest.mark.parametrize("kind", ["uint4_asym", "int8", "overrides", "clipped"])
 def test_agrees_with_brevitas(models, eval_windows, kind, capsys):
     from brevitas_models.evaluation import perplexity
     model, g = models[kind]

@@ -138,3 +138,19 @@ def test_input_validation():
         gptq_quantize(w, torch.eye(7), torch.ones(4), QMIN, QMAX)
     with pytest.raises(ValueError):
         gptq_quantize(w, H, torch.ones(4), 3, -3)
+
+
+def test_row_chunks_do_not_change_the_result():
+    """Output channels are independent given the Hessian: any row chunking gives the same codes."""
+    torch.manual_seed(5)
+    X = torch.randn(256, 48, dtype=torch.float64) @ torch.randn(48, 48, dtype=torch.float64)
+    acc = HessianAccumulator(48)
+    acc.add(X)
+    w = torch.randn(37, 48)
+    scale = w.abs().amax(1) / 7
+    whole = gptq_quantize(w, acc.hessian, scale, -7, 7, block_size=16, row_chunk=1000)
+    for chunk in (1, 5, 36):
+        assert torch.equal(gptq_quantize(w, acc.hessian, scale, -7, 7, block_size=16, row_chunk=chunk), whole)
+    # and a stacked group equals its members quantized one by one (calibration stacks q/k/v, gate/up)
+    top = gptq_quantize(w[:20], acc.hessian, scale[:20], -7, 7, block_size=16)
+    assert torch.equal(whole[:20], top)

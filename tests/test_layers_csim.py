@@ -362,6 +362,30 @@ def test_token_quant(csim, kind, d, lanes):
         assert_bits(z, np.zeros(rows, F32), "int8 zero")
 
 
+@pytest.mark.parametrize("lanes", [1, 16])
+@pytest.mark.parametrize("clip", [0.9, 0.75, 0.5])
+@pytest.mark.parametrize("d", [1, 7, 576, 1537])
+def test_token_quant_clipped_uint4(csim, d, clip, lanes):
+    """The clipped uint4 range (clip * min, clip * max; codes saturate at 0 and 15) bit-exact against the
+    numpy golden, and the saturation really happens."""
+    x = _quant_rows(rng_for("tqc", d, clip), d)
+    rows = x.shape[0]
+    out = csim.run("ops", "token_quant_clip", lanes, UINT4, rows, d, F32(clip), x)
+    q, s, z = out.take(np.uint8, (rows, d)), out.take(F32, rows), out.take(F32, rows)
+    out.done()
+    q_ref, s_ref, mn_ref = fp32.quant_uint4_asym(x, clip)
+    assert_ints(q, q_ref, "clipped uint4 codes")
+    assert_bits(s, s_ref, "clipped uint4 scale")
+    assert np.array_equal(z, mn_ref), "clipped uint4 zero (= clip * min)"
+    assert_bits(z, _expected_min_max(x)[0] * F32(clip), "clipped uint4 zero, C++ zero-sign rule")
+    if d > 7:                                                      # row 0 has both signs: both ends saturate
+        above, below = x[0] > x[0].max() * F32(clip), x[0] < x[0].min() * F32(clip)
+        assert above.any() and below.any()
+        assert (q[0][above] == 15).all() and (q[0][below] == 0).all()
+    with pytest.raises(ValueError, match="clip must be in"):
+        fp32.quant_uint4_asym(x, 1.5)
+
+
 @pytest.mark.parametrize("lanes", LANES)
 @pytest.mark.parametrize("lo,hi", [(-128, 127), (0, 255), (0, 15)])
 def test_quant_static(csim, lo, hi, lanes):
@@ -678,7 +702,7 @@ class _ProjectionStub:
         self._kv_of = np.arange(n_heads) // (n_heads // n_kv_heads)
         self._proj = [qf, kf, vf]
 
-    def _quant_input(self, x):
+    def _quant_input(self, x, lp):
         return x, None, None
 
     def _linear_q(self, lp, q, s, zero, trace, prefix):

@@ -71,7 +71,11 @@ def test_verify_matches_the_golden_model(tiny_project):
     assert r["csim_tokens"] == r["reference_tokens"] and len(r["csim_tokens"]) == 12
     assert r["brevitas_agreement"] >= 0.9
     assert set(r) >= {"match", "reference_tokens", "csim_tokens", "first_divergence", "max_logit_rel_err",
-                      "brevitas_tokens", "brevitas_agreement", "seconds", "cycles"}
+                      "brevitas_tokens", "brevitas_agreement", "seconds", "cycles", "brevitas_noise_floor",
+                      "golden_prompt_ppl", "brevitas_prompt_ppl", "golden_brevitas_ppl_ratio"}
+    assert 0.0 <= r["brevitas_noise_floor"] <= 1.0
+    assert r["golden_brevitas_ppl_ratio"] == pytest.approx(r["golden_prompt_ppl"] / r["brevitas_prompt_ppl"])
+    assert abs(r["golden_brevitas_ppl_ratio"] - 1.0) < 0.02
     _assert_cycles_held_to_the_code(r)
 
 

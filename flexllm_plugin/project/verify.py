@@ -5,7 +5,9 @@ buffers from the project's files, runs the prefill kernel on the prompt, then th
 remaining new tokens. ``verify`` compares the result with the bit-true golden model of the same
 configuration: every generated token, the final KV cache (int8 codes of every layer and position) and
 the logits of the prefill and of the last decode step; and it reports how often the Brevitas fake-quant
-model (teacher-forced on the golden tokens) picks the same greedy token.
+model (teacher-forced on the golden tokens) picks the same greedy token, next to the noise floor of that
+figure (how often Brevitas agrees with itself when its embeddings move by one ulp) and the perplexity of
+the prompt under the golden and the Brevitas model.
 """
 
 from __future__ import annotations
@@ -117,10 +119,14 @@ def _check_request(model: Dict, n_prompt: int, n_new: int) -> None:
                            f"(Decode.MaxContext = {model['max_context']})")
 
 
-def golden_generate(golden, prompt: List[int], n_new: int):
-    """Greedy generation with the golden model: tokens, prefill logits (last row), last step logits, KV."""
+def golden_generate(golden, prompt: List[int], n_new: int, prompt_logits: Optional[list] = None):
+    """Greedy generation with the golden model: tokens, prefill logits (last row), last step logits, KV.
+    ``prompt_logits``, if a list, receives the prefill logits of every prompt position [L, vocab]."""
     logits, kv, _ = golden.prefill(np.asarray(prompt))
-    pre = np.asarray(logits).reshape(len(prompt), -1)[-1]
+    all_rows = np.asarray(logits).reshape(len(prompt), -1)
+    if prompt_logits is not None:
+        prompt_logits.append(all_rows)
+    pre = all_rows[-1]
     tokens = [int(np.argmax(pre))]
     last = pre
     for s in range(n_new - 1):
@@ -129,16 +135,68 @@ def golden_generate(golden, prompt: List[int], n_new: int):
     return tokens, pre, np.asarray(last), kv
 
 
-def brevitas_teacher_forced(model, prompt: List[int], tokens: List[int]) -> List[int]:
-    """Greedy tokens of the Brevitas model at each generation step, fed the golden sequence."""
+def brevitas_teacher_forced(model, prompt: List[int], tokens: List[int], logits_out: Optional[list] = None
+                            ) -> List[int]:
+    """Greedy tokens of the Brevitas model at each generation step, fed the golden sequence.
+    ``logits_out``, if a list, receives the logits of every position [len(prompt) + len(tokens) - 1, vocab]."""
     import torch
 
     seq = torch.tensor([list(prompt) + list(tokens[:-1])], dtype=torch.long)
     with torch.no_grad():
         logits, _ = model(seq)          # [1, T, vocab], presents
     logits = logits[0]
+    if logits_out is not None:
+        logits_out.append(logits.double().numpy())
     start = len(prompt) - 1
     return [int(t) for t in logits[start:start + len(tokens)].argmax(-1)]
+
+
+NOISE_SEED = 0
+
+
+def perturbed_embeddings(model, seed: int = NOISE_SEED):
+    """A context manager that moves every entry of the model's embedding table by one ulp (float32), up or
+    down at random (fixed seed), and restores the table afterwards."""
+    import contextlib
+
+    import torch
+
+    @contextlib.contextmanager
+    def ctx():
+        w = model.embed_tokens.weight
+        saved = w.detach().clone()
+        gen = torch.Generator().manual_seed(seed)
+        up = torch.rand(w.shape, generator=gen) < 0.5
+        target = torch.where(up, torch.full_like(saved, float("inf")), torch.full_like(saved, float("-inf")))
+        with torch.no_grad():
+            w.copy_(torch.nextafter(saved, target))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                w.copy_(saved)
+    return ctx()
+
+
+def brevitas_noise_floor(model, prompt: List[int], tokens: List[int], brevitas_tokens: List[int]) -> float:
+    """Greedy agreement of the Brevitas model with itself when its embeddings move by one ulp: the
+    teacher-forced greedy tokens on the same sequence as :func:`brevitas_teacher_forced`. This is the
+    agreement a perfectly faithful golden model can be expected to reach on a model this sensitive."""
+    with perturbed_embeddings(model):
+        noisy = brevitas_teacher_forced(model, prompt, tokens)
+    return float(np.mean([a == b for a, b in zip(noisy, brevitas_tokens)]))
+
+
+def prompt_perplexity(logits: np.ndarray, prompt: List[int]) -> Optional[float]:
+    """Perplexity of the prompt's tokens 1..L-1 from logits rows 0..L-2 (natural log, float64); None for a
+    one-token prompt."""
+    if len(prompt) < 2:
+        return None
+    lg = np.asarray(logits[:len(prompt) - 1], dtype=np.float64)
+    m = lg.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(lg - m).sum(axis=1)) + m[:, 0]
+    tgt = np.asarray(prompt[1:])
+    return float(np.exp(np.mean(lse - lg[np.arange(tgt.size), tgt])))
 
 
 def _kv_of_golden(kv, max_ctx) -> np.ndarray:
@@ -169,9 +227,13 @@ def verify(outdir, prompt_text: str, max_new_tokens: int, log=lambda m: None) ->
     cs = _csim(outdir, spec["name"], prompt, max_new_tokens, log)
     log("golden model and Brevitas reference")
     t_ref = time.perf_counter()
-    ref_tokens, ref_pre, ref_last, kv = golden_generate(golden, prompt, max_new_tokens)
+    golden_prompt_logits, brevitas_logits = [], []
+    ref_tokens, ref_pre, ref_last, kv = golden_generate(golden, prompt, max_new_tokens, golden_prompt_logits)
     t_golden = time.perf_counter() - t_ref
-    bt = brevitas_teacher_forced(model, prompt, ref_tokens)
+    bt = brevitas_teacher_forced(model, prompt, ref_tokens, brevitas_logits)
+    noise_floor = brevitas_noise_floor(model, prompt, ref_tokens, bt)
+    golden_ppl = prompt_perplexity(golden_prompt_logits[0], prompt)
+    brevitas_ppl = prompt_perplexity(brevitas_logits[0], prompt)
     first_div = next((i for i, (a, b) in enumerate(zip(cs["tokens"], ref_tokens)) if a != b), None)
     k_ref, v_ref = _kv_of_golden(kv, m["max_context"])
     kv_equal = (np.array_equal(cs["k_cache"], k_ref.reshape(-1)) and np.array_equal(cs["v_cache"], v_ref.reshape(-1)))
@@ -193,6 +255,10 @@ def verify(outdir, prompt_text: str, max_new_tokens: int, log=lambda m: None) ->
         "max_logit_rel_err": max(errs),
         "brevitas_tokens": bt,
         "brevitas_agreement": float(np.mean([a == b for a, b in zip(bt, ref_tokens)])),
+        "brevitas_noise_floor": noise_floor,
+        "golden_prompt_ppl": golden_ppl,
+        "brevitas_prompt_ppl": brevitas_ppl,
+        "golden_brevitas_ppl_ratio": None if golden_ppl is None else golden_ppl / brevitas_ppl,
         "prompt_tokens": len(prompt),
         "new_tokens": max_new_tokens,
         "text": tokenizer.decode(cs["tokens"]),

@@ -98,12 +98,18 @@ void op_scalar() {
 }
 
 // lanes, kind, rows, d, x -> codes [rows][d] (u8 / i8), scale [rows], zero [rows]
+// (token_quant_clip: lanes, kind, rows, d, clip, x -> the same with the uint4 range clipped)
+float g_clip = 1.0f;
+
 template <int L>
 void token_quant_l() {
     const int rows = g_rows, d = g_n;
     float s[MAX_T], z[MAX_T];
     if (g_kind == INPUT_UINT4_ASYM) {
-        quantize_tokens<MAX_T, MAX_D, INPUT_UINT4_ASYM, L>(xa, rows, d, qu, s, z);
+        if (g_clip == 1.0f)
+            quantize_tokens<MAX_T, MAX_D, INPUT_UINT4_ASYM, L>(xa, rows, d, qu, s, z);   // the default argument
+        else
+            quantize_tokens<MAX_T, MAX_D, INPUT_UINT4_ASYM, L>(xa, rows, d, qu, s, z, g_clip);
         csim::write_rows(qu, rows, d);
     } else {
         quantize_tokens<MAX_T, MAX_D, INPUT_INT8_SYM, L>(xa, rows, d, qi, s, z);
@@ -113,11 +119,12 @@ void token_quant_l() {
     csim::write(z, rows);
 }
 
-void op_token_quant() {
+void op_token_quant(bool with_clip) {
     g_lanes = csim::read_int();
     g_kind = csim::read_int();
     g_rows = csim::read_int();
     g_n = csim::read_int();
+    g_clip = with_clip ? csim::read_float() : 1.0f;
     csim::require(g_rows <= MAX_T && g_n <= MAX_D && g_n >= 1, "token_quant: size");
     csim::read_rows(xa, g_rows, g_n);
     WITH_LANES(g_lanes, token_quant_l)
@@ -449,7 +456,8 @@ int main(int argc, char **argv) {
     const std::string op = argv[1];
     if (op == "reduce") op_reduce();
     else if (op == "scalar") op_scalar();
-    else if (op == "token_quant") op_token_quant();
+    else if (op == "token_quant") op_token_quant(false);
+    else if (op == "token_quant_clip") op_token_quant(true);
     else if (op == "quant_static") op_quant_static();
     else if (op == "rmsnorm") op_rmsnorm();
     else if (op == "softmax") op_softmax();
