@@ -15,6 +15,19 @@ def tiny_weights():
     return load_source("preset:tiny")
 
 
+def tiny_float_model(rotated: bool = False):
+    """The tiny model in float (R1/R2 folded in when ``rotated``), in eval mode."""
+    from brevitas_models.model import LlamaModel
+    from brevitas_models.rotation import rotate
+
+    w = tiny_weights()
+    m = LlamaModel(w.arch, quant_preset("float"))
+    m.load_hf_state_dict(w.state_dict)
+    if rotated:
+        rotate(m)
+    return m.eval()
+
+
 def tiny_spec(preset: str, **over):
     return quant_preset(preset, calibration_tokens=512, calibration_ctx=128, **over)
 

@@ -11,21 +11,13 @@ import torch
 from brevitas_models.hmt.memory import HMTParams, MemoryCache, recall
 from brevitas_models.hmt.spec import HMTSpec
 from brevitas_models.hmt.wrapper import HMTWrapper
-from brevitas_models.model import LlamaModel
-from brevitas_models.quant_presets import quant_preset
-from brevitas_models.rotation import rotate
-from tests.helpers import text_tokens, tiny_model, tiny_weights
+from tests.helpers import text_tokens, tiny_float_model, tiny_model, tiny_weights
 
 SPEC = HMTSpec(segment_length=40, sensory_tokens=6, memory_slots=2)      # block 32, summary 16
 
 
-def _float_model(rotated=False):
-    w = tiny_weights()
-    m = LlamaModel(w.arch, quant_preset("float"))
-    m.load_hf_state_dict(w.state_dict)
-    if rotated:
-        rotate(m)
-    return m.eval()
+def _float_model(rotated: bool = False):
+    return tiny_float_model(rotated)
 
 
 def _params(d=96, seed=0):

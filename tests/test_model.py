@@ -1,22 +1,15 @@
 """Model structure: rotation invariance, decode == prefill, presets give the documented integer formats."""
 
-import numpy as np
 import pytest
 import torch
 
-from brevitas_models.model import LlamaModel, append_kv
+from brevitas_models.model import append_kv
 from brevitas_models.quant_presets import quant_preset
-from brevitas_models.rotation import rotate
-from tests.helpers import text_windows, tiny_model, tiny_spec, tiny_weights
+from tests.helpers import text_windows, tiny_float_model, tiny_model, tiny_spec, tiny_weights
 
 
-def _float_model(rotated: bool):
-    w = tiny_weights()
-    m = LlamaModel(w.arch, quant_preset("float"))
-    m.load_hf_state_dict(w.state_dict)
-    if rotated:
-        rotate(m)
-    return m.eval()
+def _float_model(rotated: bool = False):
+    return tiny_float_model(rotated)
 
 
 def _rel(a, b):
