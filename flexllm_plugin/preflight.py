@@ -77,9 +77,6 @@ def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
     if d["TopK"] > arch.vocab_size:
         raise ConfigError(f"Decode.TopK {d['TopK']}{where} exceeds the vocabulary ({arch.vocab_size} tokens)")
     from .project.spec import kv_lanes, kv_port_bytes
-    if d["BP"] < 2:
-        raise ConfigError(f"Decode.BP {d['BP']}{where}: the KV cache needs at least 2 weight ports (its K and V "
-                          "buffers share the weight ports' HBM channels)")
     lanes = kv_lanes(d["KVParallel"], d["BP"])
     kv_bytes = kv_port_bytes(arch.num_layers, arch.num_kv_heads, d["MaxContext"], arch.head_dim, lanes)
     per_port = linear_weight_count(arch) * spec.weight_bits / 8 / d["BP"]

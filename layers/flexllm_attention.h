@@ -203,6 +203,29 @@ struct attention_rope_rows {
     float sin[CFG::max_hd];
 };
 
+// The FIFO element <-> the stages' partitioned table rows (wiring: the element is one aggregated word).
+template <class CFG>
+inline void attention_rope_pack(const float cos_row[CFG::max_hd], const float sin_row[CFG::max_hd],
+                                attention_rope_rows<CFG> &rows) {
+#pragma HLS INLINE
+    for (int i = 0; i < CFG::max_hd; ++i) {
+#pragma HLS UNROLL
+        rows.cos[i] = cos_row[i];
+        rows.sin[i] = sin_row[i];
+    }
+}
+
+template <class CFG>
+inline void attention_rope_unpack(const attention_rope_rows<CFG> &rows, float cos_row[CFG::max_hd],
+                                  float sin_row[CFG::max_hd]) {
+#pragma HLS INLINE
+    for (int i = 0; i < CFG::max_hd; ++i) {
+#pragma HLS UNROLL
+        cos_row[i] = rows.cos[i];
+        sin_row[i] = rows.sin[i];
+    }
+}
+
 // Stage 0 (per kv head): the cached K / V rows from the KV reader tasks (KV_LANES keys per cycle, at the
 // HBM rate of the K / V ports), then the new rows (RoPE + static int8, packed once: to the KV writer
 // tasks and to the pipeline). Key u goes to lane FIFO u % KEY_LANES of K and of V, in increasing u; the
@@ -220,9 +243,9 @@ void attention_kv_stage(const float k[CFG::max_new][CFG::row], const float v[CFG
     constexpr int MAX_LOAD_STEPS = ceil_div(CFG::max_ctx, C) * RW;
     (void)MAX_LOAD_STEPS;  // loop tripcount only
     const int rw = kv_row_words(hd);
-    attention_rope_rows<CFG> rope;
-#pragma HLS ARRAY_PARTITION variable = rope.cos cyclic factor = VL
-#pragma HLS ARRAY_PARTITION variable = rope.sin cyclic factor = VL
+    float cos_row[MAX_HD], sin_row[MAX_HD];
+#pragma HLS ARRAY_PARTITION variable = cos_row cyclic factor = VL
+#pragma HLS ARRAY_PARTITION variable = sin_row cyclic factor = VL
     int8_t row_codes[MAX_HD];
     attention_kv_row<CFG> k_acc[C], v_acc[C];
 #pragma HLS ARRAY_PARTITION variable = k_acc complete dim = 0
@@ -265,12 +288,14 @@ KV_HEADS:
 #pragma HLS LOOP_TRIPCOUNT max = CFG::max_new
             const int pos = position + t;
             const int port = pos % C;  // K port `port`, V port C + port
-            rope_load_tables<MAX_HD, VL>(rope_cos, rope_sin, pos, hd, rope.cos, rope.sin);
+            rope_load_tables<MAX_HD, VL>(rope_cos, rope_sin, pos, hd, cos_row, sin_row);
+            attention_rope_rows<CFG> rope;
+            attention_rope_pack<CFG>(cos_row, sin_row, rope);
             rope_rows.write(rope);
             attention_kv_row<CFG> krow, vrow;
-            attention_quant_head<MAX_HD, CFG::row, VL>(k[t], kh * hd, rope.cos, rope.sin, true, inv_k[kh], hd, row_codes);
+            attention_quant_head<MAX_HD, CFG::row, VL>(k[t], kh * hd, cos_row, sin_row, true, inv_k[kh], hd, row_codes);
             kv_pack_row<MAX_HD, RW>(row_codes, hd, krow.w);  // packed once: to the cache and to the pipeline
-            attention_quant_head<MAX_HD, CFG::row, VL>(v[t], kh * hd, rope.cos, rope.sin, false, inv_v[kh], hd, row_codes);
+            attention_quant_head<MAX_HD, CFG::row, VL>(v[t], kh * hd, cos_row, sin_row, false, inv_v[kh], hd, row_codes);
             kv_pack_row<MAX_HD, RW>(row_codes, hd, vrow.w);
         KV_SEND_ROW:
             for (int e = 0; e < 2 * rw; ++e) {
@@ -340,9 +365,9 @@ void attention_scores_stage(const float q[CFG::max_new][CFG::row], const float c
     static wide_word_t k_buf[CFG::max_ctx][CFG::row_words];
 #pragma HLS ARRAY_PARTITION variable = k_buf cyclic factor = KL dim = 1
 #pragma HLS BIND_STORAGE variable = k_buf type = ram_2p impl = uram
-    attention_rope_rows<CFG> rope;
-#pragma HLS ARRAY_PARTITION variable = rope.cos cyclic factor = VL
-#pragma HLS ARRAY_PARTITION variable = rope.sin cyclic factor = VL
+    float cos_row[MAX_HD], sin_row[MAX_HD];
+#pragma HLS ARRAY_PARTITION variable = cos_row cyclic factor = VL
+#pragma HLS ARRAY_PARTITION variable = sin_row cyclic factor = VL
     int8_t q_int[HL][MAX_HD];
 #pragma HLS ARRAY_PARTITION variable = q_int complete dim = 0
     float m_lane[HL][KL];
@@ -356,7 +381,7 @@ SCORES_KV_HEADS:
 #pragma HLS LOOP_TRIPCOUNT max = CFG::max_new
             const int n_keys = position + t + 1;  // causal: keys 0 .. P(t)
             const int key_steps = ceil_div(n_keys, KL);
-            rope = rope_rows.read();
+            attention_rope_unpack<CFG>(rope_rows.read(), cos_row, sin_row);
         SCORES_HEAD_BLOCKS:
             for (int hb = 0; hb < head_blocks; ++hb) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_HEAD_BLOCKS
@@ -369,7 +394,7 @@ SCORES_KV_HEADS:
                         m_lane[hl][kl] = -INFINITY;
                     }
                     if (active[hl]) {
-                        attention_quant_head<MAX_HD, CFG::row, VL>(q[t], heads[hl] * hd, rope.cos, rope.sin, true,
+                        attention_quant_head<MAX_HD, CFG::row, VL>(q[t], heads[hl] * hd, cos_row, sin_row, true,
                                                                c_q[heads[hl]], hd, q_int[hl]);
                     }
                 }

@@ -24,9 +24,7 @@ TREE_LEVELS = 7         # the sum_partials tree: 128 -> 1 in 7 pipelined levels
 CALL_FILL = 40          # DATAFLOW start / done of the attention pipeline
 
 
-def softmax_lanes(key_lanes: int) -> int:
-    """CFG::softmax_lanes of flexllm_attention.h (16 whatever the key lanes)."""
-    return 16
+SOFTMAX_LANES = 16      # CFG::softmax_lanes of flexllm_attention.h: lanes of the head-vector loops
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,7 @@ class AttentionUnit:
 
     @property
     def softmax_lanes(self) -> int:
-        return softmax_lanes(self.key_lanes)
+        return SOFTMAX_LANES
 
     def _items(self, n_tokens: int, position: int):
         """The query items of one kv head in pipeline order: (n_keys, active head lanes, first of its token)."""
