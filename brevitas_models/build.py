@@ -130,6 +130,20 @@ def restore_model(arch, spec: QuantSpec, state_dict, max_positions: Optional[int
     return model
 
 
+def smooth_model_seams(model: LlamaModel, weights: LoadedWeights, spec: QuantSpec, calib) -> None:
+    """Seam smoothing (``spec.seam_smoothing``) of the unrotated ``model``, statistics from the float model
+    on the first calibration windows (or the text's last tokens when the recipe needs no calibration)."""
+    from .quant_presets import quant_preset
+    from .smoothing import smooth_seams
+    if calib is None:
+        calib = calibration_windows(weights, spec.replace(gptq=False))
+    stats = LlamaModel(weights.arch, quant_preset("float"), max_positions=calib.shape[1])
+    stats.eval()
+    stats.load_hf_state_dict(weights.state_dict)
+    smooth_seams(model, stats, calib, spec.seam_smoothing)
+    del stats
+
+
 def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[str] = None,
                 max_positions: Optional[int] = None, log: Optional[Callable[[str], None]] = None,
                 cache_dir: Optional[Path] = None) -> LlamaModel:
@@ -149,6 +163,8 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
     model = LlamaModel(weights.arch, spec, max_positions=max_positions)
     model.eval()
     model.load_hf_state_dict(weights.state_dict)
+    if spec.seam_smoothing:
+        smooth_model_seams(model, weights, spec, calib)
     if spec.rotation == "hadamard":
         rotate(model)
     if calib is not None:

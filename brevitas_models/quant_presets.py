@@ -34,10 +34,17 @@ class QuantSpec:
     weight_clip_search: bool = False         # per-channel weight scale searched before GPTQ (needs gptq)
     # per-site clip ratio r in (0, 1] of uint4_asym inputs (range [r min, r max]); unnamed sites: 1
     input_clip_ratios: Tuple[Tuple[str, float], ...] = ()
+    # seam smoothing folded into the weights before the rotations: (seam, alpha) pairs, seams o_proj
+    # (v -> o) and down_proj (up -> down); see brevitas_models/smoothing.py
+    seam_smoothing: Tuple[Tuple[str, float], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "input_quant_overrides", _normalize_overrides(self.input_quant_overrides))
         object.__setattr__(self, "input_clip_ratios", _normalize_clips(self.input_clip_ratios))
+        object.__setattr__(self, "seam_smoothing", _normalize_smoothing(self.seam_smoothing))
+        if self.seam_smoothing and self.weight_bits is None and self.input_quant is None:
+            raise ValueError("Quantization.SeamSmoothing needs a quantized preset (it only moves quantization "
+                             "difficulty between activations and weights)")
         for site, _ in self.input_clip_ratios:
             if self.input_kind(site) != "uint4_asym":
                 raise ValueError(f"Quantization.InputClipRatios.{site}: clipping applies to uint4_asym inputs; "
@@ -134,6 +141,29 @@ def _normalize_clips(value) -> Tuple[Tuple[str, float], ...]:
             raise ValueError(f"Quantization.InputClipRatios.{site} given twice")
         if float(ratio) != 1.0:
             out[site] = float(ratio)
+    return tuple(sorted(out.items()))
+
+
+SMOOTHING_SEAMS = ("o_proj", "down_proj")
+
+
+def _normalize_smoothing(value) -> Tuple[Tuple[str, float], ...]:
+    if value is None:
+        return ()
+    items = value.items() if isinstance(value, dict) else value
+    try:
+        pairs = [(str(seam), alpha) for seam, alpha in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"Quantization.SeamSmoothing must map seams to alphas, got {value!r}") from None
+    out = {}
+    for seam, alpha in pairs:
+        if seam not in SMOOTHING_SEAMS:
+            raise ValueError(f"Quantization.SeamSmoothing: unknown seam {seam!r}; known: {list(SMOOTHING_SEAMS)}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
+            raise ValueError(f"Quantization.SeamSmoothing.{seam} must be a number in [0, 1], got {alpha!r}")
+        if seam in out:
+            raise ValueError(f"Quantization.SeamSmoothing.{seam} given twice")
+        out[seam] = float(alpha)
     return tuple(sorted(out.items()))
 
 

@@ -104,6 +104,7 @@ SCHEMA: Dict[str, Any] = {
         "GPTQ": (None, _opt(_bool)),
         "WeightClipSearch": (None, _opt(_bool)),
         "InputClipRatios": (None, _opt(_mapping)),
+        "SeamSmoothing": (None, _opt(_mapping)),
         "CalibrationTokens": (None, _opt(_int(1))),
         "CalibrationContext": (None, _opt(_int(1))),
     },
@@ -181,7 +182,7 @@ class FlexLLMConfig:
         overrides = {}
         mapping = {"Rotation": "rotation", "InputQuant": "input_quant", "GPTQ": "gptq",
                    "InputQuantOverrides": "input_quant_overrides", "WeightClipSearch": "weight_clip_search",
-                   "InputClipRatios": "input_clip_ratios",
+                   "InputClipRatios": "input_clip_ratios", "SeamSmoothing": "seam_smoothing",
                    "CalibrationTokens": "calibration_tokens",
                    "CalibrationContext": "calibration_ctx"}
         for key, name in mapping.items():
