@@ -131,16 +131,24 @@ def restore_model(arch, spec: QuantSpec, state_dict, max_positions: Optional[int
 
 
 def smooth_model_seams(model: LlamaModel, weights: LoadedWeights, spec: QuantSpec, calib) -> None:
-    """Seam smoothing (``spec.seam_smoothing``) of the unrotated ``model``, statistics from the float model
-    on the first calibration windows (or the text's last tokens when the recipe needs no calibration)."""
+    """Seam smoothing (``spec.seam_smoothing``) and the rotations of the unrotated ``model``: the o/down
+    seams, then the rotations (``spec.rotation``), then the norm seams in the rotated basis. Statistics come
+    from a float model carried through the same steps, on the first calibration windows (or the text's
+    last tokens when the recipe needs no calibration)."""
     from .quant_presets import quant_preset
-    from .smoothing import smooth_seams
+    from .smoothing import AFTER_ROTATION, smooth_seams
     if calib is None:
-        calib = calibration_windows(weights, spec.replace(gptq=False))
+        calib = calibration_windows(weights, spec)
     stats = LlamaModel(weights.arch, quant_preset("float"), max_positions=calib.shape[1])
     stats.eval()
     stats.load_hf_state_dict(weights.state_dict)
-    smooth_seams(model, stats, calib, spec.seam_smoothing)
+    before = [(k, a) for k, a in spec.seam_smoothing if k not in AFTER_ROTATION]
+    after = [(k, a) for k, a in spec.seam_smoothing if k in AFTER_ROTATION]
+    smooth_seams([model, stats], stats, calib, before)
+    if spec.rotation == "hadamard":
+        rotate(model)
+        rotate(stats)
+    smooth_seams([model], stats, calib, after)
     del stats
 
 
@@ -165,7 +173,7 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
     model.load_hf_state_dict(weights.state_dict)
     if spec.seam_smoothing:
         smooth_model_seams(model, weights, spec, calib)
-    if spec.rotation == "hadamard":
+    elif spec.rotation == "hadamard":
         rotate(model)
     if calib is not None:
         calibrate(model, calib, gptq=spec.gptq, log=log, weight_clip=spec.weight_clip_search)

@@ -34,8 +34,8 @@ class QuantSpec:
     weight_clip_search: bool = False         # per-channel weight scale searched before GPTQ (needs gptq)
     # per-site clip ratio r in (0, 1] of uint4_asym inputs (range [r min, r max]); unnamed sites: 1
     input_clip_ratios: Tuple[Tuple[str, float], ...] = ()
-    # seam smoothing folded into the weights before the rotations: (seam, alpha) pairs, seams o_proj
-    # (v -> o) and down_proj (up -> down); see brevitas_models/smoothing.py
+    # seam smoothing folded into the weights: (seam, alpha) pairs, seams qkv and gate_up (norm -> its
+    # consumers), o_proj (v -> o) and down_proj (up -> down); see brevitas_models/smoothing.py
     seam_smoothing: Tuple[Tuple[str, float], ...] = ()
 
     def __post_init__(self):
@@ -144,7 +144,7 @@ def _normalize_clips(value) -> Tuple[Tuple[str, float], ...]:
     return tuple(sorted(out.items()))
 
 
-SMOOTHING_SEAMS = ("o_proj", "down_proj")
+SMOOTHING_SEAMS = ("qkv", "o_proj", "gate_up", "down_proj")  # brevitas_models/smoothing.py
 
 
 def _normalize_smoothing(value) -> Tuple[Tuple[str, float], ...]:

@@ -1,7 +1,7 @@
 """Seam smoothing (SmoothQuant's per-channel migration, applied before the rotations as SmoothRot does),
 folded into the float weights: no operation is added to the hardware.
 
-Two seams carry a per-channel scale s exactly through a linear map:
+Four seams carry a per-channel scale s exactly through a linear map:
 
 * ``down_proj`` (up -> down): ``u = silu(gate) * up`` is linear in ``up``, so ``up_proj`` output rows
   ``/ s`` and ``down_proj`` input columns ``* s`` leave the float output unchanged; the online R4
@@ -9,6 +9,12 @@ Two seams carry a per-channel scale s exactly through a linear map:
 * ``o_proj`` (v -> o): attention is linear in V per channel, so ``v_proj`` output rows of KV head h
   ``/ s[h]`` and the ``o_proj`` input columns of every query head of that group ``* s[h]`` (one scale per
   KV head and channel, shared by its ``gqa_group`` query heads); R2 then rotates each head.
+* ``qkv`` and ``gate_up`` (RMSNorm -> its consumers): the norm weight ``/ s`` and the consumers' input
+  columns ``* s``. These inputs are quantized in the rotated (R1) basis, so these two seams are smoothed
+  after the rotations, in that basis (the norm weight is an fp32 vector the hardware applies anyway).
+
+``o_proj`` and ``down_proj`` are smoothed before the rotations (SmoothRot: smooth, then rotate), ``qkv``
+and ``gate_up`` after them.
 
 With ``a_j`` the largest ``|input|`` of channel j over the calibration tokens (float model) and ``w_j``
 the largest ``|W[:, j]|`` of the consumer's column: ``s_j = a_j^alpha / w_j^(1 - alpha)`` (SmoothQuant,
@@ -27,7 +33,9 @@ import torch
 
 from .model import LlamaModel
 
-SEAMS = ("o_proj", "down_proj")
+BEFORE_ROTATION = ("o_proj", "down_proj")
+AFTER_ROTATION = ("qkv", "gate_up")
+SEAMS = BEFORE_ROTATION + AFTER_ROTATION
 STAT_WINDOWS = 2          # calibration windows whose activations give the per-channel maxima
 MIN_SCALE = 1e-5
 
@@ -39,9 +47,8 @@ def _set(param, value: torch.Tensor):
 
 @torch.no_grad()
 def seam_maxima(model: LlamaModel, windows: torch.Tensor) -> Dict[Tuple[int, str], torch.Tensor]:
-    """{(layer, seam): per-channel max |x|} of the o_proj input and the down_proj input before R4."""
-    if model.rotated:
-        raise RuntimeError("seam statistics are taken on the unrotated model (smoothing precedes R1/R2/R4)")
+    """{(layer, seam): per-channel max |x|} of every seam's input: the o_proj input, the down_proj input
+    before R4, the q/k/v and the gate/up input (the norm outputs)."""
     maxima: Dict[Tuple[int, str], torch.Tensor] = {}
 
     def keep(key):
@@ -54,6 +61,8 @@ def seam_maxima(model: LlamaModel, windows: torch.Tensor) -> Dict[Tuple[int, str
     for i, layer in enumerate(model.layers):
         handles.append(layer.self_attn.o_proj.register_forward_pre_hook(keep((i, "o_proj"))))
         handles.append(layer.mlp.online_hadamard.register_forward_pre_hook(keep((i, "down_proj"))))
+        handles.append(layer.self_attn.q_proj.input_quant.register_forward_pre_hook(keep((i, "qkv"))))
+        handles.append(layer.mlp.gate_proj.input_quant.register_forward_pre_hook(keep((i, "gate_up"))))
     try:
         for w in windows[:STAT_WINDOWS]:
             model(w[None])
@@ -73,6 +82,9 @@ def smoothing_scale(act_max: torch.Tensor, weight_max: torch.Tensor, alpha: floa
 
 
 def smooth_down_seam(layer, act_max: torch.Tensor, alpha: float) -> torch.Tensor:
+    if layer.mlp.online_hadamard.enabled:
+        # down_proj's columns are in the R4 basis then, the scale on u acts before R4: not one seam
+        raise RuntimeError("the up -> down seam is smoothed before the rotations (R4 is already folded)")
     up, down = layer.mlp.up_proj.weight, layer.mlp.down_proj.weight
     wd = down.detach().double()
     s = smoothing_scale(act_max, wd.abs().amax(0), alpha)
@@ -95,24 +107,47 @@ def smooth_o_seam(layer, act_max: torch.Tensor, alpha: float, num_heads: int, nu
     return s
 
 
-def smooth_seams(model: LlamaModel, stats_model: LlamaModel, windows: torch.Tensor,
+def smooth_norm_seam(norm, consumers, act_max: torch.Tensor, alpha: float) -> torch.Tensor:
+    """RMSNorm weight / s, the consumers' input columns * s (max |W[:, j]| over all consumers)."""
+    ws = [c.weight.detach().double() for c in consumers]
+    s = smoothing_scale(act_max, torch.stack([w.abs().amax(0) for w in ws]).amax(0), alpha)
+    _set(norm.weight, norm.weight.detach().double() / s)
+    for c, w in zip(consumers, ws):
+        _set(c.weight, w * s[None, :])
+    return s
+
+
+def _smooth_layer(model: LlamaModel, layer, seam: str, act_max: torch.Tensor, alpha: float) -> torch.Tensor:
+    a = model.arch
+    if seam == "down_proj":
+        return smooth_down_seam(layer, act_max, alpha)
+    if seam == "o_proj":
+        return smooth_o_seam(layer, act_max, alpha, a.num_heads, a.num_kv_heads, a.head_dim)
+    if seam == "qkv":
+        at = layer.self_attn
+        return smooth_norm_seam(layer.input_layernorm, (at.q_proj, at.k_proj, at.v_proj), act_max, alpha)
+    return smooth_norm_seam(layer.post_attention_layernorm, (layer.mlp.gate_proj, layer.mlp.up_proj), act_max,
+                            alpha)
+
+
+def smooth_seams(models: Iterable[LlamaModel], stats_model: LlamaModel, windows: torch.Tensor,
                  alphas: Iterable[Tuple[str, float]]) -> Dict:
-    """Fold the seam smoothing of ``alphas`` ((seam, alpha) pairs) into the weights of the unrotated
-    ``model``; activation maxima come from ``stats_model``, the float model with the same weights (the
-    quantized model's static quantizers are not calibrated yet). Returns {(layer, seam): s}."""
+    """Fold the seam smoothing of ``alphas`` ((seam, alpha) pairs) into the weights of every model of
+    ``models`` (equal weights, e.g. the quantized model and ``stats_model`` itself); the activation maxima
+    come from ``stats_model``, a float model with those weights (the quantized model's static quantizers
+    are not calibrated yet), taken before any weight changes. Returns {(layer, seam): s} of the first."""
     alphas = dict(alphas)
     for seam in alphas:
         if seam not in SEAMS:
             raise ValueError(f"unknown smoothing seam {seam!r}; known: {list(SEAMS)}")
     if not alphas:
         return {}
-    a = model.arch
     maxima = seam_maxima(stats_model, windows)
     scales = {}
-    for i, layer in enumerate(model.layers):
-        if "down_proj" in alphas:
-            scales[(i, "down_proj")] = smooth_down_seam(layer, maxima[(i, "down_proj")], alphas["down_proj"])
-        if "o_proj" in alphas:
-            scales[(i, "o_proj")] = smooth_o_seam(layer, maxima[(i, "o_proj")], alphas["o_proj"], a.num_heads,
-                                                  a.num_kv_heads, a.head_dim)
+    for k, model in enumerate(models):
+        for i, layer in enumerate(model.layers):
+            for seam, alpha in alphas.items():
+                s = _smooth_layer(model, layer, seam, maxima[(i, seam)], alpha)
+                if k == 0:
+                    scales[(i, seam)] = s
     return scales
