@@ -58,6 +58,9 @@ INT8_PACK2 = Resources(dsp=1, lut=44, ff=60)      # two 8-bit products sharing a
                                                   # adder + the exact extraction of both (18-bit fields)
 INT4_MAC_LUT = Resources(lut=24, ff=12)           # int4 x uint4 product + its share of the adder tree (fabric)
 INT8_MAC_LUT = Resources(lut=70, ff=30)           # int4 x int8 product + adder tree share (fabric)
+INT4_NIBBLE_MAC_LUT = Resources(lut=30, ff=13)    # int4 x nibble (-8..15: uint4 code or signed high nibble of an
+                                                  # int8 code, per-call engines) + adder tree share (fabric)
+NIBBLE_ACC_SET = Resources(lut=48, ff=48)         # a second 48-bit packed accumulator (high-nibble pass) + its select
 DSP_PACK2_MAC = Resources(dsp=0.5, lut=6, ff=10)  # one of the two products of a packed DSP48E2 (cascade adds)
 ADDER_BIT = Resources(lut=1, ff=1)                # one bit of an integer adder / register
 
