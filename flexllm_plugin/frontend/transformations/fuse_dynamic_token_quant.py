@@ -74,10 +74,10 @@ class FuseDynamicTokenQuant(FusionTransformation):
             sub = idx.prod(stat, "Sub")
             if sub is None or threshold != float(2 ** bits - 1):
                 return
-            hi, lo = _clipped(idx, sub.input[0], "ReduceMax"), _clipped(idx, sub.input[1], "ReduceMin")
-            if hi is None or lo is None or hi[2] != lo[2] or (hi[1] is None) != (lo[1] is None):
+            top, bottom = _clipped(idx, sub.input[0], "ReduceMax"), _clipped(idx, sub.input[1], "ReduceMin")
+            if top is None or bottom is None or top[2] != bottom[2] or (top[1] is None) != (bottom[1] is None):
                 return
-            (rmax, mul_max, ratio), (rmin, mul_min, _) = hi, lo
+            (rmax, mul_max, ratio), (rmin, mul_min, _) = top, bottom
             zdiv = idx.prod(zp, "Div")
             neg = zdiv and idx.prod(zdiv.input[0], "Neg")
             if neg is None or zdiv.input[1] != scale or neg.input[0] != sub.input[1]:
