@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Dict
 
+import numpy as np
+
 from brevitas_models.hadamard import hadamard_factor
 
 from ..project.spec import kv_lanes
@@ -17,7 +19,8 @@ DEFAULT_HADAMARD_LANES = 64
 
 
 def _call(unit, d_in, d_out=0, kind=None, clip=1.0):
-    return {"unit": unit, "d_in": int(d_in), "d_out": int(d_out), "kind": kind, "clip": float(clip)}
+    # clip as the binary32 value the kernel and the fused graph hold
+    return {"unit": unit, "d_in": int(d_in), "d_out": int(d_out), "kind": kind, "clip": float(np.float32(clip))}
 
 
 def engine_input_kind(kinds) -> str:
