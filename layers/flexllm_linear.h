@@ -46,12 +46,21 @@
 //  * tiled (prefill): the weight tile of a block is reused (it is on chip anyway); the MAC loop runs its
 //    token-block x input-block steps once per nibble (token block, nibble, input block), so the MAC steps of
 //    an int8 call double while the tile loads stay as they are.
-// Why not int4 x int8 MACs for every call: an int8 operand needs 8-bit fabric multipliers (cost/resources.py
-// INT8_MAC_LUT 70 LUT against 24 for int4 x uint4) and defeats the DSP packing (two int4 x int8 products per
-// DSP48E2 need a 24-bit low field plus 25 high bits at d_in 8192: 49 > 48 accumulator bits). Modeled for
-// Llama-3.2-1B (configs/llama32_1b_u280.yaml): the prefill engine's 11,264 fabric MACs would need 0.79 M LUT
-// instead of 0.27 M (over the device's 75 % cap), the decode engine would lose its 1,024 packed DSPs; the
-// nibble passes cost time on the two overridden sites only (README: Quantization keys).
+// The MAC is the int4 x uint4 one: that product is already a signed 4 x 5-bit product, and a signed high
+// nibble (-8..7) fits the same 5-bit operand; what a per-call engine adds is the nibble select per operand,
+// the x16 of the high pass per fabric accumulator and a second accumulator set per DSP pair (streaming: per
+// lane). Why not int4 x int8 MACs for every call: an int8 operand needs 8-bit fabric multipliers (cost/
+// resources.py INT8_MAC_LUT 70 LUT against 24) and defeats the DSP packing (two int4 x int8 products per
+// DSP48E2 need a 24-bit low field plus 25 high bits at d_in 8192: 49 > 48 accumulator bits). Cost model,
+// Llama-3.2-1B (configs/llama32_1b_u280.yaml; python benchmarks/estimates.py ... --set
+// "Quantization.InputQuantOverrides={down_proj: int8, lm_head: int8}"):
+//                     prefill kernel LUT     decode kernel LUT    decode tok/s @1024   prefill 1024 tokens
+//   uint4 only        907,833 (69.6 %)       642,937 (49.3 %)     492.5                0.499 s
+//   per call (this)   916,281 (70.3 %)       645,689 (49.5 %)     437.1                0.560 s
+//   int8 MACs         1,678,641 (128.8 %)    810,097 (62.1 %)     492.5                (0.499 s) over budget
+// (int8 MACs: InputQuant int8 for every call, Prefill.DSPLanes 0: the prefill kernel does not fit the device.)
+// The nibble passes cost time on the overridden calls only (down_proj and the LM head: decode linears 1.58
+// -> 1.84 ms per token, MAC-bound at 0.5 words per cycle on those calls; prefill linears 219 -> 280 ms).
 //
 // MAC implementation (MAC_IMPL): MAC_LUT (one product per multiplier, fabric) or MAC_DSP_PACK2 (two
 // int4 x uint4 products of two output lanes per DSP48E2 multiply: x * ((w_a << 21) + w_b), exact

@@ -8,8 +8,10 @@ resources follow the unrolled MAC array, the epilogue's OUT_LANES fp32 rescale l
 Per-call engines (``input_kind`` ``mixed``, ``flexllm::INPUT_PER_CALL``): an int8 call runs two nibble passes
 over the same weights, so its MAC steps double (decode: each word twice from the word register, the weight
 stream read once; prefill: the tile's token x input steps once per nibble); uint4 calls cost what they cost on
-a uint4 engine. The MAC lanes take a nibble with a sign flag (INT4_NIBBLE_MAC_LUT), DSP-packed lanes keep a
-second accumulator set (NIBBLE_ACC_SET per DSP pair), the epilogue keeps the zero-point path (uint4 calls).
+a uint4 engine. The MACs are the int4 x uint4 ones (a nibble with a sign flag is the same 5-bit signed operand),
+plus the nibble select per operand (NIBBLE_OPERAND), the x16 of the high pass per fabric accumulator
+(NIBBLE_ACC_SHIFT) or a second accumulator set per DSP pair (NIBBLE_ACC_SET), and two accumulator sets per
+lane in the streaming form; the epilogue keeps the zero-point path (uint4 calls).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from dataclasses import dataclass
 from typing import Dict
 
 from .reduce import ceil_div
-from .resources import (CONTROL, DSP_PACK2_MAC, FADD, FMUL, INT4_MAC_LUT, INT4_NIBBLE_MAC_LUT, INT8_MAC_LUT, ITOF,
-                        NIBBLE_ACC_SET, Resources, fifo, memory)
+from .resources import (CONTROL, DSP_PACK2_MAC, FADD, FMUL, INT4_MAC_LUT, INT8_MAC_LUT, ITOF, NIBBLE_ACC_SET,
+                        NIBBLE_ACC_SHIFT, NIBBLE_OPERAND, Resources, fifo, memory)
 
 WORD_BYTES = 64
 MAC_FILL = 12          # MAC pipeline depth (unpack, products, adder tree, accumulate)
@@ -119,14 +121,17 @@ class LinearEngine:
         dsp_lanes = (lanes_out if self.streaming else min(self.dsp_lanes or lanes_out, lanes_out)) \
             if self.mac == "MAC_DSP_PACK2" else 0
         mixed = self.input_kind == "mixed"
-        fabric = (INT4_NIBBLE_MAC_LUT if mixed else
-                  INT4_MAC_LUT if (self.weight_bits == 4 and self.input_kind == "uint4_asym") else INT8_MAC_LUT)
+        fabric = INT4_MAC_LUT if (self.weight_bits == 4 and self.input_kind in ("uint4_asym", "mixed")) else INT8_MAC_LUT
         acc_bits = 32
         acc_sets = 2 if (mixed and self.streaming) else 1     # streaming: both nibble sums live per row
+        nibbles = Resources()
+        if mixed:
+            nibbles = (NIBBLE_OPERAND * (rows * self.in_lanes) + NIBBLE_ACC_SET * (rows * dsp_lanes // 2)
+                       + (NIBBLE_ACC_SHIFT * (rows * (lanes_out - dsp_lanes)) if not self.streaming else Resources()))
         out = {"linear_mac": (DSP_PACK2_MAC * (rows * dsp_lanes * self.in_lanes)
                               + fabric * (rows * (lanes_out - dsp_lanes) * self.in_lanes)
                               + Resources(lut=acc_bits * lanes_out, ff=acc_bits * lanes_out) * (rows * acc_sets)
-                              + (NIBBLE_ACC_SET * (rows * dsp_lanes // 2) if mixed else Resources()) + CONTROL)}
+                              + nibbles + CONTROL)}
         if not self.streaming:
             # double-buffered tile: 2 x BP rows x tile_in codes, banks cyclic by codes_per_word
             depth = ceil_div(row_words(self.max_in, self.weight_bits) * self.codes_per_word, self.codes_per_word)
