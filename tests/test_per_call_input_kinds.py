@@ -101,3 +101,28 @@ def test_hls_rules_hold_on_the_per_call_kernels(per_call_project):
     out, _ = per_call_project
     result = check_project(out)
     assert len(result) == 2 and all(v == [] for v in result.values()), result
+
+
+@pytest.mark.slow
+def test_smollm2_two_layers_per_call_build_and_verify(tmp_path):
+    """The real model (SmolLM2-135M, first 2 of 30 layers, RTN weights for speed) with the best measured W4A4
+    recipe's exceptions: int8 down_proj / LM head inputs, 0.9 clip on the uint4 sites; C simulation equal to
+    the golden model token for token, KV cache included, counters equal to the model."""
+    from flexllm_plugin.project.builder import build_project
+    from flexllm_plugin.project.verify import verify
+
+    data = yaml.safe_load(config_path("smollm2_135m_u280.yaml").read_text())
+    data["Model"]["Architecture"] = {"num_layers": 2}
+    data["Quantization"].update({"GPTQ": False, "CalibrationTokens": 512, "CalibrationContext": 256,
+                                 "InputQuantOverrides": OVERRIDES,
+                                 "InputClipRatios": {"q_proj": 0.9, "o_proj": 0.9, "gate_proj": 0.9}})
+    data["Prefill"].update({"MaxSeqLen": 64, "ChunkTokens": 8})
+    data["Decode"].update({"MaxContext": 128, "MaxNewTokens": 16, "BP": 4})
+    path = tmp_path / "smollm2_2l_per_call.yaml"
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "prj"
+    build_project(load_config(path), out)
+    r = verify(out, "Assert statements are a convenient way to insert debugging assertions into a program:", 8)
+    assert r["match"] and r["tokens_match"] and r["kv_cache_match"] and r["max_logit_rel_err"] == 0.0, r
+    for stage in ("prefill", "decode"):
+        assert r["cycles"][stage]["loops_differing"] == {}, r["cycles"][stage]
