@@ -41,6 +41,7 @@ def linear_weight_count(arch: "LlamaArch") -> int:
 def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
     """Everything checkable before a model is built; returns the model's architecture."""
     from brevitas_models.golden import hardware_scheme_problems
+    from brevitas_models.quant_presets import INPUT_SITES
 
     from .project.spec import HBM_CHANNEL_BYTES
 
@@ -57,18 +58,13 @@ def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
     if problems:
         raise ConfigError(f"Quantization.Preset {spec.name!r}{where} cannot run on the FlexLLM hardware: "
                           + "; ".join(problems))
-    if spec.input_quant_overrides:
-        # The linear engine of a stage is compiled for one input kind (bind_units); a per-call kind needs
-        # the engine to take the kind with each call (README: Quantization.InputQuantOverrides).
+    kinds = {spec.input_kind(site) for site in INPUT_SITES}
+    if len(kinds) > 1 and spec.weight_bits != 4:
+        # per-site kinds run on ONE per-call engine whose int8 calls are two nibble passes on the int4 datapath
         sites = ", ".join(f"{s}: {k}" for s, k in spec.input_quant_overrides)
-        raise ConfigError(f"Quantization.InputQuantOverrides ({sites}){where}: the hardware build does not "
-                          f"support per-site input kinds yet (one linear engine per stage runs one kind); "
-                          f"ppl, export and the golden model do")
-    if spec.input_clip_ratios:
-        sites = ", ".join(f"{s}: {r:g}" for s, r in spec.input_clip_ratios)
-        raise ConfigError(f"Quantization.InputClipRatios ({sites}){where}: the hardware build does not pass "
-                          f"per-site clip ratios to the linear engine yet (layers/flexllm_token_quant.h "
-                          f"implements them); ppl, export and the golden model do")
+        raise ConfigError(f"Quantization.InputQuantOverrides ({sites}){where}: per-site input kinds need int4 weights "
+                          f"(the linear engine runs int8 calls as two nibble passes of its int4 datapath); the preset "
+                          f"{spec.name!r} has {spec.weight_bits}-bit weights")
     arch = model_arch(cfg)
     d = cfg["Decode"]
     positions = min(arch.max_position_embeddings, MAX_RUNTIME_POSITIONS)
@@ -94,7 +90,8 @@ def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
         raise ConfigError(f"Prefill.MaxSeqLen {cfg['Prefill']['MaxSeqLen']}{where} exceeds the model's "
                           f"{positions} positions")
     for key, used in (("Decode.DSPPacking", d["DSPPacking"]), ("Prefill.DSPLanes", cfg["Prefill"]["DSPLanes"] > 0)):
-        if used and (spec.input_quant != "uint4_asym" or spec.weight_bits != 4 or
+        # uint4 inputs, or a per-call engine (uint4 and int8 sites: int8 calls as nibbles, still 4-bit operands)
+        if used and ("uint4_asym" not in kinds or spec.weight_bits != 4 or
                      max(arch.hidden_size, arch.intermediate_size) > 8192):
             raise ConfigError(f"{key}{where} packs int4 x uint4 products (uint4 inputs, int4 weights, "
                               f"d_in <= 8192): the model has {spec.weight_bits}-bit weights, {spec.input_quant} inputs")

@@ -31,9 +31,41 @@
 // The epilogue rescales a whole row of OUT_LANES outputs per cycle (one token of a tile per cycle),
 // so it keeps pace with the MACs whenever ceil(d_in / IN_LANES) >= TOKEN_LANES.
 //
+// Input kind per call (INPUT_KIND = INPUT_PER_CALL): the engine of a schedule whose calls mix uint4_asym
+// and int8 inputs (Quantization.InputQuantOverrides) keeps its 4-bit MAC datapath and takes the kind with
+// each call (the `kind` argument, unit_call.kind). An int8 code x = 16 * hi + lo with lo = x & 15 (0..15)
+// and hi = x >> 4 (arithmetic, -8..7), so W.x = 16 * (W.hi) + W.lo: an int8 call runs its activations as
+// TWO nibble passes over the SAME weights, a uint4 call one pass (its code is its low nibble). The MAC
+// operand is a 4-bit nibble with a sign flag (-8..15); the zero-point correction is applied to uint4 calls
+// only (call_has_zero). Where the passes come from:
+//  * streaming (decode): each weight word is used twice from the on-chip word register (low-nibble
+//    sub-steps, then high-nibble sub-steps), the weight stream is read ONCE: 2 x word_steps MAC cycles per
+//    word on int8 calls, i.e. the engine consumes at most 1 / (2 x word_steps) words per cycle there (Llama-
+//    3.2-1B, WP = 128: 0.5 words per cycle against the 0.69 an HBM channel delivers at 300 MHz, so those
+//    calls become MAC-bound, 1.38 x their streaming time); two accumulator sets (one per nibble) per lane.
+//  * tiled (prefill): the weight tile of a block is reused (it is on chip anyway); the MAC loop runs its
+//    token-block x input-block steps once per nibble (token block, nibble, input block), so the MAC steps of
+//    an int8 call double while the tile loads stay as they are.
+// The MAC is the int4 x uint4 one: that product is already a signed 4 x 5-bit product, and a signed high
+// nibble (-8..7) fits the same 5-bit operand; what a per-call engine adds is the nibble select per operand,
+// the x16 of the high pass per fabric accumulator and a second accumulator set per DSP pair (streaming: per
+// lane). Why not int4 x int8 MACs for every call: an int8 operand needs 8-bit fabric multipliers (cost/
+// resources.py INT8_MAC_LUT 70 LUT against 24) and defeats the DSP packing (two int4 x int8 products per
+// DSP48E2 need a 24-bit low field plus 25 high bits at d_in 8192: 49 > 48 accumulator bits). Cost model,
+// Llama-3.2-1B (configs/llama32_1b_u280.yaml; python benchmarks/estimates.py ... --set
+// "Quantization.InputQuantOverrides={down_proj: int8, lm_head: int8}"):
+//                     prefill kernel LUT     decode kernel LUT    decode tok/s @1024   prefill 1024 tokens
+//   uint4 only        907,833 (69.6 %)       642,937 (49.3 %)     492.5                0.499 s
+//   per call (this)   916,281 (70.3 %)       645,689 (49.5 %)     437.1                0.560 s
+//   int8 MACs         1,678,641 (128.8 %)    810,097 (62.1 %)     492.5                (0.499 s) over budget
+// (int8 MACs: InputQuant int8 for every call, Prefill.DSPLanes 0: the prefill kernel does not fit the device.)
+// The nibble passes cost time on the overridden calls only (down_proj and the LM head: decode linears 1.58
+// -> 1.84 ms per token, MAC-bound at 0.5 words per cycle on those calls; prefill linears 219 -> 280 ms).
+//
 // MAC implementation (MAC_IMPL): MAC_LUT (one product per multiplier, fabric) or MAC_DSP_PACK2 (two
 // int4 x uint4 products of two output lanes per DSP48E2 multiply: x * ((w_a << 21) + w_b), exact
-// extraction at the end of each row; uint4 inputs only, both forms, see dsp_pack2_*).
+// extraction at the end of each row; uint4 inputs, or the nibbles of a per-call engine (-8..15), both
+// forms, see dsp_pack2_*).
 // Cost model: flexllm_plugin/cost/linear.py (cycles per call, DSP/LUT/FF/BRAM from these loops).
 #pragma once
 
@@ -56,7 +88,8 @@ enum mac_impl { MAC_LUT = 0, MAC_DSP_PACK2 = 1 };
 //   OUT_LANES (BP)                output channels per MAC step; a multiple of PORTS
 //   IN_LANES (WP)                 input elements per MAC step; <= codes per 512-bit word (128 int4, 64 int8)
 //   WEIGHT_BITS                   4 or 8
-//   INPUT_KIND                    INPUT_UINT4_ASYM or INPUT_INT8_SYM
+//   INPUT_KIND                    INPUT_UINT4_ASYM, INPUT_INT8_SYM, or INPUT_PER_CALL (the kind comes with
+//                                 each call; int8 calls as two nibble passes, see above)
 //   PORTS                         weight ports (m_axi / HBM pseudo-channels) read in parallel
 //   MAC_IMPL                      MAC_LUT or MAC_DSP_PACK2
 //   DSP_LANES                     with MAC_DSP_PACK2: output lanes 0 .. DSP_LANES-1 on DSPs (pairs), the rest
@@ -83,6 +116,8 @@ struct linear_config {
     static constexpr int ports = PORTS;
     static constexpr int mac = MAC_IMPL;
     static constexpr int dsp_lanes = MAC_IMPL == MAC_DSP_PACK2 ? DSP_LANES : 0;
+    static constexpr bool per_call = INPUT_KIND == INPUT_PER_CALL;
+    static constexpr int max_passes = per_call ? 2 : 1;  // nibble passes of one call (int8 calls: 2)
 
     typedef typename input_code<INPUT_KIND>::type code_t;
     typedef weight_format<WEIGHT_BITS> wfmt;
@@ -105,15 +140,18 @@ struct linear_config {
     static constexpr int word_steps = ceil_div(codes_per_word, IN_LANES);
     static constexpr bool streaming = MAX_TOKENS == 1 && TOKEN_LANES == 1 && OUT_LANES == PORTS;
     // tiled form: pipeline steps per block = max(unpack the next block, MACs of this block)
-    static constexpr int max_block_steps = max_int(port_lanes * max_row_words, max_token_blocks * max_in_blocks);
+    static constexpr int max_block_steps =
+        max_int(port_lanes * max_row_words, max_token_blocks * max_in_blocks * max_passes);
     static constexpr int w_fifo_depth = 64;  // words per port FIFO: one 4 KB AXI burst
     // parameter blocks: OUT_LANES scales then OUT_LANES row sums, fp32, in 512-bit words
     static constexpr int param_block_words = ceil_div(2 * OUT_LANES, 16);
 
     static_assert(acc_bits <= 32, "accumulator wider than 32 bits: reduce MAX_IN");
-    static_assert(MAC_IMPL == MAC_LUT || (INPUT_KIND == INPUT_UINT4_ASYM && WEIGHT_BITS == 4 && OUT_LANES % 2 == 0 &&
-                                          MAX_IN <= 8192),
-                  "MAC_DSP_PACK2 packs two int4 x uint4 products of two output lanes (even OUT_LANES, d_in <= 8192)");
+    static_assert(MAC_IMPL == MAC_LUT || ((INPUT_KIND == INPUT_UINT4_ASYM || INPUT_KIND == INPUT_PER_CALL) &&
+                                          WEIGHT_BITS == 4 && OUT_LANES % 2 == 0 && MAX_IN <= 8192),
+                  "MAC_DSP_PACK2 packs two int4 x 4-bit (uint4 or nibble) products of two output lanes (even OUT_LANES, "
+                  "d_in <= 8192)");
+    static_assert(!per_call || WEIGHT_BITS == 4, "INPUT_PER_CALL runs on the int4 weight datapath");
     static_assert(DSP_LANES % 2 == 0 && DSP_LANES >= 0 && DSP_LANES <= OUT_LANES,
                   "DSP_LANES: an even number of output lanes, at most OUT_LANES");
     static_assert(MAC_IMPL == MAC_LUT || MAX_TOKENS > 1 || DSP_LANES == OUT_LANES,
@@ -207,7 +245,10 @@ READ_PARAMS:
 // One DSP48E2 multiply (27 x 18 bits) computes x * ((w_a << 21) + w_b) = (x * w_a) << 21 + x * w_b for
 // a uint4 x and int4 w_a, w_b. Accumulating up to 8192 such products keeps the low field inside
 // +-2^20 (|x * w_b| <= 120, 8192 * 120 < 2^20), so the two sums are recovered exactly from the 48-bit
-// accumulator: low = sign-extended bits [20:0], high = (acc - low) >> 21.
+// accumulator: low = sign-extended bits [20:0], high = (acc - low) >> 21. The signed high nibble of an
+// int8 code (x in -8..7, per-call engines) keeps the same bound (|x * w_b| <= 64; the product is a signed
+// 27 x 18 multiply either way), so the packing holds for every x in -8..15 (tests/test_layers_csim.py
+// test_dsp_pack2_is_exact: every product exhaustively, the extraction over the whole low-field range).
 typedef ap_int<48> dsp_acc_t;
 static const int DSP_PACK_SHIFT = 21;
 
@@ -226,41 +267,63 @@ inline void dsp_pack2_unpack(const dsp_acc_t &acc, int &sum_a, int &sum_b) {
 
 // ---- the MAC array ----------------------------------------------------------------------------------
 
-// Streaming form (decode, one token): lane p computes the row of port p of each block.
+// Nibble passes of a call: 2 for an int8 call on a per-call engine, else 1.
+template <class CFG>
+inline int call_passes(int kind) {
+#pragma HLS INLINE
+    return (CFG::per_call && kind == INPUT_INT8_SYM) ? 2 : 1;
+}
+
+// MAC operand of code x in nibble pass `nib`: fixed-kind engines the code itself; per-call engines the low
+// nibble x & 15 (0..15; a uint4 code is its own low nibble) in pass 0, the high nibble x >> 4 (arithmetic,
+// -8..7) in pass 1.
+template <class CFG>
+inline int mac_operand(int x, int nib) {
+#pragma HLS INLINE
+    if (!CFG::per_call) return x;
+    const ap_int<8> c = (ap_int<8>)x;
+    return nib ? (int)(c >> 4).to_int() : (int)(c & 15).to_int();
+}
+
+// Streaming form (decode, one token): lane p computes the row of port p of each block. Per-call engines,
+// int8 calls: each word is used twice from the word register (low nibbles, then high nibbles), each nibble
+// pass into its own accumulator set; the row's sum is 16 x high + low.
 template <class CFG>
 void linear_mac_streaming(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in],
                           hls::stream<wide_word_t> w_streams[CFG::ports],
-                          hls::stream<linear_acc_tile<CFG> > &acc_stream, int d_in, int d_out) {
+                          hls::stream<linear_acc_tile<CFG> > &acc_stream, int d_in, int d_out, int kind) {
     typedef typename CFG::acc_t acc_t;
     constexpr int P = CFG::ports;
     constexpr int WP = CFG::in_lanes;
     constexpr int CPW = CFG::codes_per_word;
     constexpr int WS = CFG::word_steps;
-    constexpr int MAX_STEPS = CFG::max_out_blocks * CFG::max_row_words * WS;
+    constexpr int NP = CFG::max_passes;
+    constexpr int MAX_STEPS = CFG::max_out_blocks * CFG::max_row_words * WS * NP;
     (void)MAX_STEPS;  // loop tripcount only
+    const int passes = call_passes<CFG>(kind);
     const int row_words = weight_row_words(d_in, CFG::weight_bits);
-    const int row_steps = row_words * WS;
+    const int row_steps = row_words * WS * passes;
     const int steps = weight_rows_per_port(d_out, P) * row_steps;
 
     wide_word_t words[P];
 #pragma HLS ARRAY_PARTITION variable = words complete
-    acc_t acc[P];
-#pragma HLS ARRAY_PARTITION variable = acc complete
-    dsp_acc_t packed[P / 2 > 0 ? P / 2 : 1];
-#pragma HLS ARRAY_PARTITION variable = packed complete
-    int wd = 0, sub = 0;
+    acc_t acc[NP][P];
+#pragma HLS ARRAY_PARTITION variable = acc complete dim = 0
+    dsp_acc_t packed[NP][P / 2 > 0 ? P / 2 : 1];
+#pragma HLS ARRAY_PARTITION variable = packed complete dim = 0
+    int wd = 0, nib = 0, sub = 0;
 MAC_STREAM:
     for (int s = 0; s < steps; ++s) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_STEPS
 #pragma HLS PIPELINE II = 1
         FLEXLLM_COUNT("linear_mac");
-        if (sub == 0) {
+        if (sub == 0 && nib == 0) {
             for (int p = 0; p < P; ++p) {
 #pragma HLS UNROLL
                 words[p] = w_streams[p].read();
             }
         }
-        const bool first = wd == 0 && sub == 0;
+        const bool first = wd == 0 && sub == 0;  // first step of this nibble pass in the row
         if (CFG::mac == MAC_DSP_PACK2) {
             for (int pp = 0; pp < P / 2; ++pp) {
 #pragma HLS UNROLL
@@ -270,11 +333,12 @@ MAC_STREAM:
                     const int c = sub * WP + i;
                     const int k = wd * CPW + c;
                     if (c < CPW && k < d_in) {
-                        part += dsp_pack2_product((int)q[0][k], weight_code_of_word<CFG::weight_bits>(words[2 * pp], c),
+                        part += dsp_pack2_product(mac_operand<CFG>((int)q[0][k], nib),
+                                                  weight_code_of_word<CFG::weight_bits>(words[2 * pp], c),
                                                   weight_code_of_word<CFG::weight_bits>(words[2 * pp + 1], c));
                     }
                 }
-                packed[pp] = (first ? dsp_acc_t(0) : packed[pp]) + part;
+                packed[nib][pp] = (first ? dsp_acc_t(0) : packed[nib][pp]) + part;
             }
         } else {
             for (int p = 0; p < P; ++p) {
@@ -285,28 +349,39 @@ MAC_STREAM:
                     const int c = sub * WP + i;
                     const int k = wd * CPW + c;
                     if (c < CPW && k < d_in) {
-                        part += (ap_int<16>)((int)q[0][k] * (int)weight_code_of_word<CFG::weight_bits>(words[p], c));
+                        part += (ap_int<16>)(mac_operand<CFG>((int)q[0][k], nib) *
+                                             (int)weight_code_of_word<CFG::weight_bits>(words[p], c));
                     }
                 }
-                acc[p] = (first ? acc_t(0) : acc[p]) + part;
+                acc[nib][p] = (first ? acc_t(0) : acc[nib][p]) + part;
             }
         }
         if (++sub == WS) {
             sub = 0;
-            if (++wd == row_words) {
-                wd = 0;
-                linear_acc_tile<CFG> tile;
-                for (int p = 0; p < P; ++p) {
+            if (++nib == passes) {
+                nib = 0;
+                if (++wd == row_words) {
+                    wd = 0;
+                    linear_acc_tile<CFG> tile;
+                    for (int p = 0; p < P; ++p) {
 #pragma HLS UNROLL
-                    if (CFG::mac == MAC_DSP_PACK2) {
-                        int a = 0, b = 0;
-                        dsp_pack2_unpack(packed[p / 2], a, b);
-                        tile.v[0][p] = (p % 2 == 0) ? acc_t(a) : acc_t(b);
-                    } else {
-                        tile.v[0][p] = acc[p];
+                        acc_t lo = 0, hi = 0;
+                        if (CFG::mac == MAC_DSP_PACK2) {
+                            int a = 0, b = 0;
+                            dsp_pack2_unpack(packed[0][p / 2], a, b);
+                            lo = (p % 2 == 0) ? acc_t(a) : acc_t(b);
+                            if (NP == 2) {
+                                dsp_pack2_unpack(packed[NP - 1][p / 2], a, b);
+                                hi = (p % 2 == 0) ? acc_t(a) : acc_t(b);
+                            }
+                        } else {
+                            lo = acc[0][p];
+                            hi = acc[NP - 1][p];
+                        }
+                        tile.v[0][p] = passes == 2 ? acc_t(lo + (hi << 4)) : lo;
                     }
+                    acc_stream.write(tile);
                 }
-                acc_stream.write(tile);
             }
         }
     }
@@ -315,10 +390,11 @@ MAC_STREAM:
 // Tiled form (prefill): block `it` of OUT_LANES rows is unpacked into tile buffer it & 1 while block
 // it - 1 is multiplied from the other buffer, in one II = 1 pipeline of max(load, mac) steps. Each
 // port contributes min(PL, rows_per_port - it * PL) >= 1 slots to block it (PL = OUT_LANES / PORTS), so
-// every port's slice is consumed exactly, zero padding slots included.
+// every port's slice is consumed exactly, zero padding slots included. Per-call engines, int8 calls: the
+// MAC steps of a block run once per nibble (token block, nibble, input block) over the same tile.
 template <class CFG>
 void linear_mac_tiled(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], hls::stream<wide_word_t> w_streams[CFG::ports],
-                      hls::stream<linear_acc_tile<CFG> > &acc_stream, int n_tokens, int d_in, int d_out) {
+                      hls::stream<linear_acc_tile<CFG> > &acc_stream, int n_tokens, int d_in, int d_out, int kind) {
     typedef typename CFG::acc_t acc_t;
     constexpr int TP = CFG::token_lanes;
     constexpr int BP = CFG::out_lanes;
@@ -326,6 +402,7 @@ void linear_mac_tiled(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in]
     constexpr int P = CFG::ports;
     constexpr int PL = CFG::port_lanes;
     constexpr int CPW = CFG::codes_per_word;
+    constexpr int NP = CFG::max_passes;
     constexpr int MAX_OB = CFG::max_out_blocks;
     constexpr int MAX_STEPS = CFG::max_block_steps;
     (void)MAX_OB, (void)MAX_STEPS;  // loop tripcounts only
@@ -347,11 +424,13 @@ void linear_mac_tiled(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in]
     const int out_blocks = ceil_div(d_out, BP);
     const int token_blocks = ceil_div(n_tokens, TP);
     const int in_blocks = ceil_div(d_in, WP);
-    const int mac_steps = token_blocks * in_blocks;
+    const int passes = call_passes<CFG>(kind);
+    const int mac_steps = token_blocks * in_blocks * passes;
 
     acc_t acc[TP][BP];
 #pragma HLS ARRAY_PARTITION variable = acc complete dim = 0
-    dsp_acc_t packed[TP][BP / 2 > 0 ? BP / 2 : 1];  // MAC_DSP_PACK2: output lanes 2j, 2j+1 of token lane t
+    // MAC_DSP_PACK2: output lanes 2j, 2j+1 of token lane t, one set per nibble pass
+    dsp_acc_t packed[NP][TP][BP / 2 > 0 ? BP / 2 : 1];
 #pragma HLS ARRAY_PARTITION variable = packed complete dim = 0
 
 BLOCKS:
@@ -365,7 +444,7 @@ BLOCKS:
         const int rows = it > 0 ? min_int(BP, d_out - jb * BP) : 0;
         const int steps = max_int(load_steps, comp_steps);
         int slot = 0, wd = 0;  // unpack position: slot of every port, word of the row
-        int tb = 0, kb = 0;    // MAC position: token block, input block
+        int tb = 0, nib = 0, kb = 0;  // MAC position: token block, nibble pass, input block
     BLOCK_STEPS:
         for (int s = 0; s < steps; ++s) {
 #pragma HLS LOOP_TRIPCOUNT max = MAX_STEPS
@@ -400,11 +479,12 @@ BLOCKS:
 #pragma HLS UNROLL
                                 const int k = kb * WP + i;
                                 if (k < d_in && tok < n_tokens) {  // padding rows hold zero codes
-                                    part += dsp_pack2_product((int)q[tok][k], w_tile[cb][2 * rp][k].to_int(),
+                                    part += dsp_pack2_product(mac_operand<CFG>((int)q[tok][k], nib),
+                                                              w_tile[cb][2 * rp][k].to_int(),
                                                               w_tile[cb][2 * rp + 1][k].to_int());
                                 }
                             }
-                            packed[t][rp] = (kb == 0 ? dsp_acc_t(0) : packed[t][rp]) + part;
+                            packed[nib][t][rp] = (kb == 0 ? dsp_acc_t(0) : packed[nib][t][rp]) + part;
                         }
                     }
                     {  // the other output lanes: fabric MACs
@@ -415,14 +495,16 @@ BLOCKS:
 #pragma HLS UNROLL
                                 const int k = kb * WP + i;
                                 if (k < d_in && tok < n_tokens && r < rows) {
-                                    part += (ap_int<16>)((int)q[tok][k] * w_tile[cb][r][k].to_int());
+                                    part += (ap_int<16>)(mac_operand<CFG>((int)q[tok][k], nib) *
+                                                         w_tile[cb][r][k].to_int());
                                 }
                             }
-                            acc[t][r] = (kb == 0 ? acc_t(0) : acc[t][r]) + part;
+                            // the high-nibble pass adds 16 x its products onto the low-nibble sum
+                            acc[t][r] = (kb == 0 && nib == 0 ? acc_t(0) : acc[t][r]) + (nib ? acc_t(part << 4) : part);
                         }
                     }
                 }
-                if (kb == in_blocks - 1) {
+                if (kb == in_blocks - 1 && nib == passes - 1) {
                     linear_acc_tile<CFG> tile;
                     for (int t = 0; t < TP; ++t) {
 #pragma HLS UNROLL
@@ -430,8 +512,14 @@ BLOCKS:
 #pragma HLS UNROLL
                             if (r < CFG::dsp_lanes) {
                                 int a = 0, b = 0;
-                                dsp_pack2_unpack(packed[t][r / 2], a, b);  // a: lane 2j (high field), b: 2j + 1
-                                tile.v[t][r] = (r % 2 == 0) ? acc_t(a) : acc_t(b);
+                                dsp_pack2_unpack(packed[0][t][r / 2], a, b);  // a: lane 2j (high field), b: 2j + 1
+                                const acc_t lo = (r % 2 == 0) ? acc_t(a) : acc_t(b);
+                                acc_t hi = 0;
+                                if (NP == 2) {
+                                    dsp_pack2_unpack(packed[NP - 1][t][r / 2], a, b);
+                                    hi = (r % 2 == 0) ? acc_t(a) : acc_t(b);
+                                }
+                                tile.v[t][r] = passes == 2 ? acc_t(lo + (hi << 4)) : lo;
                             } else {
                                 tile.v[t][r] = acc[t][r];
                             }
@@ -439,7 +527,11 @@ BLOCKS:
                     }
                     acc_stream.write(tile);
                     kb = 0;
+                    nib = 0;
                     ++tb;
+                } else if (kb == in_blocks - 1) {
+                    kb = 0;
+                    ++nib;
                 } else {
                     ++kb;
                 }
@@ -449,28 +541,30 @@ BLOCKS:
 }
 
 // Exact integer MACs of one call: one accumulator tile per (output block, token block), in that order.
+// kind: the input kind of this call (INPUT_UINT4_ASYM / INPUT_INT8_SYM; a fixed-kind engine ignores it).
 template <class CFG>
 void linear_mac(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], hls::stream<wide_word_t> w_streams[CFG::ports],
-                hls::stream<linear_acc_tile<CFG> > &acc_stream, int n_tokens, int d_in, int d_out) {
+                hls::stream<linear_acc_tile<CFG> > &acc_stream, int n_tokens, int d_in, int d_out, int kind) {
     if (CFG::streaming) {
-        linear_mac_streaming<CFG>(q, w_streams, acc_stream, d_in, d_out);
+        linear_mac_streaming<CFG>(q, w_streams, acc_stream, d_in, d_out, kind);
     } else {
-        linear_mac_tiled<CFG>(q, w_streams, acc_stream, n_tokens, d_in, d_out);
+        linear_mac_tiled<CFG>(q, w_streams, acc_stream, n_tokens, d_in, d_out, kind);
     }
 }
 
 // ---- epilogue and consumers ---------------------------------------------------------------------------
 
 // The contract's rescale, one token row of OUT_LANES outputs per cycle; zero and wsum are ignored for
-// int8 inputs. Reads one parameter block per output block from param_stream.
+// int8 inputs (the engine's kind, or on a per-call engine the call's `kind`: a select, no second datapath).
+// Reads one parameter block per output block from param_stream.
 template <class CFG>
 void linear_epilogue(hls::stream<linear_acc_tile<CFG> > &acc_stream, hls::stream<linear_param_block<CFG> > &param_stream,
                      const float scale[CFG::max_tokens], const float zero[CFG::max_tokens],
-                     hls::stream<linear_out_tile<CFG> > &out_stream, int n_tokens, int d_out) {
+                     hls::stream<linear_out_tile<CFG> > &out_stream, int n_tokens, int d_out, int kind) {
     constexpr int TP = CFG::token_lanes;
     constexpr int BP = CFG::out_lanes;
     constexpr int MAX_STEPS = CFG::max_out_blocks * CFG::max_token_blocks * TP;
-    constexpr bool HAS_ZERO = input_code<CFG::input_kind>::has_zero;
+    const bool has_zero = call_has_zero<CFG::input_kind>(kind);
     (void)MAX_STEPS;  // loop tripcount only
     const int token_blocks = ceil_div(n_tokens, TP);
     const int steps = ceil_div(d_out, BP) * token_blocks * TP;
@@ -496,7 +590,7 @@ EPILOGUE:
         for (int r = 0; r < BP; ++r) {
 #pragma HLS UNROLL
             float v = (acc_to_f32(tile.v[t][r]) * scale[tok < n_tokens ? tok : 0]) * prm.scale[r];
-            if (HAS_ZERO) v = v + (zero[tok < n_tokens ? tok : 0] * prm.wsum[r]);
+            if (has_zero) v = v + (zero[tok < n_tokens ? tok : 0] * prm.wsum[r]);
             out.v[t][r] = v;
         }
         if (++t == TP) {

@@ -30,10 +30,15 @@ enum linear_dest { DEST_Q = 0, DEST_K = 1, DEST_V = 2, DEST_GATE = 3, DEST_UP = 
 // One unit invocation. Fields by unit:
 //   UNIT_RMSNORM   d_in = row length; w_off/w_stride: fp32 weight in fmem; flag = 1: last token only
 //                  (h[n_tokens - 1] -> x[0]); eps
-//   UNIT_QUANT     d_in = row length (x -> codes, scale, zero)
+//   UNIT_QUANT     d_in = row length (x -> codes, scale, zero); kind = input_quant_kind of the codes;
+//                  clip = clip ratio of a uint4_asym range (1: none)
 //   UNIT_LINEAR    d_in, d_out; w_off/w_stride: 512-bit word offset of the matrix in every weight port;
-//                  p_off/p_stride: 512-bit word offset of its parameter blocks (lmem); flag = linear_dest
+//                  p_off/p_stride: 512-bit word offset of its parameter blocks (lmem); flag = linear_dest;
+//                  kind = input_quant_kind of the codes it reads (an engine of kind INPUT_PER_CALL runs
+//                  int8 calls as two nibble passes, flexllm_linear.h)
 //   UNIT_ATTENTION, UNIT_SWIGLU, UNIT_HADAMARD   d_in = row length (constants are the unit's own)
+// kind and clip are the quantization spec's per site (Quantization.InputQuantOverrides / InputClipRatios),
+// written per call by bind_units; kind is the stage's input kind and clip 1 where the spec has none.
 struct unit_call {
     int unit;
     int d_in;
@@ -44,6 +49,8 @@ struct unit_call {
     long long p_off;
     long long p_stride;
     float eps;
+    int kind;
+    float clip;
 };
 
 // Writes the engine's output tiles of one linear call to its destination buffer (one token row of

@@ -16,7 +16,11 @@ namespace flexllm {
 // Per-token dynamic quantization of a linear layer's input row.
 enum input_quant_kind {
     INPUT_UINT4_ASYM = 0,  // q in [0, 15], scale = (max - min) / 15, zero = min
-    INPUT_INT8_SYM = 1     // q in [-128, 127], scale = absmax / 128
+    INPUT_INT8_SYM = 1,    // q in [-128, 127], scale = absmax / 128
+    // Engine kind only (never the kind of a call): the kind comes with each call (unit_call.kind,
+    // flexllm_schedule.h), uint4_asym or int8; int8 calls run as two 4-bit nibble passes on the same
+    // 4-bit MAC datapath (flexllm_linear.h). Codes are stored as int8_t (uint4 codes 0..15 fit).
+    INPUT_PER_CALL = 2
 };
 
 constexpr int ceil_div(int a, int b) { return (a + b - 1) / b; }
@@ -65,5 +69,23 @@ struct input_code<INPUT_INT8_SYM> {
     static constexpr int max_abs = 128;
     static constexpr bool has_zero = false;
 };
+
+// A per-call engine's code buffer holds either kind's codes; the bound is the wider (int8) one. Whether
+// a call adds the zero-point correction is the call's kind (call_has_zero).
+template <>
+struct input_code<INPUT_PER_CALL> {
+    typedef int8_t type;
+    static constexpr int lo = -128;
+    static constexpr int hi = 127;
+    static constexpr int max_abs = 128;
+    static constexpr bool has_zero = true;
+};
+
+// Whether a call of run-time kind `call_kind` on an engine of kind KIND has a zero point (uint4_asym).
+template <int KIND>
+inline bool call_has_zero(int call_kind) {
+#pragma HLS INLINE
+    return KIND == INPUT_PER_CALL ? call_kind == INPUT_UINT4_ASYM : input_code<KIND>::has_zero;
+}
 
 }  // namespace flexllm

@@ -4,6 +4,7 @@ of every module, layers/flexllm_counters.h) against the trip counts of the Pytho
 configurations (the SmolLM2 shapes: test_project_build's SmolLM2 test, through `verify`)."""
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -80,6 +81,12 @@ def test_linear_engine_trip_counts_by_hand():
                        weight_bits=4, input_kind="uint4_asym", ports=4)
     # 3 blocks of 4 rows: load 1 word per block; MACs 8 token blocks x 12 input blocks per block
     assert pre.mac_steps(32, 96, 12) == 1 + 3 * 96
+    # per-call engines: uint4 calls as on a uint4 engine, int8 calls two nibble passes on the MAC array only
+    dec_pc, pre_pc = replace(dec, input_kind="mixed"), replace(pre, input_kind="mixed")
+    assert dec_pc.iterations(1, 2048, 2048, "uint4_asym") == dec.iterations(1, 2048, 2048)
+    assert dec_pc.iterations(1, 2048, 2048, "int8") == dict(dec.iterations(1, 2048, 2048), linear_mac=2 * 128 * 16 * 2)
+    assert pre_pc.mac_steps(32, 96, 12, "int8") == 1 + 3 * 2 * 96
+    assert pre_pc.mac_steps(32, 96, 12, "uint4_asym") == pre.mac_steps(32, 96, 12)
 
 
 def test_attention_trip_counts_by_hand():

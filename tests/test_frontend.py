@@ -324,3 +324,25 @@ def test_check_fully_fused_accepts_fused_graph(exports):
     fused.graph.node[0].domain = ""
     with pytest.raises(UnsupportedNodeError, match=r"\(op Embedding\) is not a recognised Llama pattern"):
         check_fully_fused(fused)
+
+
+def test_clipped_and_overridden_quantizers_fuse_bit_exact(tmp_path):
+    """Quantization.InputClipRatios and InputQuantOverrides: the clipped uint4 quantizer (Mul(ReduceMax, r),
+    Mul(ReduceMin, r)) fuses into DynamicTokenQuant with clip = r, the int8 sites into int8 ones, each site
+    with its own kind and ratio; the fused graph executes bit for bit like the exported one."""
+    model = tiny_model("flexllm-w4a4", input_quant_overrides={"down_proj": "int8", "lm_head": "int8"},
+                       input_clip_ratios={"q_proj": 0.9, "gate_proj": 0.8})
+    info = export_stage(model, "prefill", tmp_path, text_tokens()[:64], seq_len=SEQ["prefill"], layers=1)
+    fused = fuse_llama(info["onnx"])
+    assert dict(collections.Counter(n.op_type for n in fused.graph.node)) == _expected_counts("flexllm-w4a4", 1)
+    quants = [n for n in fused.graph.node if n.op_type == "DynamicTokenQuant"]
+    attrs = [{a.name: helper.get_attribute_value(a) for a in n.attribute} for n in quants]
+    got = [(a["kind"].decode(), round(float(a.get("clip", 1.0)), 6)) for a in attrs]
+    # graph order: q/k/v input, o_proj input, gate/up input, down_proj input, LM head input
+    assert got == [("uint4_asym", 0.9), ("uint4_asym", 1.0), ("uint4_asym", 0.8), ("int8", 1.0), ("int8", 1.0)]
+    ref = dict(np.load(info["reference"]))
+    feed = {name: ref[name] for name in info["input_names"]}
+    out_orig = _execute(_raw_wrapper(info["onnx"]), feed)
+    out_fused = _execute(fused, feed)
+    for name in info["output_names"]:
+        assert np.array_equal(out_orig[name], out_fused[name]), name

@@ -676,6 +676,65 @@ def test_linear(csim, lanes, bits, kind, shape):
     assert_bits(y, y_ref, "linear output")
 
 
+def test_dsp_pack2_is_exact(csim):
+    """Two int4 x 4-bit products per DSP48E2 (flexllm_linear.h dsp_pack2_*) for every MAC operand of the
+    engines: uint4 codes 0..15 and the signed high nibbles -8..7 of int8 codes on a per-call engine. Every
+    product exhaustively, the extraction over the low field's whole range (|S_b| <= 8192 x 120) with the
+    high field at its ends (and the reverse), and 8192 accumulated extreme products."""
+    out = csim.run("ops", "dsp_pack2")
+    checked, bad = out.take(np.int64, 2)
+    out.done()
+    lim = 8192 * 120
+    assert checked == 24 * 16 * 16 + 7 * (2 * lim + 1) * 2 + 8 and bad == 0
+
+
+# (lanes id of tests/csim/drv_linear.cpp, n_tokens of its calls): a prefill-like tiled engine (fabric MACs),
+# the decode streaming engine (fabric MACs), the decode engine with DSP-packed nibbles, and the tiled engine
+# with DSP-packed nibbles on output lanes 0..3
+PER_CALL_ENGINES = [(2, 7), (4, 1), (5, 1), (6, 5)]
+# (kind, clip, d_in, d_out) of the calls of one schedule: uint4, int8, clipped uint4, int8 at the engine's
+# largest d_in (the packing bound), uint4 again after an int8 call (accumulator sets reset)
+PER_CALL_SCHEDULE = [(UINT4, 1.0, 160, 23), (INT8, 1.0, 96, 17), (UINT4, 0.9, 576, 13), (INT8, 1.0, 8192, 7),
+                     (UINT4, 0.75, 129, 12), (INT8, 1.0, 33, 6)]
+
+
+@pytest.mark.parametrize("engine", PER_CALL_ENGINES, ids=lambda e: f"L{e[0]}-n{e[1]}")
+def test_linear_per_call_kind_and_clip(csim, engine):
+    """ONE per-call engine (INPUT_PER_CALL) and ONE per-call quantizer run a schedule that mixes uint4, int8
+    (two nibble passes) and clipped uint4 calls: codes, scales, zeros, accumulators and outputs bit-exact
+    against the numpy golden (GoldenModel._quant_input / _linear_q with the site's kind and clip ratio)."""
+    lanes, n = engine
+    ports = LINEAR_LANES[lanes][3]
+    rng = rng_for("per_call", lanes)
+    items, refs = [len(PER_CALL_SCHEDULE)], []
+    for kind, clip, d_in, d_out in PER_CALL_SCHEDULE:
+        x = activations(rng, (n, d_in))
+        w = random_weights(rng, d_out, d_in, 4)
+        w_scale = (rng.uniform(0.5, 2.0, d_out) / (8 * math.sqrt(d_in))).astype(F32)
+        lp = LinearParams("lin", w, w_scale, 4).finalize(KIND_NAME[kind], clip)
+        q, sc, z = GoldenModel._quant_input(None, x, lp)
+        y = GoldenModel._linear_q(None, lp, q, sc, z, None, "lin")
+        refs.append((kind, q, sc, z, fp32.int_matmul(q, lp.wt, lp.acc_bound), y, x, clip))
+        items += [kind, F32(clip), n, d_in, d_out, 3, x, pack_weights_ports(w, 4, ports), lp.w_scale,
+                  lp.wsum if kind == UINT4 else np.zeros(d_out, F32)]
+    out = csim.run("linear", "schedule", lanes, *items)
+    for (kind, clip, d_in, d_out), (k, q_ref, s_ref, z_ref, acc_ref, y_ref, x, c) in zip(PER_CALL_SCHEDULE, refs):
+        what = f"{KIND_NAME[kind]} call (clip {clip}, {d_in} -> {d_out})"
+        q, sc, z = out.take(np.int8, (n, d_in)), out.take(F32, n), out.take(F32, n)
+        y, acc = out.take(F32, (n, d_out)), out.take(np.int32, (n, d_out))
+        assert_ints(q, q_ref, f"{what}: codes")
+        assert_bits(sc, s_ref, f"{what}: scale")
+        if kind == UINT4:
+            assert np.array_equal(z, z_ref), f"{what}: zero (= clip * min)"
+            assert_bits(z, _expected_min_max(x)[0] * F32(c), f"{what}: zero, C++ zero-sign rule")
+        else:
+            assert_bits(z, np.zeros(n, F32), f"{what}: zero")
+            assert (q < 0).any() and (q > 15).any(), f"{what}: codes outside the uint4 range (both nibbles used)"
+        assert_ints(acc, acc_ref, f"{what}: accumulators")
+        assert_bits(y, y_ref, f"{what}: output")
+    out.done()
+
+
 # ------------------------------------------------------------------------------------------------
 # attention
 # ------------------------------------------------------------------------------------------------

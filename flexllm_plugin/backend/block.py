@@ -25,7 +25,7 @@ LAYER_PARAMS = {
 # attributes that define the block's structure (must be equal in every layer)
 STRUCTURE = {
     "FlexRMSNorm": ("n_in", "eps"),
-    "FlexTokenQuant": ("n_in", "kind"),
+    "FlexTokenQuant": ("n_in", "kind", "clip"),
     "FlexQuantLinear": ("n_in", "n_out", "weight_bits", "input_kind"),
     "FlexAttention": ("heads", "kv_heads", "head_dim", "softmax_scale"),
     "FlexSwiGLU": ("n_in",), "FlexHadamard": ("n_in", "m"), "FlexResidualAdd": ("n_in",),

@@ -61,9 +61,11 @@ class FlexRMSNorm(FlexLayer):
 
 
 class FlexTokenQuant(FlexLayer):
-    """Per-token dynamic quantization of a linear input: codes plus one scale (and zero) per token."""
+    """Per-token dynamic quantization of a linear input: codes plus one scale (and zero) per token; ``clip``:
+    the clip ratio of a uint4_asym range (1: none)."""
 
-    _expected_attributes = [Attribute("n_in"), Attribute("kind", value_type=str)]
+    _expected_attributes = [Attribute("n_in"), Attribute("kind", value_type=str),
+                            Attribute("clip", value_type=float, default=1.0)]
 
     def initialize(self):
         kind = self.get_attr("kind")

@@ -85,8 +85,11 @@ def parse_token_quant(node, input_names, input_shapes, graph):
     if kind not in expected or (int(a.get("bit_width", 0)), int(a.get("signed", -1))) != expected[kind]:
         _fail(node, f"token quantization kind={kind!r} bit_width={a.get('bit_width')} signed={a.get('signed')} "
                     "is not one of the hardware kinds uint4_asym (4 bit unsigned) / int8 (8 bit signed)")
+    clip = float(a.get("clip", 1.0))
+    if not 0.0 < clip <= 1.0 or (clip != 1.0 and kind != "uint4_asym"):
+        _fail(node, f"token quantization clip ratio {clip} (need (0, 1], uint4_asym inputs only)")
     return _base(node, "FlexTokenQuant", [input_names[0]], n_tokens=int(np.prod(x[:-1])), n_in=int(x[-1]),
-                 kind=kind)
+                 kind=kind, clip=clip)
 
 
 def _producer(graph, name):

@@ -16,7 +16,7 @@ LOOP_FILL = 12
 class ElementwiseUnits:
     lanes: int
     quant_lanes: int              # the per-token quantizer's lanes (QUANT_LANES)
-    input_kind: str               # quantizer kind
+    input_kind: str               # quantizer kind: "uint4_asym" | "int8" | "mixed" (the kind comes with each call)
     hadamard_m: int = 1           # online Hadamard n = m * 2^k (0: none)
     hadamard_n: int = 0
     hadamard_lanes: int = 1
@@ -28,6 +28,8 @@ class ElementwiseUnits:
 
     def quant(self, rows: int, d: int) -> Counter:
         L = self.quant_lanes
+        if self.input_kind == "mixed":         # quantize_row_per_call: one min/max pass, one code loop, either kind
+            return Counter({"row_min_max": rows * ceil_div(d, L), "quant_codes": rows * ceil_div(d, L)})
         if self.input_kind == "uint4_asym":
             return Counter({"row_min_max": rows * ceil_div(d, L), "quant_uint4": rows * ceil_div(d, L)})
         return Counter({"row_absmax": rows * ceil_div(d, L), "quant_int8": rows * ceil_div(d, L)})
@@ -60,7 +62,11 @@ class ElementwiseUnits:
         L = self.lanes
         out = {
             "rmsnorm": FMUL * L + partials_resources(L) + FMUL * (2 * L) + FDIV + FSQRT + FADD + CONTROL * 3,
+            # per lane: x - off, * inv, round (+ the int8 / uint4 bound select of a per-call quantizer); per row:
+            # the clip ratio's two products, the scale's divide and 1 / s
             "token_quant": (minmax_resources(self.quant_lanes) + (FADD + FMUL + ROUND) * self.quant_lanes + FDIV * 2 + FADD
+                            + (FMUL * 2 if self.input_kind in ("uint4_asym", "mixed") else Resources())
+                            + (Resources(lut=24 * self.quant_lanes) if self.input_kind == "mixed" else Resources())
                             + CONTROL * 2),
             "swiglu": (EXP32 + FADD + FDIV + FMUL + FMUL) * L + CONTROL,
             "embedding": CONTROL,

@@ -12,8 +12,9 @@ def stage_description(hm) -> dict:
 
     cfg = hm.config.config["FlexLLM"]
     sched = {k: v for k, v in cfg["Schedule"].items()}
-    sched["block"] = [{k: c[k] for k in ("unit", "d_in", "d_out", "layer")} for c in sched["block"]]
-    sched["tail"] = [{k: c[k] for k in ("unit", "d_in", "d_out", "layer")} for c in sched["tail"]]
+    keep = ("unit", "d_in", "d_out", "kind", "clip", "layer")     # kind / clip: per call (per-call engines)
+    sched["block"] = [{k: c[k] for k in keep} for c in sched["block"]]
+    sched["tail"] = [{k: c[k] for k in keep} for c in sched["tail"]]
     return {"name": hm.config.get_project_name(), "schedule": sched, "n_layers": int(cfg.get("NumLayers") or 1),
             "lanes": stage_lanes(hm), "clock_mhz": round(1e3 / float(hm.config.get_config_value("ClockPeriod")), 3)}
 

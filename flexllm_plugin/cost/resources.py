@@ -58,6 +58,12 @@ INT8_PACK2 = Resources(dsp=1, lut=44, ff=60)      # two 8-bit products sharing a
                                                   # adder + the exact extraction of both (18-bit fields)
 INT4_MAC_LUT = Resources(lut=24, ff=12)           # int4 x uint4 product + its share of the adder tree (fabric)
 INT8_MAC_LUT = Resources(lut=70, ff=30)           # int4 x int8 product + adder tree share (fabric)
+# Per-call engines (int8 calls as two nibble passes): the MAC stays INT4_MAC_LUT -- an int4 x uint4 product is
+# already a signed 4 x 5-bit product, and a signed high nibble (-8..7) fits the same 5-bit operand -- plus:
+NIBBLE_OPERAND = Resources(lut=2)                 # per activation operand (shared by a token lane's output lanes):
+                                                  # low / high nibble select, zero / sign extension
+NIBBLE_ACC_SHIFT = Resources(lut=8)               # per fabric accumulator: the high pass adds 16 x its partial sum
+NIBBLE_ACC_SET = Resources(lut=48, ff=48)         # per DSP pair: a second 48-bit packed accumulator + its select
 DSP_PACK2_MAC = Resources(dsp=0.5, lut=6, ff=10)  # one of the two products of a packed DSP48E2 (cascade adds)
 ADDER_BIT = Resources(lut=1, ff=1)                # one bit of an integer adder / register
 

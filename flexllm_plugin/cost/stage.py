@@ -72,7 +72,7 @@ class StageModel:
         if u == "UNIT_QUANT":
             return self.units.quant(rows, c["d_in"])
         if u == "UNIT_LINEAR":
-            return Counter(self.engine.iterations(rows, c["d_in"], c["d_out"]))
+            return Counter(self.engine.iterations(rows, c["d_in"], c["d_out"], c.get("kind")))
         if u == "UNIT_ATTENTION":
             return self.attention.iterations(rows, position)
         if u == "UNIT_SWIGLU":
@@ -87,7 +87,7 @@ class StageModel:
             rows = 1 if tail else n_tokens
             u = c["unit"]
             if u == "UNIT_LINEAR":
-                out["linear"] += self.engine.cycles(rows, c["d_in"], c["d_out"], rate)
+                out["linear"] += self.engine.cycles(rows, c["d_in"], c["d_out"], rate, c.get("kind"))
             elif u == "UNIT_ATTENTION":
                 out["attention"] += self.attention.cycles(rows, position, rate) + SCALE_LOAD * (
                     self.attention.heads + self.attention.kv_heads)

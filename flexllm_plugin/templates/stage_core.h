@@ -113,7 +113,7 @@ PARAM_READER_STEPS:
 // The linear engine: MAC array -> epilogue -> distributor (DATAFLOW), called from ONE place below.
 static void linear_engine(const code_t codes[MAX_TOKENS][WIDTH], const float scale[MAX_TOKENS],
                           const float zero[MAX_TOKENS], hls::stream<flexllm::wide_word_t> w_streams[WEIGHT_PORTS],
-                          hls::stream<param_block_t> &param_stream, int n_tokens, int d_in, int d_out, int dest,
+                          hls::stream<param_block_t> &param_stream, int n_tokens, int d_in, int d_out, int dest, int kind,
                           float q[MAX_TOKENS][ROW], float k[MAX_TOKENS][ROW], float v[MAX_TOKENS][ROW],
                           float gate[MAX_TOKENS][WIDTH], float up[MAX_TOKENS][WIDTH], float h[MAX_TOKENS][WIDTH],
                           float logits[VOCAB]) {
@@ -122,8 +122,8 @@ static void linear_engine(const code_t codes[MAX_TOKENS][WIDTH], const float sca
     hls::stream<flexllm::linear_out_tile<ENGINE> > out_stream("out_stream");
 #pragma HLS STREAM variable = acc_stream depth = 2
 #pragma HLS STREAM variable = out_stream depth = 2
-    flexllm::linear_mac<ENGINE>(codes, w_streams, acc_stream, n_tokens, d_in, d_out);
-    flexllm::linear_epilogue<ENGINE>(acc_stream, param_stream, scale, zero, out_stream, n_tokens, d_out);
+    flexllm::linear_mac<ENGINE>(codes, w_streams, acc_stream, n_tokens, d_in, d_out, kind);
+    flexllm::linear_epilogue<ENGINE>(acc_stream, param_stream, scale, zero, out_stream, n_tokens, d_out, kind);
     flexllm::linear_distribute<ENGINE, ROW, WIDTH, VOCAB>(out_stream, dest, n_tokens, d_out, q, k, v, gate, up, h,
                                                           logits);
 }
@@ -164,12 +164,13 @@ STAGE_STEPS:
                 }
                 break;
             }
-            case flexllm::UNIT_QUANT:
-                flexllm::quantize_tokens<MAX_TOKENS, WIDTH, INPUT_KIND, QUANT_LANES>(x, rows, c.d_in, codes, tok_scale, tok_zero);
+            case flexllm::UNIT_QUANT:  // the call's kind and clip ratio (per site of the quantization spec)
+                flexllm::quantize_tokens<MAX_TOKENS, WIDTH, INPUT_KIND, QUANT_LANES>(x, rows, c.d_in, codes, tok_scale,
+                                                                                     tok_zero, c.clip, c.kind);
                 break;
-            case flexllm::UNIT_LINEAR:
-                linear_engine(codes, tok_scale, tok_zero, w_streams, param_stream, rows, c.d_in, c.d_out, c.flag, q, k,
-                              v, gate, up, h, logits);
+            case flexllm::UNIT_LINEAR:  // the call's kind: on a per-call engine (INPUT_PER_CALL) int8 = two nibble passes
+                linear_engine(codes, tok_scale, tok_zero, w_streams, param_stream, rows, c.d_in, c.d_out, c.flag, c.kind,
+                              q, k, v, gate, up, h, logits);
                 break;
             case flexllm::UNIT_ATTENTION:
                 load_attention_scales(fmem, lay, att_scales);

@@ -1,5 +1,6 @@
 // C-simulation driver for the linear engine (layers/flexllm_linear.h).
 // Usage: drv_linear linear <output file> < inputs
+//        drv_linear schedule <output file> < inputs   (a per-call engine, INPUT_PER_CALL, below)
 // stdin: lanes_id, ports, weight_bits, input_kind, n_tokens, d_in, d_out, w_off,
 //        q [n][d_in] (u8 for uint4, i8 for int8), scale [n], zero [n],
 //        packed weights [ports][slice_words * 64] (brevitas_models.packing.pack_weights_ports),
@@ -12,6 +13,7 @@
 
 #include "csim_io.h"
 #include "flexllm_linear.h"
+#include "flexllm_token_quant.h"
 #include "harness.h"
 
 using namespace flexllm;
@@ -93,6 +95,53 @@ uint8_t (&codes<INPUT_UINT4_ASYM>())[MAX_T][MAX_IN] { return q_u4; }
 template <>
 int8_t (&codes<INPUT_INT8_SYM>())[MAX_T][MAX_IN] { return q_i8; }
 
+float x_rows[MAX_T][MAX_IN];
+
+// A schedule of calls on ONE per-call engine (INPUT_PER_CALL, int4 weights) and ONE per-call quantizer, as a
+// kernel's compute core runs them: per call the quantizer (the call's kind and clip ratio) then the engine
+// (the call's kind: uint4 one pass, int8 two nibble passes). stdin: n_calls, then per call: kind, clip, n,
+// d_in, d_out, w_off, x [n][d_in] f32, packed weights [ports][slice * 64], w_scale [d_out], wsum [d_out].
+// out per call: codes [n][d_in] i8, scale [n], zero [n], y [n][d_out] f32, acc [n][d_out] i32.
+template <int ID>
+void run_schedule() {
+    constexpr int P = lanes<ID>::ports;
+    constexpr int QL = 4;  // quantizer lanes
+    typedef linear_config<max_tokens_of<ID>::value, MAX_IN, MAX_OUT, lanes<ID>::tp, lanes<ID>::bp, lanes<ID>::wp, 4,
+                          INPUT_PER_CALL, P, max_tokens_of<ID>::mac, max_tokens_of<ID>::dsp>
+        cfg;
+    const int n_calls = csim::read_int();
+    for (int call = 0; call < n_calls; ++call) {
+        const int kind = csim::read_int();
+        const float clip = csim::read_float();
+        const int n = csim::read_int(), d_in = csim::read_int(), d_out = csim::read_int(), w_off = csim::read_int();
+        csim::require(n >= 1 && n <= max_tokens_of<ID>::value && d_in >= 1 && d_in <= MAX_IN && d_out >= 1 &&
+                          d_out <= MAX_OUT && w_off >= 0 && (kind == INPUT_UINT4_ASYM || kind == INPUT_INT8_SYM),
+                      "schedule: call");
+        csim::read_rows(x_rows, n, d_in);
+        const long long slice = weight_slice_words(d_out, d_in, 4, P);
+        wide_word_t garbage = 0;
+        for (int b = 0; b < WORD_BYTES; ++b) garbage.range(8 * b + 7, 8 * b) = 0x5A ^ b;
+        std::vector<wide_word_t> mem[P];
+        const wide_word_t *w[P];
+        for (int p = 0; p < P; ++p) {
+            mem[p].assign((size_t)(w_off + slice + 1), garbage);
+            csim::read_words(mem[p].data() + w_off, (size_t)slice);
+            w[p] = mem[p].data();
+        }
+        std::vector<float> w_scale = csim::read_vec<float>(d_out), wsum = csim::read_vec<float>(d_out);
+        static float s_buf[MAX_T], z_buf[MAX_T];
+        quantize_tokens<MAX_T, MAX_IN, INPUT_PER_CALL, QL>(x_rows, n, d_in, q_i8, s_buf, z_buf, clip, kind);
+        csim::run_linear<cfg, MAX_OUT>(q_i8, s_buf, z_buf, w, w_off, w_scale.data(), wsum.data(), y, n, d_in, d_out,
+                                       kind);
+        csim::run_linear_int<cfg, MAX_OUT>(q_i8, w, w_off, acc, n, d_in, d_out, kind);
+        csim::write_rows(q_i8, n, d_in);
+        csim::write(s_buf, (size_t)n);
+        csim::write(z_buf, (size_t)n);
+        csim::write_rows(y, n, d_out);
+        csim::write_rows(acc, n, d_out);
+    }
+}
+
 template <int ID, int BITS, int KIND>
 void run(int n, int d_in, int d_out, int w_off) {
     constexpr int P = lanes<ID>::ports;
@@ -143,6 +192,16 @@ void dispatch(int ports, int bits, int kind, int n, int d_in, int d_out, int w_o
 
 int main(int argc, char **argv) {
     csim::open_output(argc, argv);
+    if (std::string(argv[1]) == "schedule") {
+        const int id = csim::read_int();
+        if (id == 2) run_schedule<2>();        // prefill-like tiled engine, fabric MACs
+        else if (id == 4) run_schedule<4>();   // decode streaming engine, fabric MACs
+        else if (id == 5) run_schedule<5>();   // decode streaming engine, DSP-packed nibbles
+        else if (id == 6) run_schedule<6>();   // tiled engine, DSP-packed nibbles on lanes 0..3
+        else csim::fail("schedule: lanes id");
+        std::fclose(csim::out_file());
+        return 0;
+    }
     csim::require(std::string(argv[1]) == "linear", "unknown op");
     const int id = csim::read_int(), ports = csim::read_int(), bits = csim::read_int(), kind = csim::read_int();
     const int n = csim::read_int(), d_in = csim::read_int(), d_out = csim::read_int(), w_off = csim::read_int();

@@ -449,6 +449,52 @@ void op_int8_pack2() {
     csim::write(out, 2);
 }
 
+// no input -> (checked, mismatches) of the linear engine's DSP packing (flexllm_linear.h dsp_pack2_*) for every
+// MAC operand x in [-8, 15] (uint4 codes and the signed high nibbles of int8 codes) and int4 w_a, w_b in [-8, 7]:
+// (1) every packed product equals (x w_a) << 21 + x w_b and unpacks to (x w_a, x w_b); (2) the extraction of
+// every accumulator (S_a << 21) + S_b with S_b over its whole range |S_b| <= 8192 x 120 (8192 products of at
+// most |15 x -8|) and S_a at the range's ends and around zero, and S_a over its whole range with S_b at its
+// ends; (3) 8192 accumulated copies of each extreme product, through the engine's own adder type.
+void op_dsp_pack2() {
+    long long checked = 0, bad = 0;
+    for (int x = -8; x <= 15; ++x)
+        for (int wa = -8; wa <= 7; ++wa)
+            for (int wb = -8; wb <= 7; ++wb) {
+                const dsp_acc_t p = dsp_pack2_product(x, wa, wb);
+                int a = 0, b = 0;
+                dsp_pack2_unpack(p, a, b);
+                const long long expect = (long long)(x * wa) * (1LL << DSP_PACK_SHIFT) + x * wb;
+                bad += (p.to_int64() != expect) + (a != x * wa) + (b != x * wb);
+                ++checked;
+            }
+    const int lim = 8192 * 120;
+    const int ends[] = {-lim, -lim + 1, -1, 0, 1, lim - 1, lim};
+    for (int e : ends)
+        for (int v = -lim; v <= lim; ++v) {
+            for (int swap = 0; swap < 2; ++swap) {
+                const int sa = swap ? v : e, sb = swap ? e : v;
+                const dsp_acc_t acc = (dsp_acc_t)sa * (dsp_acc_t)(1LL << DSP_PACK_SHIFT) + (dsp_acc_t)sb;
+                int a = 0, b = 0;
+                dsp_pack2_unpack(acc, a, b);
+                bad += (a != sa) + (b != sb);
+                ++checked;
+            }
+        }
+    const int xs[] = {-8, 15}, ws[] = {-8, 7};
+    for (int x : xs)
+        for (int wa : ws)
+            for (int wb : ws) {
+                dsp_acc_t acc = 0;
+                for (int i = 0; i < 8192; ++i) acc = acc + dsp_pack2_product(x, wa, wb);
+                int a = 0, b = 0;
+                dsp_pack2_unpack(acc, a, b);
+                bad += (a != 8192 * x * wa) + (b != 8192 * x * wb);
+                ++checked;
+            }
+    const long long out[2] = {checked, bad};
+    csim::write(out, 2);
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -470,6 +516,7 @@ int main(int argc, char **argv) {
     else if (op == "weights") op_weights();
     else if (op == "kv_cache") op_kv_cache();
     else if (op == "int8_pack2") op_int8_pack2();
+    else if (op == "dsp_pack2") op_dsp_pack2();
     else csim::fail("unknown op");
     std::fclose(csim::out_file());
     return 0;

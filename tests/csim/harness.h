@@ -116,25 +116,26 @@ void stream_weights(const flexllm::wide_word_t *const *w, long long w_off, int d
 template <class CFG, int W>
 void run_linear(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], const float *scale, const float *zero,
                 const flexllm::wide_word_t *const *w, long long w_off, const float *w_scale, const float *wsum,
-                float y[CFG::max_tokens][W], int n, int d_in, int d_out) {
+                float y[CFG::max_tokens][W], int n, int d_in, int d_out, int kind = CFG::input_kind) {
     hls::stream<flexllm::wide_word_t> ws[CFG::ports];
     hls::stream<flexllm::linear_param_block<CFG> > ps;
     hls::stream<flexllm::linear_acc_tile<CFG> > acc;
     hls::stream<flexllm::linear_out_tile<CFG> > out;
     stream_weights<CFG>(w, w_off, d_in, d_out, ws);
     stream_params<CFG>(w_scale, wsum, d_out, ps);
-    flexllm::linear_mac<CFG>(q, ws, acc, n, d_in, d_out);
-    flexllm::linear_epilogue<CFG>(acc, ps, scale, zero, out, n, d_out);
+    flexllm::linear_mac<CFG>(q, ws, acc, n, d_in, d_out, kind);
+    flexllm::linear_epilogue<CFG>(acc, ps, scale, zero, out, n, d_out, kind);
     linear_collect<CFG, W>(out, y, n, d_out);
 }
 
 template <class CFG, int W>
 void run_linear_int(const typename CFG::code_t q[CFG::max_tokens][CFG::max_in], const flexllm::wide_word_t *const *w,
-                    long long w_off, int32_t acc_out[CFG::max_tokens][W], int n, int d_in, int d_out) {
+                    long long w_off, int32_t acc_out[CFG::max_tokens][W], int n, int d_in, int d_out,
+                    int kind = CFG::input_kind) {
     hls::stream<flexllm::wide_word_t> ws[CFG::ports];
     hls::stream<flexllm::linear_acc_tile<CFG> > acc;
     stream_weights<CFG>(w, w_off, d_in, d_out, ws);
-    flexllm::linear_mac<CFG>(q, ws, acc, n, d_in, d_out);
+    flexllm::linear_mac<CFG>(q, ws, acc, n, d_in, d_out, kind);
     linear_write_acc<CFG, W>(acc, acc_out, n, d_out);
 }
 

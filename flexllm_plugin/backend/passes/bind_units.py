@@ -12,6 +12,11 @@ folded graph (``prologue | ONE decoder block | tail``, after ``fold_decoder_bloc
   token only);
 * every linear gets its destination role (``q``, ``k``, ``v``, ``gate``, ``up``, ``residual``, ``logits``)
   from the layer that consumes it;
+* every quantizer and linear call carries its input kind (``kind``: the quantization spec's kind of that
+  site, ``Quantization.InputQuantOverrides``) and every quantizer call its clip ratio (``clip``,
+  ``Quantization.InputClipRatios``); when the calls mix uint4_asym and int8 the ONE engine is a per-call
+  engine (``input_kind`` ``mixed`` = ``flexllm::INPUT_PER_CALL``: int8 calls as two nibble passes on the
+  4-bit datapath, ``layers/flexllm_linear.h``), never a second engine;
 * ``FlexLLM.Schedule`` records the block and tail order, the buffer geometry of the roles and the ONE
   engine configuration (maxima over every call, the stage's lanes).
 
@@ -56,11 +61,11 @@ class BindUnits(ModelOptimizerPass):
         if not tail_calls or tail_calls[-1]["unit"] != "UNIT_LINEAR" or tail_calls[-1]["flag"] != "DEST_LOGITS":
             raise ValueError("bind_units: the stage must end with the LM head (a linear on the last token)")
         for layer in linears:
-            for key in ("weight_bits", "input_kind"):
-                if layer.get_attr(key) != linears[0].get_attr(key):
-                    raise ValueError(f"bind_units: linear '{layer.name}' has {key} {layer.get_attr(key)!r}, the "
-                                     f"engine is built for {linears[0].get_attr(key)!r} ('{linears[0].name}'): one "
-                                     "engine per kernel serves every linear")
+            if layer.get_attr("weight_bits") != linears[0].get_attr("weight_bits"):
+                raise ValueError(f"bind_units: linear '{layer.name}' has weight_bits {layer.get_attr('weight_bits')!r}, "
+                                 f"the engine is built for {linears[0].get_attr('weight_bits')!r} ('{linears[0].name}'): "
+                                 "one engine per kernel serves every linear")
+        engine_kind = engine_input_kind(linears)
         attn = [layer for layer in block if layer.class_name == "FlexAttention"]
         if len(attn) != 1:
             raise ValueError(f"bind_units: the decoder block needs exactly one attention, found {len(attn)}")
@@ -79,13 +84,30 @@ class BindUnits(ModelOptimizerPass):
             "width": max(widths), "row": row, "vocab": int(linears[-1].get_attr("n_out")),
             "max_in": max(int(layer.get_attr("n_in")) for layer in linears),
             "max_out": max(int(layer.get_attr("n_out")) for layer in linears),
-            "weight_bits": int(linears[0].get_attr("weight_bits")), "input_kind": linears[0].get_attr("input_kind"),
+            "weight_bits": int(linears[0].get_attr("weight_bits")), "input_kind": engine_kind,
             "attention": a.name, "hadamard": had[0].name if had else None, "embedding": emb.name,
             "heads": int(a.get_attr("heads")), "kv_heads": int(a.get_attr("kv_heads")),
             "head_dim": int(a.get_attr("head_dim")),
             "hadamard_m": int(had[0].get_attr("m")) if had else 0, "hadamard_n": int(had[0].get_attr("n_in")) if had else 0,
         }
         return False
+
+
+MIXED = "mixed"        # engine input kind of a schedule that mixes uint4_asym and int8 calls (INPUT_PER_CALL)
+
+
+def engine_input_kind(linears) -> str:
+    """The input kind of the stage's ONE linear engine: the kind every linear reads, or ``mixed`` (the kind
+    comes with each call) when they differ; mixed kinds run on the int4 weight datapath only."""
+    kinds = {layer.get_attr("input_kind") for layer in linears}
+    if len(kinds) == 1:
+        return kinds.pop()
+    bits = int(linears[0].get_attr("weight_bits"))
+    if bits != 4:
+        names = ", ".join(f"'{layer.name}' {layer.get_attr('input_kind')}" for layer in linears)
+        raise ValueError(f"bind_units: linears with different input kinds ({names}) need int4 weights (the per-call "
+                         f"engine runs int8 calls as two nibble passes on the int4 datapath); the weights are int{bits}")
+    return MIXED
 
 
 def _bind(model, layer, residual: set, in_tail: bool):
@@ -108,7 +130,7 @@ def _bind(model, layer, residual: set, in_tail: bool):
     if cls not in UNIT_OF_CLASS:
         raise ValueError(f"bind_units: no hardware unit runs '{layer.name}' ({cls})")
     call = {"unit": UNIT_OF_CLASS[cls], "d_in": int(layer.get_attr("n_in") or 0), "d_out": 0, "flag": "0",
-            "w_off": (0, 0), "p_off": (0, 0), "eps": 0.0, "layer": layer.name}
+            "w_off": (0, 0), "p_off": (0, 0), "eps": 0.0, "kind": None, "clip": 1.0, "layer": layer.name}
     if cls == "FlexRMSNorm":
         if src is None or src.name not in residual:
             raise ValueError(f"bind_units: RMSNorm '{layer.name}' must read the residual stream (reads "
@@ -119,11 +141,18 @@ def _bind(model, layer, residual: set, in_tail: bool):
         if src is None or src.class_name not in WRITES_X:
             raise ValueError(f"bind_units: quantizer '{layer.name}' reads '{src.name if src else None}', which does "
                              "not write the activation buffer x")
+        clip = float(layer.get_attr("clip", 1.0))
+        if not 0.0 < clip <= 1.0 or (clip != 1.0 and layer.get_attr("kind") != "uint4_asym"):
+            raise ValueError(f"bind_units: quantizer '{layer.name}' has clip ratio {clip} (need (0, 1], uint4_asym only)")
+        call.update(kind=layer.get_attr("kind"), clip=clip)
     elif cls == "FlexQuantLinear":
         if src is None or src.class_name != "FlexTokenQuant":
             raise ValueError(f"bind_units: linear '{layer.name}' must read a per-token quantizer's codes")
+        if layer.get_attr("input_kind") != src.get_attr("kind"):
+            raise ValueError(f"bind_units: linear '{layer.name}' reads {layer.get_attr('input_kind')} codes, its quantizer "
+                             f"'{src.name}' writes {src.get_attr('kind')}")
         call.update(d_out=int(layer.get_attr("n_out")), w_off=layer.get_attr("w_off_pair"),
-                    p_off=layer.get_attr("p_off_pair"), flag=_dest(model, layer, in_tail))
+                    p_off=layer.get_attr("p_off_pair"), flag=_dest(model, layer, in_tail), kind=layer.get_attr("input_kind"))
     elif cls == "FlexSwiGLU":
         if {producer(model, n).class_name for n in layer.inputs} != {"FlexQuantLinear"}:
             raise ValueError(f"bind_units: SwiGLU '{layer.name}' must read the gate and up projections")

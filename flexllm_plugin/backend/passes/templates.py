@@ -16,7 +16,8 @@ from hls4ml.backends.template import LayerConfigTemplate
 from ...project.spec import DEFAULT_WEIGHT_PORTS, kv_lanes
 from ..layers import (FlexAttention, FlexHadamard, FlexQuantLinear, FlexRMSNorm, FlexSwiGLU, FlexTokenQuant)
 
-KIND_ENUM = {"uint4_asym": "flexllm::INPUT_UINT4_ASYM", "int8": "flexllm::INPUT_INT8_SYM"}
+KIND_ENUM = {"uint4_asym": "flexllm::INPUT_UINT4_ASYM", "int8": "flexllm::INPUT_INT8_SYM",
+             "mixed": "flexllm::INPUT_PER_CALL"}     # "mixed": the engine takes the kind with each call
 CODE_TYPE = {"uint4_asym": "uint8_t", "int8": "int8_t"}
 
 
@@ -92,11 +93,13 @@ def kv_lanes_of_config(model) -> int:
 
 
 def unit_call_initializer(call: dict) -> str:
-    """``{unit, d_in, d_out, flag, w_off, w_stride, p_off, p_stride, eps}`` of ``flexllm::unit_call``."""
+    """``{unit, d_in, d_out, flag, w_off, w_stride, p_off, p_stride, eps, kind, clip}`` of ``flexllm::unit_call``
+    (kind: the input kind of a quantizer / linear call, 0 for the other units; clip: the quantizer's clip ratio)."""
     flag = call["flag"] if call["flag"].isdigit() else f"flexllm::{call['flag']}"
     (w_off, w_stride), (p_off, p_stride) = call["w_off"], call["p_off"]
+    kind = KIND_ENUM[call["kind"]] if call.get("kind") else "0"
     return (f"{{flexllm::{call['unit']}, {call['d_in']}, {call['d_out']}, {flag}, {w_off}LL, {w_stride}LL, "
-            f"{p_off}LL, {p_stride}LL, {float(call['eps'])!r}f}}")
+            f"{p_off}LL, {p_stride}LL, {float(call['eps'])!r}f, {kind}, {float(call.get('clip', 1.0))!r}f}}")
 
 
 class _UnitCallTemplate(LayerConfigTemplate):
