@@ -70,6 +70,7 @@ def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
                           f"per-site clip ratios to the linear engine yet (layers/flexllm_token_quant.h "
                           f"implements them); ppl, export and the golden model do")
     arch = model_arch(cfg)
+    check_hmt_buildable(cfg.data, str(cfg.path) if cfg.path else "", arch.hidden_size)
     d = cfg["Decode"]
     positions = min(arch.max_position_embeddings, MAX_RUNTIME_POSITIONS)
     if d["MaxContext"] > positions:

@@ -27,7 +27,8 @@ from typing import Dict, List
 from .spec import Kernel, ProjectSpec
 
 # host-side value of each known scalar kernel argument (fields of the Scalars struct in host.cpp)
-SCALAR_ARGS = ("n_tokens", "first_token", "position", "n_new", "top_k", "inv_temperature", "seed")
+SCALAR_ARGS = ("n_tokens", "first_token", "position", "n_new", "top_k", "inv_temperature", "seed",
+               "n_summary", "hmt_segment", "hmt_push")
 SCALAR_CTYPES = ("int", "int32_t", "unsigned", "unsigned int", "uint32_t", "float")
 _PATH_RE = re.compile(r"^[A-Za-z0-9_./+\-]+$")
 
@@ -252,6 +253,9 @@ struct Scalars {
     int top_k = 1;
     float inv_temperature = 1.0f;
     unsigned seed = 0;
+    int n_summary = 0;    // HMT prefill: summary rows of the segment (0: none)
+    int hmt_segment = 0;  // HMT prefill: segment index n (memories pushed so far)
+    int hmt_push = 0;     // HMT prefill: store the trailing state as memory n
 };
 
 @@SETTERS@@
