@@ -1,0 +1,173 @@
+"""HMT in the generated project: a tiny HMT project (configs/tiny_hmt.yaml, seeded random HMT parameters)
+built and C-simulated over a prompt of more than 16 x its compiled context (34 segments through a KV
+cache of 32 positions) against the golden model's HMT path, bit for bit (every pushed memory and key,
+every token, the KV cache, the logits); the golden HMT path against the PyTorch HMT wrapper on the same
+quantized backbone; the basis fold of the hardware parameters against the float recall; the build's
+HMT limits."""
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from brevitas_models.hmt.golden_recall import memory_recall
+from brevitas_models.hmt.golden_segments import ROW_MEMORY, ROW_SUMMARY, segment_layouts
+from brevitas_models.hmt.hardware import HardwareHMTParams, hardware_params
+from brevitas_models.hmt.memory import HMTParams, recall
+from flexllm_plugin.config import ConfigError, load_config
+from flexllm_plugin.resources import config_path
+from tests.helpers import text_tokens, tiny_model, tiny_weights
+
+SENTENCE = "Assert statements are a convenient way to insert debugging assertions into a program. "
+
+
+def random_params(d=96, seed=0) -> HMTParams:
+    """Seeded random HMT parameters (not trained): W_q, W_k scaled so the recall's softmax is neither
+    uniform nor one-hot."""
+    g = torch.Generator().manual_seed(seed)
+    p = HMTParams(d)
+    with torch.no_grad():
+        p.summary_token.copy_(torch.randn(d, generator=g) * 0.05)
+        p.initial_memory.copy_(torch.randn(d, generator=g) * 0.05)
+        p.w_q.copy_(torch.randn(d, d, generator=g) * 4 / d ** 0.5)
+        p.w_k.copy_(torch.randn(d, d, generator=g) * 4 / d ** 0.5)
+    return p
+
+
+def write_hmt_config(tmp, **hmt_over):
+    from brevitas_models.hmt.train import save_checkpoint
+    cfg = load_config(config_path("tiny_hmt.yaml"))
+    ck = tmp / "hmt.pt"
+    save_checkpoint(ck, random_params(), cfg.hmt_spec(), {"source": "seeded random (tests/test_hmt_project.py)"})
+    data = yaml.safe_load(config_path("tiny_hmt.yaml").read_text())
+    data["HMT"].update({"Checkpoint": str(ck), **hmt_over})
+    path = tmp / "tiny_hmt.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def hmt_project(tmp_path_factory):
+    from flexllm_plugin.project.builder import build_project
+    tmp = tmp_path_factory.mktemp("hmt")
+    out = tmp / "tiny_hmt"
+    build_project(load_config(write_hmt_config(tmp)), out)
+    return out
+
+
+def test_long_prompt_through_segments_matches_the_golden_bit_for_bit(hmt_project):
+    from flexllm_plugin.project.verify import verify
+
+    prompt = SENTENCE * 7                                 # 602 byte tokens
+    r = verify(hmt_project, prompt, 8)
+    ctx = load_config(hmt_project / "flexllm_config.yaml")["Decode"]["MaxContext"]
+    assert r["prompt_tokens"] == len(prompt) >= 16 * ctx
+    assert r["segments"] == -(-len(prompt) // 18) >= 3
+    assert len(r["segment_memories_match"]) == r["segments"] - 1 and all(r["segment_memories_match"])
+    assert r["tokens_match"] and r["kv_cache_match"] and r["max_logit_rel_err"] == 0.0 and r["match"]
+    assert r["kv_positions"] <= ctx and len(r["csim_tokens"]) == 8
+
+
+@pytest.mark.slow
+def test_cli_verify_prompt_file_reports_segments(hmt_project, tmp_path):
+    import json
+    import subprocess
+    import sys
+    f = tmp_path / "long.txt"
+    f.write_text(SENTENCE)                                 # 86 tokens: 5 segments
+    r = subprocess.run([sys.executable, "-m", "flexllm_plugin.cli", "verify", str(hmt_project), "--prompt-file",
+                        str(f), "--max-new-tokens", "3", "--json", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["segments"] == 5 and out["match"]
+
+
+def test_golden_hmt_path_follows_the_pytorch_wrapper(monkeypatch):
+    """The golden HMT path (hardware basis, integer backbone) against HMTWrapper on the same quantized
+    Brevitas backbone (float basis, fake-quant): the same memories up to quantization noise."""
+    from brevitas_models.golden import GoldenModel
+    from brevitas_models.hmt.basis import BackboneBasis
+    from brevitas_models.hmt.golden_segments import GoldenHMT
+    from brevitas_models.hmt.memory import MemoryCache
+    from brevitas_models.hmt.spec import HMTSpec
+    from brevitas_models.hmt.wrapper import HMTWrapper
+
+    model = tiny_model("flexllm-w4a4").eval()
+    assert model.rotated                                   # the fold's hard case
+    norm = tiny_weights().state_dict["model.norm.weight"]
+    params = random_params()
+    spec = HMTSpec(segment_length=24, sensory_tokens=4, memory_slots=2)
+    ids = text_tokens()[: 4 * spec.block]
+    golden = GoldenModel.from_brevitas(model)
+    hw = hardware_params(params, model, norm)
+    pre = GoldenHMT(golden, hw, spec.segment_length, spec.sensory_tokens, spec.summary, spec.memory_slots).prefill(
+        ids.tolist())
+    wrapper = HMTWrapper(model, spec, params, final_norm_weight=norm)
+    memories = []
+    orig_push = MemoryCache.push
+
+    def record(cache, memory, w_k):
+        memories.append(memory.detach()[0].double().numpy())
+        return orig_push(cache, memory, w_k)
+    monkeypatch.setattr(MemoryCache, "push", record)
+    with torch.no_grad():
+        wrapper.run(ids[None])
+    basis = BackboneBasis(model, norm)
+    pushed = [r.memory for r in pre.segments if r.memory is not None]
+    assert len(pushed) == len(memories) == 3
+    for g, w in zip(pushed, memories):
+        g_float = basis.from_post_norm(torch.from_numpy(g).double()[None].float())[0].double().numpy()
+        cos = g_float @ w / np.linalg.norm(g_float) / np.linalg.norm(w)
+        assert cos > 0.98, cos
+    rows = [r.memory_row for r in pre.segments]
+    assert not np.array_equal(rows[1], rows[2])            # the recall moves with the memories
+
+
+@pytest.mark.parametrize("rotated", [False, True])
+def test_hardware_fold_equals_the_float_recall(rotated):
+    """W_q' = W_q G, W_k' = W_k G, W_p = R G (hardware basis) against the PyTorch recall in the float basis
+    followed by the backbone's input map (fp32 tolerance)."""
+    from brevitas_models.hmt.basis import BackboneBasis
+    from tests.helpers import tiny_float_model
+
+    model = tiny_float_model(rotated)
+    norm = tiny_weights().state_dict["model.norm.weight"]
+    params = random_params(seed=3)
+    hw = hardware_params(params, model, norm)
+    assert hw.rotated == rotated
+    back = HardwareHMTParams.from_image(hw.image(), 96, rotated)
+    assert np.array_equal(back.w_k, hw.w_k) and (back.w_p is None) == (not rotated)
+    basis = BackboneBasis(model, norm)
+    rng = np.random.default_rng(0)
+    u = rng.standard_normal((4, 96)).astype(np.float32)           # hardware states: S, then 3 memories
+    keys = np.stack([hw.w_k.astype(np.float64) @ m for m in u[1:]]).astype(np.float32)
+    got = memory_recall(hw.w_q, u[0], keys, u[1:], 3)
+    if rotated:
+        got = (hw.w_p.astype(np.float64) @ got).astype(np.float32)
+    f = basis.from_post_norm(torch.from_numpy(u))                 # float-basis S and memories
+    k_f = f[1:] @ params.w_k.detach().t()
+    p_float = recall(f[:1], k_f[None], f[1:][None], torch.ones(3, dtype=torch.bool), params.w_q.detach())
+    want = basis.to_model(p_float)[0].detach().numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    np.testing.assert_allclose(hw.summary_row, basis.to_model(params.summary_token.detach()[None])[0].numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_segment_layouts():
+    lay = segment_layouts(40, block=18, summary_tokens=9, sensory_tokens=4)
+    assert len(lay) == 3 and [x.push for x in lay] == [True, True, False]
+    assert lay[0].summary is None and lay[0].main == [ROW_MEMORY] + list(range(18)) + [ROW_MEMORY]
+    assert lay[1].summary == [ROW_SUMMARY] + list(range(18, 27)) + [ROW_SUMMARY]
+    assert lay[1].main == [ROW_MEMORY] + list(range(14, 18)) + list(range(18, 36)) + [ROW_MEMORY]
+    assert len(lay[1].main) == 24                                  # L = 2 + k + block
+    assert lay[2].summary == [ROW_SUMMARY, 36, 37, 38, 39, ROW_SUMMARY]     # a short last block
+    assert lay[2].main == [ROW_MEMORY] + list(range(32, 40))
+
+
+@pytest.mark.parametrize("over, key", [({"SegmentLength": 40}, "HMT.SegmentLength"),
+                                       ({"MemorySlots": 30000}, "HMT.MemorySlots")])
+def test_build_names_the_hmt_limit(tmp_path, over, key):
+    from flexllm_plugin.preflight import preflight
+    cfg = load_config(write_hmt_config(tmp_path, **over))
+    with pytest.raises(ConfigError, match=key):
+        preflight(cfg)
