@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from .host import buffers_table, host_source, kernel_roles
+from ..resources import data_dir
 from .manifest_check import CHECK_HEADER, HEADER_NAME
 from .spec import (DDR_BANK_BYTES, DDR_BANKS, HBM_CHANNEL_BYTES, HBM_CHANNELS, Kernel, ProjectSpec)
 
@@ -560,6 +561,7 @@ def vitis_files(spec: ProjectSpec) -> Dict[str, str]:
         files[f"vitis/link_{k.name}.cfg"] = link_cfg(spec, k)
     files["host/host.cpp"] = host_source(spec)
     files[f"host/{HEADER_NAME}"] = CHECK_HEADER
+    files["host/flexllm_hmt_host.h"] = (data_dir("layers") / "flexllm_hmt_host.h").read_text()
     files["host/buffers.txt"] = buffers_table(spec)
     files["Makefile"] = makefile(spec)
     files["README.md"] = readme(spec)
