@@ -72,6 +72,7 @@ def build_reference(cfg: FlexLLMConfig, log: Callable = _noop):
     return weights, model, golden
 
 
+HMT_MODELED_SEGMENTS = (4, 16, 64)     # long prompts priced in the project README (64: FlexLLM's maximum)
 HMT_RECALL_LANES = 16      # fp32 products per cycle of the HMT recall unit (one 512-bit HBM word of W_q / W_k)
 
 
@@ -401,6 +402,11 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
                                     "KVParallel": int(d["KVParallel"])}}} | ({"hmt": hmt} if hmt else {}),
         estimates=estimates(cfg, costs["models"], planned["buffers"]))
     spec.estimates["cost_model"] = costs["descriptions"]
+    if hmt:
+        from ..cost.memory_recall import hmt_long_prompt
+        spec.estimates["hmt_long_prompt"] = hmt_long_prompt(
+            costs["models"]["prefill"], hmt["segment_length"], hmt["block"], hmt["summary_tokens"], hmt["hidden"],
+            hmt["slots"], hmt["lanes"], HMT_MODELED_SEGMENTS)
     (root / "report").mkdir()
     (root / "report" / "estimates.json").write_text(json.dumps(spec.estimates, indent=1, sort_keys=True))
     (root / "csim").mkdir()
