@@ -11,10 +11,11 @@ A FlexLLM kernel calls each shared unit from ONE place (``layers/flexllm_schedul
 Lane counts are per stage, not per layer (one engine per kernel): :func:`linear_lanes_of_config`.
 """
 
-from hls4ml.backends.template import LayerConfigTemplate
+from hls4ml.backends.template import FunctionCallTemplate, LayerConfigTemplate
 
 from ...project.spec import DEFAULT_WEIGHT_PORTS, kv_lanes
-from ..layers import (FlexAttention, FlexHadamard, FlexQuantLinear, FlexRMSNorm, FlexSwiGLU, FlexTokenQuant)
+from ..layers import (FlexAttention, FlexHadamard, FlexMemoryRecall, FlexQuantLinear, FlexRMSNorm, FlexSwiGLU,
+                      FlexTokenQuant)
 
 KIND_ENUM = {"uint4_asym": "flexllm::INPUT_UINT4_ASYM", "int8": "flexllm::INPUT_INT8_SYM"}
 CODE_TYPE = {"uint4_asym": "uint8_t", "int8": "int8_t"}
@@ -136,8 +137,32 @@ class HadamardCallTemplate(_UnitCallTemplate):
     LAYER = FlexHadamard
 
 
+MEMORY_RECALL_CALL = ("flexllm::memory_recall<{slots}, {hidden}, {lanes}>({w_q}, {summary}, {keys}, {memories}, "
+                      "{filled}[0], {inv_sqrt_d}, {output});")
+
+
+class MemoryRecallFunctionTemplate(FunctionCallTemplate):
+    """The HMT recall's call of ``layers/flexllm_memory_recall.h`` (its own fp32 unit, not a schedule row):
+    W_q is the pointer ``<layer>_w_q`` (HBM in the kernel), 1 / sqrt(d) the contract's fp32 constant."""
+
+    def __init__(self):
+        super().__init__(FlexMemoryRecall, include_header=["flexllm/flexllm_memory_recall.h"])
+        self.template = MEMORY_RECALL_CALL
+
+    def format(self, node):
+        import math
+
+        import numpy as np
+        names = [node.get_input_variable(i).name for i in node.inputs]
+        inv = float(np.float32(1.0 / math.sqrt(node.get_attr("hidden"))))
+        return self.template.format(slots=node.get_attr("slots"), hidden=node.get_attr("hidden"),
+                                    lanes=node.get_attr("lanes"), w_q=f"{node.name}_w_q", summary=names[0],
+                                    keys=names[1], memories=names[2], filled=names[3], inv_sqrt_d=f"{inv.hex()}f",
+                                    output=node.get_output_variable().name)
+
+
 TEMPLATES = (RMSNormCallTemplate, TokenQuantCallTemplate, QuantLinearCallTemplate, AttentionCallTemplate,
-             SwiGLUCallTemplate, HadamardCallTemplate)
+             SwiGLUCallTemplate, HadamardCallTemplate, MemoryRecallFunctionTemplate)
 
 
 def register_templates(backend):
