@@ -66,6 +66,11 @@ def test_long_prompt_through_segments_matches_the_golden_bit_for_bit(hmt_project
     assert len(r["segment_memories_match"]) == r["segments"] - 1 and all(r["segment_memories_match"])
     assert r["tokens_match"] and r["kv_cache_match"] and r["max_logit_rel_err"] == 0.0 and r["match"]
     assert r["kv_positions"] <= ctx and len(r["csim_tokens"]) == 8
+    # the C simulation's loop counters over all segments == the cost model (passes + recall unit)
+    cyc = r["cycles"]["prefill"]
+    assert cyc["loops_differing"] == {} and cyc["counted"] == cyc["modeled"] > 0
+    readme = (hmt_project / "README.md").read_text()
+    assert "## HMT: long prompts with a bounded KV cache" in readme and "| 64 | 1152 |" in readme
 
 
 @pytest.mark.slow

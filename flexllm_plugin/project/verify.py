@@ -340,7 +340,9 @@ def verify_hmt(outdir: Path, spec: Dict, tokenizer, prompt: List[int], n_new: in
     errs = [rel(cs["prefill_logits"], ref_pre)] + ([rel(cs["decode_logits"], ref_last)] if n_new > 1 else [])
     tokens_match = cs["tokens"] == ref_tokens
     first_div = next((i for i, (a, b) in enumerate(zip(cs["tokens"], ref_tokens)) if a != b), None)
+    cycles = hmt_cycles_report(spec, cs.get("counters", {}), hmt.layouts(prompt))
     return {
+        "cycles": cycles,
         "match": bool(tokens_match and kv_equal and max(errs) == 0.0 and all(seg_match)),
         "tokens_match": bool(tokens_match), "kv_cache_match": bool(kv_equal),
         "segments": n_seg, "segment_memories_match": seg_match,
@@ -353,6 +355,39 @@ def verify_hmt(outdir: Path, spec: Dict, tokenizer, prompt: List[int], n_new: in
         "csim_kernel_ms": cs["timing"], "golden_seconds": round(t_golden, 3),
         "seconds": round(time.perf_counter() - t_start, 3),
     }
+
+
+def hmt_cycles_report(spec: Dict, counters: Dict, layouts) -> Dict:
+    """Counted vs modeled loop iterations of the HMT prefill over all segments: every pass priced by the
+    prefill cost model (``prefill_iterations`` of its rows), the recall and the key (and, rotated, the
+    W_p GEMV) by ``MemoryRecallUnit`` (flexllm_plugin/cost/memory_recall.py)."""
+    from collections import Counter
+
+    from ..cost.memory_recall import MemoryRecallUnit
+    from ..cost.of_model import model_of_description
+
+    descs = spec.get("estimates", {}).get("cost_model")
+    counted = counters.get("prefill")
+    if not descs or counted is None:
+        return {}
+    h = spec["model"]["hmt"]
+    pre = model_of_description(descs["prefill"])
+    unit = MemoryRecallUnit(h["hidden"], h["slots"], h["lanes"])
+    modeled = Counter()
+    for n, lay in enumerate(layouts):
+        if lay.summary is not None:
+            modeled += Counter(pre.prefill_iterations(len(lay.summary))) - Counter(pre.sampler.greedy())   # samples once per call
+            modeled += unit.recall_iterations(min(n, h["slots"]))
+            if h["rotated"]:
+                modeled += unit.key_iterations()         # W_p mix: one more d x d GEMV
+        modeled += Counter(pre.prefill_iterations(len(lay.main)))
+        if lay.push:
+            modeled += unit.key_iterations()
+    diff = {k: {"counted": counted.get(k, 0), "modeled": modeled.get(k, 0)}
+            for k in sorted(set(counted) | set(modeled)) if counted.get(k, 0) != modeled.get(k, 0)}
+    return {"prefill": {"unit": "pipelined-loop iterations (II = 1: cycles) of all segments, concurrent tasks summed",
+                        "counted": int(sum(counted.values())), "modeled": int(sum(modeled.values())),
+                        "loops_differing": diff}}
 
 
 def cycles_report(spec: Dict, counters: Dict, n_prompt: int, n_new: int) -> Dict:
