@@ -56,6 +56,11 @@ class MemoryRecallUnit:
         """One segment of HMT: the recall over ``filled`` memories and the key of the new memory."""
         return self.recall_cycles(filled) + self.key_cycles()
 
+    def ring_cycles(self, filled: int) -> int:
+        """The HMT kernel's data movement per segment (II = 1, one fp32 per cycle): the T row, the filled
+        slots of the ring (memories and keys in parallel) from HBM into URAM, the new memory and key back."""
+        return 3 * self.hidden + filled * self.hidden + 3 * LOOP_FILL
+
     def weight_bytes_per_segment(self) -> int:
         """W_q and W_k (fp32, streamed from HBM) read once each per segment."""
         return 2 * self.hidden * self.hidden * 4
@@ -81,7 +86,7 @@ def hmt_long_prompt(prefill, segment_length: int, block: int, summary_tokens: in
     unit = MemoryRecallUnit(hidden, slots, lanes)
     rows = []
     for s in segments:
-        recall_s = sum(unit.segment_cycles(min(n, slots)) for n in range(1, s)) / f
+        recall_s = sum(unit.segment_cycles(min(n, slots)) + unit.ring_cycles(min(n, slots)) for n in range(1, s)) / f
         hmt_s = s * main_s + (s - 1) * summary_s + recall_s
         tokens = s * block
         full_s = sum(prefill.prefill_cycles(tokens).values()) / f
