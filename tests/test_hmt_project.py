@@ -176,3 +176,57 @@ def test_build_names_the_hmt_limit(tmp_path, over, key):
     cfg = load_config(write_hmt_config(tmp_path, **over))
     with pytest.raises(ConfigError, match=key):
         preflight(cfg)
+
+
+def test_host_drives_the_segments_on_the_fake_runtime(hmt_project, tmp_path):
+    """host/host.cpp of the HMT project, built by its Makefile against tests/xrt_stub: one prefill run per
+    segment with that segment's rows and scalars (n_tokens, n_summary, hmt_segment, hmt_push), the memory
+    ring bound to the same bo in every run, then decode from the last segment's position."""
+    import json
+    import os
+    import shutil
+    import struct
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("g++") is None or shutil.which("make") is None:
+        pytest.skip("needs g++ and make")
+    from brevitas_models.hmt.golden_segments import segment_layouts
+    stub = Path(__file__).resolve().parent / "xrt_stub"
+    xrt = tmp_path / "xrt"
+    (xrt / "lib").mkdir(parents=True)
+    (xrt / "include").symlink_to(stub)
+    subprocess.run(["g++", "-std=c++17", "-O0", "-c", f"-I{stub}", str(stub / "xrt_stub.cpp"), "-o",
+                    str(xrt / "stub.o")], check=True)
+    subprocess.run(["ar", "rcs", str(xrt / "lib" / "libxrt_coreutil.a"), str(xrt / "stub.o")], check=True)
+    make = subprocess.run(["make", "host", f"XILINX_XRT={xrt}", "HOST_CXXFLAGS=-std=c++17 -O0 -Wall -Wextra -Werror"],
+                          cwd=hmt_project, capture_output=True, text=True, timeout=300)
+    assert make.returncode == 0, make.stdout + make.stderr
+    info = json.loads((hmt_project / "flexllm_build.json").read_text())["project"]
+    pre, dec = info["kernels"]
+    arg = {k["name"]: {p["name"]: i for i, p in enumerate(k["ports"])} for k in (pre, dec)}
+    for stage in ("prefill", "decode"):
+        (tmp_path / f"{stage}.xclbin").write_bytes(b"xclbin2\0")
+    prompt = list(range(3, 43))                        # 40 tokens: 3 segments of 18-token blocks
+    log = tmp_path / "xrt.log"
+    env = dict(os.environ, XRT_STUB_WRITES=f"{pre['name']}:{arg[pre['name']]['next_token']}:5",
+               XRT_STUB_LOG=str(log))
+    r = subprocess.run([str(hmt_project / "build" / "host"), str(tmp_path / "prefill.xclbin"),
+                        str(tmp_path / "decode.xclbin"), str(hmt_project), "--tokens", " ".join(map(str, prompt)),
+                        "--max-new-tokens", "3"], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = [line.split() for line in log.read_text().splitlines()]
+    layouts = segment_layouts(len(prompt), 18, 9, 4, prompt)
+    assert f"HMT: 3 segments, KV cache of {len(layouts[-1].main)} positions" in r.stdout     # [P, 4 sensory, 4]
+    assert [l[1] for l in lines if l[0] == "start"] == [pre["name"]] * 3 + [dec["name"]]
+
+    def scalars(kernel, name):       # the value of one scalar argument at every set_arg, in order
+        return [struct.unpack("<i", bytes.fromhex(l[5]))[0] for l in lines
+                if l[0] == "set_arg" and l[1] == kernel and int(l[2]) == arg[kernel][name]]
+    assert scalars(pre["name"], "n_tokens") == [len(x.main) for x in layouts]
+    assert scalars(pre["name"], "n_summary") == [len(x.summary or []) for x in layouts]
+    assert scalars(pre["name"], "hmt_segment") == [0, 1, 2]
+    assert scalars(pre["name"], "hmt_push") == [1, 1, 0]
+    assert scalars(dec["name"], "position") == [len(layouts[-1].main)]
+    rings = {l[4] for l in lines if l[0] == "set_arg" and l[1] == pre["name"] and int(l[2]) == arg[pre["name"]]["hmt_ring"]}
+    assert len(rings) == 1                             # the memory ring stays on the card between segments
