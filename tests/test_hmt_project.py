@@ -85,6 +85,10 @@ def test_cli_verify_prompt_file_reports_segments(hmt_project, tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["segments"] == 5 and out["match"]
+    r = subprocess.run([sys.executable, "-m", "flexllm_plugin.cli", "verify", str(hmt_project), "--prompt-file",
+                        str(f), "--max-new-tokens", "3", "--quiet"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("MATCH") and "HMT: 5 segments of 18 tokens, memories equal: 4/4" in r.stdout
 
 
 def test_golden_hmt_path_follows_the_pytorch_wrapper(monkeypatch):
