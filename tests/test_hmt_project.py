@@ -73,6 +73,28 @@ def test_long_prompt_through_segments_matches_the_golden_bit_for_bit(hmt_project
     assert "## HMT: long prompts with a bounded KV cache" in readme and "| 64 | 1152 |" in readme
 
 
+def test_the_kernel_recall_comes_through_qonnx_and_hls4ml(hmt_project):
+    """The project keeps the QONNX memory graph (qonnx/hmt/model.onnx, the hardware W_q' / W_k'); qonnx
+    executes it like the golden recall on the project's parameter image, and the prefill kernel's recall is
+    the call the hls4ml FlexMemoryRecall layer's template writes."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from brevitas_models.hmt.golden_recall import memory_key
+    model = ModelWrapper(str(hmt_project / "qonnx" / "hmt" / "model.onnx"))
+    hw = HardwareHMTParams.from_image(np.fromfile(hmt_project / "weights" / "hmt_params.bin", dtype=np.float32),
+                                      96, True)
+    rng = np.random.default_rng(1)
+    mems = rng.standard_normal((2, 96)).astype(np.float32)
+    keys = np.stack([memory_key(hw.w_k, m) for m in mems])
+    s = rng.standard_normal(96).astype(np.float32)
+    out = execute_onnx(model, {"summary": s[None], "keys": keys, "memories": mems,
+                               "filled": np.array([2], dtype=np.int64), "new_memory": mems[:1]})
+    assert out["recalled"][0].view(np.uint32).tolist() == memory_recall(hw.w_q, s, keys, mems, 2).view(np.uint32).tolist()
+    kernel = (hmt_project / "firmware" / "tiny_hmt_prefill.cpp").read_text()
+    assert "flexllm::memory_recall<2, 96, 16>(hmt_params + HMT_WQ_OFF, state, ring_key, ring_mem, filled, " in kernel
+
+
 @pytest.mark.slow
 def test_cli_verify_prompt_file_reports_segments(hmt_project, tmp_path):
     import json

@@ -80,13 +80,12 @@ def hmt_description(cfg: FlexLLMConfig, golden) -> Optional[Dict]:
     """The HMT sizes of the project (spec.model["hmt"]) and its kernel constants; None without HMT."""
     if not cfg["HMT"]["Enabled"]:
         return None
-    from brevitas_models.hmt.golden_recall import inv_sqrt
     h = cfg.hmt_spec()
     hw = golden.hmt
     return {"segment_length": h.segment_length, "block": h.block, "summary_tokens": h.summary,
             "sensory_tokens": h.sensory_tokens, "slots": h.memory_slots, "hidden": golden.hidden_size,
             "rotated": hw.rotated, "lanes": HMT_RECALL_LANES, "offsets": hw.offsets(),
-            "inv_sqrt_d": float(inv_sqrt(golden.hidden_size)), "params_file": "weights/hmt_params.bin"}
+            "params_file": "weights/hmt_params.bin"}
 
 
 def check_sizes(cfg: FlexLLMConfig, golden) -> None:
@@ -330,7 +329,8 @@ def tokenizer_file(tokenizer, vocab_size: int) -> bytes:
 
 
 # ---- 4. project files ------------------------------------------------------------------------------
-def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Dict, root: Path) -> ProjectSpec:
+def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Dict, root: Path,
+                  workdir: Optional[Path] = None) -> ProjectSpec:
     costs = cost_models(cfg, stages)
     from ..backend.memory import ALIGN_BYTES
     from ..resources import data_dir
@@ -346,6 +346,10 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
         shutil.copyfile(header, fw / "flexllm" / header.name)
     ports = int(d["BP"])
     hmt = hmt_description(cfg, golden)
+    kernel_hmt = None
+    if hmt:                  # the recall's call: QONNX memory graph -> hls4ml FlexMemoryRecall -> its template
+        from .hmt_recall import kernel_recall_call
+        kernel_hmt = dict(hmt, recall_call=kernel_recall_call(golden.hmt, hmt["slots"], workdir))
     kernels = []
     for stage, make, port_fn in (("prefill", prefill_kernel, prefill_ports), ("decode", decode_kernel, decode_ports)):
         hm = stages[stage]
@@ -353,7 +357,7 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
             (fw / fname).write_text(text)
         src = f"firmware/{name}_{stage}.cpp"
         sizes = {b.name: b.bytes for b in planned["buffers"]}
-        extra = {"hmt": hmt} if stage == "prefill" and hmt else {}
+        extra = {"hmt": kernel_hmt} if stage == "prefill" and hmt else {}
         (root / src).write_text(make(hm, f"{name}_{stage}", planned["fmem"][stage], planned["lmem"][stage], sizes,
                                      **extra))
         n_kv = sum(1 for b in planned["buffers"] if b.name.startswith("kv_p"))
@@ -453,7 +457,7 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
         t_convert = time.perf_counter()
         plans = {s: hm.config.config["FlexLLM"]["MemoryPlan"] for s, hm in stages.items()}
         planned = plan_buffers(cfg, golden, plans)
-        spec = write_project(cfg, weights, golden, stages, planned, tmp)
+        spec = write_project(cfg, weights, golden, stages, planned, tmp, Path(work))
         save_tokenizer(tmp, weights.tokenizer)
         write_sha256sums(tmp, planned["buffers"])    # `sha256sum -c`, flexllm::check_sha256sums
         save_graphs(tmp, Path(work))

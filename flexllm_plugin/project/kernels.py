@@ -196,7 +196,6 @@ def hmt_constants(hmt) -> List[str]:
     off = hmt["offsets"]
     lines = [f"static const int HMT_SLOTS = {hmt['slots']};  // N: memories in the ring",
              f"static const int HMT_LANES = {hmt['lanes']};  // fp32 products per cycle of the recall unit",
-             f"static const float HMT_INV_SQRT_D = {float(hmt['inv_sqrt_d']).hex()}f;  // f32(1 / sqrt(HIDDEN))",
              f"static const long long HMT_T_OFF = {off['summary_row']}, HMT_P0_OFF = {off['initial_row']};",
              f"static const long long HMT_WQ_OFF = {off['w_q']}, HMT_WK_OFF = {off['w_k']};"]
     if hmt["rotated"]:
@@ -237,8 +236,8 @@ def hmt_prefill_kernel(model, name, fmem_buffer, lmem_buffer, buffer_bytes, hmt)
         "            ring_mem[e] = hmt_ring[e];",
         "            ring_key[e] = hmt_ring[HMT_SLOTS * HIDDEN + e];",
         "        }",
-        "        flexllm::memory_recall<HMT_SLOTS, HIDDEN, HMT_LANES>(hmt_params + HMT_WQ_OFF, state, ring_key, ring_mem,",
-        "                                                            filled, HMT_INV_SQRT_D, mix);",
+        "        // the MemoryRecall layer (QONNX qonnx/hmt/model.onnx -> hls4ml FlexMemoryRecall -> its template)",
+        "        " + hmt["recall_call"],
         project_row,
         "    } else {",
         "    HMT_INITIAL_ROW:",

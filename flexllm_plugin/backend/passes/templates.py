@@ -138,27 +138,31 @@ class HadamardCallTemplate(_UnitCallTemplate):
 
 
 MEMORY_RECALL_CALL = ("flexllm::memory_recall<{slots}, {hidden}, {lanes}>({w_q}, {summary}, {keys}, {memories}, "
-                      "{filled}[0], {inv_sqrt_d}, {output});")
+                      "{filled}, {inv_sqrt_d}, {output});")
 
 
 class MemoryRecallFunctionTemplate(FunctionCallTemplate):
-    """The HMT recall's call of ``layers/flexllm_memory_recall.h`` (its own fp32 unit, not a schedule row):
-    W_q is the pointer ``<layer>_w_q`` (HBM in the kernel), 1 / sqrt(d) the contract's fp32 constant."""
+    """The HMT recall's call of ``layers/flexllm_memory_recall.h`` (its own fp32 unit, not a schedule row).
+    :meth:`format` binds the layer's graph variables (W_q as the pointer ``<layer>_w_q``); :meth:`call`
+    binds C++ expressions of the caller (the HMT prefill kernel: W_q in HBM, the ring in URAM)."""
 
     def __init__(self):
         super().__init__(FlexMemoryRecall, include_header=["flexllm/flexllm_memory_recall.h"])
         self.template = MEMORY_RECALL_CALL
 
-    def format(self, node):
+    def call(self, node, w_q: str, summary: str, keys: str, memories: str, filled: str, output: str) -> str:
         import math
 
         import numpy as np
-        names = [node.get_input_variable(i).name for i in node.inputs]
-        inv = float(np.float32(1.0 / math.sqrt(node.get_attr("hidden"))))
+        inv = float(np.float32(1.0 / math.sqrt(node.get_attr("hidden"))))      # f32(1 / sqrt(d)), the contract's
         return self.template.format(slots=node.get_attr("slots"), hidden=node.get_attr("hidden"),
-                                    lanes=node.get_attr("lanes"), w_q=f"{node.name}_w_q", summary=names[0],
-                                    keys=names[1], memories=names[2], filled=names[3], inv_sqrt_d=f"{inv.hex()}f",
-                                    output=node.get_output_variable().name)
+                                    lanes=node.get_attr("lanes"), w_q=w_q, summary=summary, keys=keys,
+                                    memories=memories, filled=filled, inv_sqrt_d=f"{inv.hex()}f", output=output)
+
+    def format(self, node):
+        names = [node.get_input_variable(i).name for i in node.inputs]
+        return self.call(node, f"{node.name}_w_q", names[0], names[1], names[2], f"{names[3]}[0]",
+                         node.get_output_variable().name)
 
 
 TEMPLATES = (RMSNormCallTemplate, TokenQuantCallTemplate, QuantLinearCallTemplate, AttentionCallTemplate,
