@@ -15,7 +15,6 @@ import sys
 def main(argv=None):
     from flexllm_plugin.config import load_config
     from flexllm_plugin.cost.from_config import models_of_config
-    from flexllm_plugin.cost.memory_recall import MemoryRecallUnit
     from flexllm_plugin.preflight import model_arch
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -27,20 +26,14 @@ def main(argv=None):
     hmt = cfg.hmt_spec()
     arch = model_arch(cfg)
     prefill = models_of_config(cfg, arch, cfg.quant_spec())["prefill"]
+    from flexllm_plugin.cost.memory_recall import hmt_long_prompt
     f = prefill.clock_mhz * 1e6
     summary_s = sum(prefill.prefill_cycles(hmt.summary + 2).values()) / f
     main_s = sum(prefill.prefill_cycles(hmt.segment_length).values()) / f
-    unit = MemoryRecallUnit(arch.hidden_size, hmt.memory_slots, args.recall_lanes)
-    rows = []
-    for s in args.segments:
-        recall_s = sum(unit.segment_cycles(min(n, hmt.memory_slots)) for n in range(1, s)) / f
-        hmt_s = s * main_s + (s - 1) * summary_s + recall_s
-        tokens = s * hmt.block
-        full_s = sum(prefill.prefill_cycles(tokens).values()) / f
-        rows.append({"segments": s, "prompt_tokens": tokens, "hmt_s": round(hmt_s, 3),
-                     "hmt_recall_s": round(recall_s, 6), "full_attention_s": round(full_s, 3),
-                     "speedup": round(full_s / hmt_s, 2)})
-        print(rows[-1], file=sys.stderr, flush=True)
+    rows = hmt_long_prompt(prefill, hmt.segment_length, hmt.block, hmt.summary, arch.hidden_size, hmt.memory_slots,
+                           args.recall_lanes, args.segments)
+    for r in rows:
+        print(r, file=sys.stderr, flush=True)
     print("| segments | prompt tokens | HMT prefill s | of which recall s | full attention s | speedup |")
     print("|---|---|---|---|---|---|")
     for r in rows:

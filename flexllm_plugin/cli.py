@@ -223,14 +223,23 @@ def cmd_build(args) -> dict:
     return build_project(cfg, args.out, log=_log(args.quiet), force=args.force)
 
 
+def _prompt_text(args) -> str:
+    if args.prompt_file is None:
+        return args.prompt
+    try:
+        return args.prompt_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"--prompt-file {args.prompt_file}: {e}") from None
+
+
 def cmd_verify(args) -> dict:
     from .project.verify import verify
-    return verify(args.outdir, args.prompt, args.max_new_tokens, log=_log(args.quiet))
+    return verify(args.outdir, _prompt_text(args), args.max_new_tokens, log=_log(args.quiet))
 
 
 def cmd_generate(args) -> dict:
     from .project.verify import generate
-    return generate(args.outdir, args.prompt, args.max_new_tokens, args.top_k, args.temperature, args.seed,
+    return generate(args.outdir, _prompt_text(args), args.max_new_tokens, args.top_k, args.temperature, args.seed,
                     log=_log(args.quiet))
 
 
@@ -350,7 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  ("generate", cmd_generate, "print the text the C simulation generates")):
         sp = sub.add_parser(name, parents=[out_opts], help=helptext)
         sp.add_argument("outdir", type=Path, help="a project directory written by flexllm build")
-        sp.add_argument("--prompt", required=True, help="prompt text")
+        src = sp.add_mutually_exclusive_group(required=True)
+        src.add_argument("--prompt", help="prompt text")
+        src.add_argument("--prompt-file", type=Path, help="file holding the prompt text (UTF-8; long prompts of "
+                         "an HMT project)")
         sp.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
         if name == "generate":
             sp.add_argument("--top-k", type=int, default=None,

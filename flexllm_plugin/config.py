@@ -290,13 +290,29 @@ def hmt_spec_of(section: Dict[str, Any], source: str = "", **switches):
         raise ConfigError(f"{e}{' in ' + source if source else ''}") from None
 
 
-def check_hmt_buildable(data: Dict[str, Any], source: str = "") -> None:
-    """HMT runs in PyTorch (flexllm hmt-train, flexllm ppl --long) but not yet in the generated project."""
-    if data["HMT"]["Enabled"]:
-        raise ConfigError(f"HMT.Enabled{' in ' + source if source else ''}: HMT (hierarchical memory "
-                          "transformer) is not implemented yet in the generated project (flexllm build); set "
-                          "HMT.Enabled: false or remove the HMT section (flexllm hmt-train and flexllm ppl --long "
-                          "run it in PyTorch)")
+HMT_MAX_RING_BYTES = 16 * 2 ** 20     # memories + keys in URAM (the U280 has 960 x 36 KB = 33.75 MB of URAM)
+
+
+def check_hmt_buildable(data: Dict[str, Any], source: str = "", hidden_size: Optional[int] = None) -> None:
+    """The limits of HMT in the generated project (flexllm build): one segment's main pass is one prefill
+    of SegmentLength rows (<= Prefill.MaxSeqLen), decode continues from the last main pass's KV cache
+    (SegmentLength <= Decode.MaxContext), and the ring of memories and keys fits its URAM budget."""
+    h = data["HMT"]
+    if not h["Enabled"]:
+        return
+    where = f" in {source}" if source else ""
+    spec = hmt_spec_of(h, source)
+    p, d = data["Prefill"], data["Decode"]
+    if spec.segment_length > p["MaxSeqLen"]:
+        raise ConfigError(f"HMT.SegmentLength {spec.segment_length}{where} exceeds Prefill.MaxSeqLen {p['MaxSeqLen']}: "
+                          "the main pass [P_n, sensory, block, P_n] is one prefill of SegmentLength rows")
+    if spec.segment_length > d["MaxContext"]:
+        raise ConfigError(f"HMT.SegmentLength {spec.segment_length}{where} exceeds Decode.MaxContext {d['MaxContext']}: "
+                          "decode continues from the last segment's KV cache (up to SegmentLength - 1 positions)")
+    if hidden_size is not None and 2 * spec.memory_slots * hidden_size * 4 > HMT_MAX_RING_BYTES:
+        raise ConfigError(f"HMT.MemorySlots {spec.memory_slots}{where}: the ring of memories and keys "
+                          f"(2 x {spec.memory_slots} x {hidden_size} fp32) exceeds its "
+                          f"{HMT_MAX_RING_BYTES // 2 ** 20} MB URAM budget")
 
 
 def parse_config(data: Dict[str, Any], source: str = "") -> FlexLLMConfig:

@@ -66,6 +66,7 @@ def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
                           f"(the linear engine runs int8 calls as two nibble passes of its int4 datapath); the preset "
                           f"{spec.name!r} has {spec.weight_bits}-bit weights")
     arch = model_arch(cfg)
+    check_hmt_buildable(cfg.data, str(cfg.path) if cfg.path else "", arch.hidden_size)
     d = cfg["Decode"]
     positions = min(arch.max_position_embeddings, MAX_RUNTIME_POSITIONS)
     if d["MaxContext"] > positions:

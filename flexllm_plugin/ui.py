@@ -81,9 +81,14 @@ def _verify(r):
              f"max logit rel. error: {r['max_logit_rel_err']:.3g}"]
     if r["first_divergence"] is not None:
         lines.append(f"  first divergence at new token {r['first_divergence']}")
-    lines += [f"  Brevitas agreement (teacher-forced greedy): {r['brevitas_agreement']:.3f}   "
-              f"noise floor (Brevitas vs itself, embeddings +-1 ulp): {r['brevitas_noise_floor']:.3f}",
-              ]
+    if "segments" in r:          # HMT: the prompt as segments, every pushed memory compared
+        mems = r["segment_memories_match"]
+        lines.append(f"  HMT: {r['segments']} segments of {r['block']} tokens, memories equal: {sum(mems)}/{len(mems)}, "
+                     f"KV cache of {r['kv_positions']} positions (the prompt is {r['prompt_to_compiled_context']}x "
+                     "the compiled context)")
+    else:
+        lines += [f"  Brevitas agreement (teacher-forced greedy): {r['brevitas_agreement']:.3f}   "
+                  f"noise floor (Brevitas vs itself, embeddings +-1 ulp): {r['brevitas_noise_floor']:.3f}"]
     if r.get("golden_brevitas_ppl_ratio") is not None:
         lines.append(f"  prompt perplexity: golden {r['golden_prompt_ppl']:.3f}, Brevitas {r['brevitas_prompt_ppl']:.3f} "
                      f"(ratio {r['golden_brevitas_ppl_ratio']:.4f})")

@@ -62,9 +62,11 @@ def test_shipped_hmt_config():
     assert (spec.segment_length, spec.block, spec.summary, spec.sensory_tokens) == (256, 222, 111, 32)
 
 
-def test_build_with_hmt_enabled_is_not_implemented_yet(tmp_path, capsys):
+def test_build_with_hmt_needs_trained_parameters(tmp_path, capsys):
     rc = main(["build", str(_cfg(tmp_path)), "--out", str(tmp_path / "prj"), "--quiet"])
-    assert rc == 2 and "HMT.Enabled" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert rc == 2 and "HMT.Checkpoint" in err and "flexllm hmt-train" in err
+    assert not (tmp_path / "prj").exists()
 
 
 def test_text_output_for_people(tmp_path, capsys, monkeypatch):

@@ -178,7 +178,8 @@ def test_files_written_and_deterministic(project, tmp_path):
     spec, root, written = project
     assert written == [f"hls/{NAME}_prefill.tcl", f"hls/{NAME}_decode.tcl", f"vitis/link_{NAME}_prefill.cfg",
                        f"vitis/link_{NAME}_decode.cfg",
-                       "host/host.cpp", "host/flexllm_manifest_check.h", "host/buffers.txt", "Makefile", "README.md"]
+                       "host/host.cpp", "host/flexllm_manifest_check.h", "host/flexllm_hmt_host.h", "host/buffers.txt",
+                       "Makefile", "README.md"]
     again = write_vitis_files(make_spec(), tmp_path)
     assert again == written
     for rel in written:

@@ -45,7 +45,8 @@ BAD = [
      "Model.Architecture.rope_theta .*finite"),
     ({"Part": "xcvu9p-flga2104-2L-e"}, "Part 'xcvu9p-flga2104-2L-e' .*is not the part of Board 'u280' "
                                        r"\(xcu280-fsvh2892-2L-e, platform xilinx_u280"),
-    ({"HMT": {"Enabled": True}}, "HMT.Enabled .*not implemented yet"),
+    ({"HMT": {"Enabled": True}}, "HMT.SegmentLength 1024 .*exceeds Prefill.MaxSeqLen 64"),
+    ({"HMT": {"Enabled": True, "SegmentLength": 48, "MemorySlots": 30000}}, "HMT.MemorySlots 30000 .*URAM budget"),
     ({"Decode": {"BP": 31}}, r"Decode.BP 31 .*31 weight ports \+ 2 parameter channels = 33 "
                              r"HBM channels, the U280 has 32; use Decode.BP <= 30"),
     ({"Decode": {"BP": 1}}, r"Decode.BP 1 .*at least 2 weight ports"),

@@ -6,5 +6,9 @@
 * :mod:`.wrapper`: segment layout, summary and main passes around the unchanged backbone;
 * :mod:`.train`: training of the memory parameters with the backbone frozen, and its checkpoint cache;
 * :mod:`.long_context`: long-context perplexity of independent segments, sensory tokens, HMT and a
-  sliding window.
+  sliding window;
+* :mod:`.golden_recall`, :mod:`.golden_segments`: the bit-true golden of the recall and of a long prompt's
+  segments through the quantized backbone (the generated project's HMT path);
+* :mod:`.hardware`: the parameters as the hardware holds them (basis fold, fp32 image);
+* :mod:`.export`: QONNX of the recall (fused ``MemoryRecall`` node) and of the key projection.
 """

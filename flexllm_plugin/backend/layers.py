@@ -161,6 +161,24 @@ class FlexLastToken(FlexLayer):
         self._out((1, self.get_attr("n_in")))
 
 
+class FlexMemoryRecall(FlexLayer):
+    """HMT memory recall (layers/flexllm_memory_recall.h): inputs summary [1, d], keys and memories [N, d],
+    filled (slots 0 .. filled-1 hold memories); W_q [d, d] fp32 (streamed from HBM in the kernel); output
+    P [1, d] = softmax((W_q S) . K / sqrt(d), empty slots masked) M, the fp32 contract."""
+
+    _expected_attributes = [Attribute("slots"), Attribute("hidden"), Attribute("w_q", value_type=np.ndarray),
+                            Attribute("lanes")]
+
+    def initialize(self):
+        lanes = self.get_attr("lanes")
+        if lanes < 1 or lanes > 16 or 128 % lanes:
+            raise ValueError(f"layer {self.name}: memory recall lanes must divide 128 and be <= 16, got {lanes}")
+        d = self.get_attr("hidden")
+        if self.get_attr("w_q").shape != (d, d):
+            raise ValueError(f"layer {self.name}: W_q shape {self.get_attr('w_q').shape} != ({d}, {d})")
+        self._out((1, d))
+
+
 LAYER_CLASSES = {cls.__name__: cls for cls in (FlexEmbedding, FlexRMSNorm, FlexTokenQuant, FlexQuantLinear,
                                                FlexSplitHeads, FlexRoPE, FlexAttention, FlexSwiGLU, FlexHadamard,
-                                               FlexResidualAdd, FlexLastToken)}
+                                               FlexResidualAdd, FlexLastToken, FlexMemoryRecall)}

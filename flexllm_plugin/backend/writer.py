@@ -77,7 +77,7 @@ def stage_constants(model) -> dict:
         "KV_LANES": kv_lanes_of_config(model),
         "KV_PORTS": 2 * kv_lanes_of_config(model),
         "KV_ROW_WORDS": -(-int(attn.get_attr("head_dim")) // 64),
-    }
+    } | ({"VECTOR_ROWS": int(cfg["VectorRows"])} if cfg.get("VectorRows") else {})
 
 
 def port_list(model, prefix="w") -> str:
@@ -202,12 +202,34 @@ def _storage_pragmas(model) -> List[str]:
     return ["    " + line for line in out]
 
 
+def _vector_row_parts(rows: int) -> dict:
+    """The stage core's optional vector rows (HMT, VectorRows > 0): input ids -1 - r select the fp32 row r
+    of ``vec_rows`` instead of the embedding table, and a tail pass leaves the final-RMSNorm output of
+    the last position in ``state`` (the HMT state S_n / M_n)."""
+    if rows <= 0:
+        return {"vector_row_params": "", "vector_row_args": "", "state_copy": "",
+                "embedding_call": "    flexllm::embedding<MAX_TOKENS, WIDTH>(embed + EMBED_OFF, ids, n_tokens, HIDDEN, h);"}
+    return {"vector_row_params": ",\n                         const float vec_rows[VECTOR_ROWS][WIDTH], float state[WIDTH]",
+            "vector_row_args": ", vec_rows, state",
+            "embedding_call": "    flexllm::embedding_or_rows<MAX_TOKENS, WIDTH, VECTOR_ROWS>(embed + EMBED_OFF, ids, n_tokens, "
+                              "HIDDEN, vec_rows, h);",
+            "state_copy": "    // the tail's final-RMSNorm output of the last position (x[0]): the HMT state\n"
+                          "    if (with_tail) {\n"
+                          "    STATE_OUT:\n"
+                          "        for (int c = 0; c < HIDDEN; ++c) {\n"
+                          "#pragma HLS PIPELINE II = 1\n"
+                          "            state[c] = x[0][c];\n"
+                          "        }\n"
+                          "    }\n"}
+
+
 def core_header(model) -> str:
     stage = model.config.get_project_name()
     n = weight_ports(model)
     reads, writes = kv_port_names(model)
     text = (template_dir() / "stage_core.h").read_text()
-    return string.Template(text).substitute(
+    rows = int(model.config.config["FlexLLM"].get("VectorRows") or 0)
+    return string.Template(text).substitute(**_vector_row_parts(rows),
         stage=stage, ns=namespace(model), buffer_pragmas="\n".join(_storage_pragmas(model)),
         weight_port_params=weight_port_params(model), kv_port_params=kv_port_params(model),
         weight_reader_calls="\n".join(f"    weight_reader<{i}>(w{i}, with_tail, w_streams[{i}]);" for i in range(n)),

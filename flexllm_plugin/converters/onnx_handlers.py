@@ -192,6 +192,25 @@ def parse_last_token(node, input_names, input_shapes, graph):
     return _base(node, "FlexLastToken", [input_names[0]], n_tokens=int(x[-2]), n_in=int(x[-1]))
 
 
+MEMORY_RECALL_LANES = 16     # fp32 products per cycle: one 512-bit HBM word of W_q
+
+
+def parse_memory_recall(node, input_names, input_shapes, graph):
+    """HMT ``MemoryRecall(summary, w_q, keys, memories, filled)``: W_q a constant [d, d]; keys and memories
+    [N, d] (the ring); summary [1, d]."""
+    w_q = _init(graph, node.input[1], node).astype(np.float32)
+    keys = _need_shape(graph, node, node.input[2])
+    mems = _need_shape(graph, node, node.input[3])
+    summary = _need_shape(graph, node, node.input[0])
+    d = int(w_q.shape[0])
+    if w_q.shape != (d, d) or list(keys) != list(mems) or keys[-1] != d or summary[-1] != d:
+        _fail(node, f"W_q {list(w_q.shape)}, keys {keys}, memories {mems}, summary {summary}: need [d, d], "
+                    "[N, d], [N, d], [1, d]")
+    dynamic = [input_names[i] for i in (0, 2, 3, 4)]
+    return _base(node, "FlexMemoryRecall", dynamic, n_tokens=1, slots=int(keys[0]), hidden=d, w_q=w_q,
+                 lanes=MEMORY_RECALL_LANES)
+
+
 ONNX_HANDLERS = {
     "Embedding": parse_embedding,
     "RMSNorm": parse_rmsnorm,
@@ -204,4 +223,5 @@ ONNX_HANDLERS = {
     "OnlineHadamard": parse_hadamard,
     "ResidualAdd": _elementwise("FlexResidualAdd"),
     "LastToken": parse_last_token,
+    "MemoryRecall": parse_memory_recall,
 }

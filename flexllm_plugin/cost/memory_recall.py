@@ -56,6 +56,11 @@ class MemoryRecallUnit:
         """One segment of HMT: the recall over ``filled`` memories and the key of the new memory."""
         return self.recall_cycles(filled) + self.key_cycles()
 
+    def ring_cycles(self, filled: int) -> int:
+        """The HMT kernel's data movement per segment (II = 1, one fp32 per cycle): the T row, the filled
+        slots of the ring (memories and keys in parallel) from HBM into URAM, the new memory and key back."""
+        return 3 * self.hidden + filled * self.hidden + 3 * LOOP_FILL
+
     def weight_bytes_per_segment(self) -> int:
         """W_q and W_k (fp32, streamed from HBM) read once each per segment."""
         return 2 * self.hidden * self.hidden * 4
@@ -65,3 +70,28 @@ class MemoryRecallUnit:
         ring = memory(ceil_div(self.slots * self.hidden, L), 32, banks=L, impl="uram") * 2   # memories + keys
         return (FMUL * L + partials_resources(L) + FMUL + minmax_resources(1) + EXP32 + FADD + FDIV
                 + (FMUL + FADD) * L + ring + CONTROL * 4)
+
+
+def hmt_long_prompt(prefill, segment_length: int, block: int, summary_tokens: int, hidden: int, slots: int,
+                    lanes: int, segments=(4, 16, 64)) -> list:
+    """Modeled prefill seconds of a prompt of ``s`` whole segment blocks (``s`` in ``segments``) with HMT
+    (per segment: the main pass of L rows, from the second on the summary pass of j + 2 rows and the recall
+    plus the key on the fp32 GEMV unit) against full attention over the whole prompt in one prefill.
+    ``prefill``: the prefill stage's cost model (``prefill_cycles``; it prices the LM head in every pass,
+    which the summary pass does not need: the HMT figures are upper bounds). The KV cache HMT needs is
+    L positions whatever the prompt length."""
+    f = prefill.clock_mhz * 1e6
+    summary_s = sum(prefill.prefill_cycles(summary_tokens + 2).values()) / f
+    main_s = sum(prefill.prefill_cycles(segment_length).values()) / f
+    unit = MemoryRecallUnit(hidden, slots, lanes)
+    rows = []
+    for s in segments:
+        recall_s = sum(unit.segment_cycles(min(n, slots)) + unit.ring_cycles(min(n, slots)) for n in range(1, s)) / f
+        hmt_s = s * main_s + (s - 1) * summary_s + recall_s
+        tokens = s * block
+        full_s = sum(prefill.prefill_cycles(tokens).values()) / f
+        rows.append({"segments": s, "prompt_tokens": tokens, "hmt_s": round(hmt_s, 4),
+                     "hmt_recall_s": round(recall_s, 6), "full_attention_s": round(full_s, 4),
+                     "speedup": round(full_s / hmt_s, 2), "kv_positions_hmt": segment_length,
+                     "kv_positions_full": tokens})
+    return rows

@@ -53,6 +53,12 @@ def build_reference(cfg: FlexLLMConfig, log: Callable = _noop):
     from brevitas_models.golden import GoldenModel
 
     weights = cfg.load_weights()
+    hmt_params = None
+    if cfg["HMT"]["Enabled"]:
+        from brevitas_models.hmt.backbone import hmt_backbone_weights
+        from ..cli import _hmt_params
+        hmt_params, _ = _hmt_params(cfg, weights, cfg.hmt_spec(), weights.arch.hidden_size, log)
+        weights = hmt_backbone_weights(weights, hmt_params)
     spec = cfg.quant_spec()
     model = build_model(weights, spec, log=log, cache_dir=default_cache_dir())
     model.eval()
@@ -60,7 +66,26 @@ def build_reference(cfg: FlexLLMConfig, log: Callable = _noop):
         golden = GoldenModel.from_brevitas(model)
     except ValueError as e:
         raise ConfigError(f"Quantization.Preset {spec.name!r} cannot run on the FlexLLM hardware: {e}") from None
+    if hmt_params is not None:
+        from brevitas_models.hmt.hardware import hardware_params
+        golden.hmt = hardware_params(hmt_params, model, weights.state_dict.get("model.norm.weight"))
     return weights, model, golden
+
+
+HMT_MODELED_SEGMENTS = (4, 16, 64)     # long prompts priced in the project README (64: FlexLLM's maximum)
+HMT_RECALL_LANES = 16      # fp32 products per cycle of the HMT recall unit (one 512-bit HBM word of W_q / W_k)
+
+
+def hmt_description(cfg: FlexLLMConfig, golden) -> Optional[Dict]:
+    """The HMT sizes of the project (spec.model["hmt"]) and its kernel constants; None without HMT."""
+    if not cfg["HMT"]["Enabled"]:
+        return None
+    h = cfg.hmt_spec()
+    hw = golden.hmt
+    return {"segment_length": h.segment_length, "block": h.block, "summary_tokens": h.summary,
+            "sensory_tokens": h.sensory_tokens, "slots": h.memory_slots, "hidden": golden.hidden_size,
+            "rotated": hw.rotated, "lanes": HMT_RECALL_LANES, "offsets": hw.offsets(),
+            "params_file": "weights/hmt_params.bin"}
 
 
 def check_sizes(cfg: FlexLLMConfig, golden) -> None:
@@ -79,6 +104,8 @@ def stage_options(cfg: FlexLLMConfig, golden, stage: str) -> Dict:
             "RopeTables": (golden.rope_cos[:ctx], golden.rope_sin[:ctx]),
             "HeadLanes": int(d["HP"]), "KeyLanes": int(d["KVParallel"]),
             "QuantLanes": int((p if stage == "prefill" else d)["QuantLanes"])}
+    if stage == "prefill" and cfg["HMT"]["Enabled"]:
+        opts["VectorRows"] = 2         # HMT: T and P_n as input rows, the last position's state out
     if stage == "prefill":
         opts.update({"TokenLanes": int(p["TP"]), "PrefillOutLanes": int(d["BP"]), "PrefillInLanes": int(p["WP"]),
                      "MacImpl": "MAC_DSP_PACK2" if p["DSPLanes"] else "MAC_LUT", "DSPLanes": int(p["DSPLanes"])})
@@ -184,8 +211,17 @@ def plan_buffers(cfg: FlexLLMConfig, golden, plans: Dict) -> Dict:
     for i in range(2 * lanes):
         buffers.append(Buffer(kv_buffer(i), f"HBM[{i}]", kv_bytes))
     buffers.append(Buffer("embed", "DDR[0]", int(images["embed"].nbytes), "weights/embed.bin"))
+    prompt_rows = int(cfg["Prefill"]["MaxSeqLen"])
+    if cfg["HMT"]["Enabled"]:
+        # HMT: the parameter image and the ring of memories + keys beside the prefill's fp32 parameters
+        images["hmt_params"] = golden.hmt.image()
+        hmt_mem = next(b.memory for b in buffers if b.name == fmem["prefill"])
+        buffers.append(Buffer("hmt_params", hmt_mem, int(images["hmt_params"].nbytes), "weights/hmt_params.bin"))
+        h = cfg.hmt_spec()
+        buffers.append(Buffer("hmt_ring", hmt_mem, 2 * h.memory_slots * golden.hidden_size * 4))
+        prompt_rows += h.summary + 2              # one segment's summary rows and main rows
     vocab = golden.vocab_size
-    io = [("prompt_tokens", 4 * int(cfg["Prefill"]["MaxSeqLen"])), ("first_token", 64),
+    io = [("prompt_tokens", 4 * prompt_rows), ("first_token", 64),
           ("prefill_logits", 4 * vocab), ("out_tokens", 4 * int(d["MaxNewTokens"])), ("decode_logits", 4 * vocab)]
     buffers += [Buffer(n, "DDR[1]", b) for n, b in io]
     for b in buffers:
@@ -293,7 +329,8 @@ def tokenizer_file(tokenizer, vocab_size: int) -> bytes:
 
 
 # ---- 4. project files ------------------------------------------------------------------------------
-def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Dict, root: Path) -> ProjectSpec:
+def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Dict, root: Path,
+                  workdir: Optional[Path] = None) -> ProjectSpec:
     costs = cost_models(cfg, stages)
     from ..backend.memory import ALIGN_BYTES
     from ..resources import data_dir
@@ -308,6 +345,11 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
     for header in sorted(data_dir("layers").glob("*.h")):
         shutil.copyfile(header, fw / "flexllm" / header.name)
     ports = int(d["BP"])
+    hmt = hmt_description(cfg, golden)
+    kernel_hmt = None
+    if hmt:                  # the recall's call: QONNX memory graph -> hls4ml FlexMemoryRecall -> its template
+        from .hmt_recall import kernel_recall_call
+        kernel_hmt = dict(hmt, recall_call=kernel_recall_call(golden.hmt, hmt["slots"], workdir))
     kernels = []
     for stage, make, port_fn in (("prefill", prefill_kernel, prefill_ports), ("decode", decode_kernel, decode_ports)):
         hm = stages[stage]
@@ -315,9 +357,12 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
             (fw / fname).write_text(text)
         src = f"firmware/{name}_{stage}.cpp"
         sizes = {b.name: b.bytes for b in planned["buffers"]}
-        (root / src).write_text(make(hm, f"{name}_{stage}", planned["fmem"][stage], planned["lmem"][stage], sizes))
+        extra = {"hmt": kernel_hmt} if stage == "prefill" and hmt else {}
+        (root / src).write_text(make(hm, f"{name}_{stage}", planned["fmem"][stage], planned["lmem"][stage], sizes,
+                                     **extra))
         n_kv = sum(1 for b in planned["buffers"] if b.name.startswith("kv_p"))
-        kernel_ports = port_fn(ports, n_kv, planned["fmem"][stage], planned["lmem"][stage])
+        kernel_ports = port_fn(ports, n_kv, planned["fmem"][stage], planned["lmem"][stage],
+                               **({"hmt": True} if extra else {}))
         mem_of = {b.name: b.memory for b in planned["buffers"]}
         for port in kernel_ports:
             if port.kind == "m_axi":
@@ -358,9 +403,14 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
                "clock_mhz": round(1e3 / float(cfg["ClockPeriod"]), 3),
                "lanes": {"prefill": {"TP": int(p["TP"]), "WP": int(p["WP"]), "ports": ports},
                          "decode": {"BP": ports, "WP": int(d["WP"]), "HP": int(d["HP"]),
-                                    "KVParallel": int(d["KVParallel"])}}},
+                                    "KVParallel": int(d["KVParallel"])}}} | ({"hmt": hmt} if hmt else {}),
         estimates=estimates(cfg, costs["models"], planned["buffers"]))
     spec.estimates["cost_model"] = costs["descriptions"]
+    if hmt:
+        from ..cost.memory_recall import hmt_long_prompt
+        spec.estimates["hmt_long_prompt"] = hmt_long_prompt(
+            costs["models"]["prefill"], hmt["segment_length"], hmt["block"], hmt["summary_tokens"], hmt["hidden"],
+            hmt["slots"], hmt["lanes"], HMT_MODELED_SEGMENTS)
     (root / "report").mkdir()
     (root / "report" / "estimates.json").write_text(json.dumps(spec.estimates, indent=1, sort_keys=True))
     (root / "csim").mkdir()
@@ -407,7 +457,7 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
         t_convert = time.perf_counter()
         plans = {s: hm.config.config["FlexLLM"]["MemoryPlan"] for s, hm in stages.items()}
         planned = plan_buffers(cfg, golden, plans)
-        spec = write_project(cfg, weights, golden, stages, planned, tmp)
+        spec = write_project(cfg, weights, golden, stages, planned, tmp, Path(work))
         save_tokenizer(tmp, weights.tokenizer)
         write_sha256sums(tmp, planned["buffers"])    # `sha256sum -c`, flexllm::check_sha256sums
         save_graphs(tmp, Path(work))

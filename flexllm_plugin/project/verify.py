@@ -103,6 +103,8 @@ def run_testbench(outdir: Path, exe: Path, prompt: List[int], n_new: int, top_k:
                 "decode_logits": np.fromfile(tmp / "decode_logits.bin", dtype=np.float32),
                 "k_cache": np.fromfile(tmp / "k_cache.bin", dtype=np.int8),
                 "v_cache": np.fromfile(tmp / "v_cache.bin", dtype=np.int8),
+                "hmt_memories": (np.fromfile(tmp / "hmt_memories.bin", dtype=np.float32)
+                                 if (tmp / "hmt_memories.bin").is_file() else None),
                 "timing": timing, "seconds": wall}
 
 
@@ -222,6 +224,8 @@ def verify(outdir, prompt_text: str, max_new_tokens: int, log=lambda m: None) ->
     m = spec["model"]
     tokenizer = load_tokenizer(outdir)
     prompt = list(tokenizer.encode(prompt_text, add_special_tokens=False))
+    if m.get("hmt"):
+        return verify_hmt(outdir, spec, tokenizer, prompt, max_new_tokens, log, t_start)
     _check_request(m, len(prompt), max_new_tokens)
     model, golden = load_reference(outdir)
     cs = _csim(outdir, spec["name"], prompt, max_new_tokens, log)
@@ -268,6 +272,122 @@ def verify(outdir, prompt_text: str, max_new_tokens: int, log=lambda m: None) ->
         "cycles": cycles_report(spec, cs.get("counters", {}), len(prompt), max_new_tokens),
         "seconds": round(time.perf_counter() - t_start, 3),
     }
+
+
+def _check_hmt_request(model: Dict, prompt: List[int], n_new: int) -> int:
+    """The decode position after the prompt's last segment (checked against the compiled sizes)."""
+    from brevitas_models.hmt.golden_segments import segment_layouts
+    h = model["hmt"]
+    if not prompt:
+        raise ProjectError("the prompt is empty")
+    if not 1 <= n_new <= model["max_new_tokens"]:
+        raise ProjectError(f"--max-new-tokens {n_new} outside 1..{model['max_new_tokens']} (Decode.MaxNewTokens)")
+    position = len(segment_layouts(len(prompt), h["block"], h["summary_tokens"], h["sensory_tokens"])[-1].main)
+    if position + n_new > model["max_context"]:
+        raise ProjectError(f"the last HMT segment's {position} positions + {n_new} new tokens exceed the compiled "
+                           f"context (Decode.MaxContext = {model['max_context']})")
+    return position
+
+
+def golden_hmt_generate(golden, hmt, prompt: List[int], n_new: int):
+    """Greedy generation after an HMT prefill of the prompt: (tokens, prefill logits, last step logits, KV,
+    HMTPrefill)."""
+    pre = hmt.prefill(prompt)
+    tokens = [int(np.argmax(pre.logits))]
+    last, kv = pre.logits, pre.kv
+    for s in range(n_new - 1):
+        last, kv, _ = golden.decode(tokens[-1], pre.position + s, kv)
+        tokens.append(int(np.argmax(last)))
+    return tokens, pre.logits, np.asarray(last), kv, pre
+
+
+def verify_hmt(outdir: Path, spec: Dict, tokenizer, prompt: List[int], n_new: int, log, t_start) -> Dict:
+    """C simulation of an HMT project against the golden model's HMT path
+    (brevitas_models/hmt/golden_segments.py): every pushed memory and its key (bit for bit, fp32), the
+    generated tokens, the KV cache decode ended with (its valid positions) and the logits."""
+    from brevitas_models.hmt.golden_segments import GoldenHMT
+    from brevitas_models.hmt.hardware import HardwareHMTParams
+
+    m = spec["model"]
+    h = m["hmt"]
+    position = _check_hmt_request(m, prompt, n_new)
+    _, golden = load_reference(outdir)
+    params = HardwareHMTParams.from_image(np.fromfile(outdir / h["params_file"], dtype=np.float32), h["hidden"],
+                                          h["rotated"])
+    hmt = GoldenHMT(golden, params, h["segment_length"], h["sensory_tokens"], h["summary_tokens"], h["slots"])
+    cs = _csim(outdir, spec["name"], prompt, n_new, log)
+    t_ref = time.perf_counter()
+    ref_tokens, ref_pre, ref_last, kv, pre = golden_hmt_generate(golden, hmt, prompt, n_new)
+    t_golden = time.perf_counter() - t_ref
+    n_seg = len(pre.segments)
+    d = h["hidden"]
+    mems = cs["hmt_memories"].reshape(-1, 2, d)
+    pushed = [r for r in pre.segments if r.memory is not None]
+    bits = lambda x: np.asarray(x, dtype=np.float32).view(np.uint32)       # noqa: E731
+    seg_match = [bool(i < mems.shape[0] and np.array_equal(bits(mems[i, 0]), bits(r.memory))
+                      and np.array_equal(bits(mems[i, 1]), bits(r.key))) for i, r in enumerate(pushed)]
+    if mems.shape[0] != len(pushed):
+        seg_match.append(False)          # the C simulation pushed a different number of memories
+    t_valid = kv.length
+    k_ref, v_ref = _kv_of_golden(kv, m["max_context"])
+    k_cs = cs["k_cache"].reshape(k_ref.shape)[:, :, :t_valid]
+    v_cs = cs["v_cache"].reshape(v_ref.shape)[:, :, :t_valid]
+    kv_equal = np.array_equal(k_cs, k_ref[:, :, :t_valid]) and np.array_equal(v_cs, v_ref[:, :, :t_valid])
+
+    def rel(a, b):
+        return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+
+    errs = [rel(cs["prefill_logits"], ref_pre)] + ([rel(cs["decode_logits"], ref_last)] if n_new > 1 else [])
+    tokens_match = cs["tokens"] == ref_tokens
+    first_div = next((i for i, (a, b) in enumerate(zip(cs["tokens"], ref_tokens)) if a != b), None)
+    cycles = hmt_cycles_report(spec, cs.get("counters", {}), hmt.layouts(prompt))
+    return {
+        "cycles": cycles,
+        "match": bool(tokens_match and kv_equal and max(errs) == 0.0 and all(seg_match)),
+        "tokens_match": bool(tokens_match), "kv_cache_match": bool(kv_equal),
+        "segments": n_seg, "segment_memories_match": seg_match,
+        "block": h["block"], "segment_length": h["segment_length"], "memory_slots": h["slots"],
+        "decode_position": position, "kv_positions": t_valid,
+        "reference_tokens": ref_tokens, "csim_tokens": cs["tokens"], "first_divergence": first_div,
+        "max_logit_rel_err": max(errs), "prompt_tokens": len(prompt), "new_tokens": n_new,
+        "prompt_to_compiled_context": round(len(prompt) / m["max_context"], 2),
+        "text": tokenizer.decode(cs["tokens"]), "csim_seconds": round(cs["seconds"], 3),
+        "csim_kernel_ms": cs["timing"], "golden_seconds": round(t_golden, 3),
+        "seconds": round(time.perf_counter() - t_start, 3),
+    }
+
+
+def hmt_cycles_report(spec: Dict, counters: Dict, layouts) -> Dict:
+    """Counted vs modeled loop iterations of the HMT prefill over all segments: every pass priced by the
+    prefill cost model (``prefill_iterations`` of its rows), the recall and the key (and, rotated, the
+    W_p GEMV) by ``MemoryRecallUnit`` (flexllm_plugin/cost/memory_recall.py)."""
+    from collections import Counter
+
+    from ..cost.memory_recall import MemoryRecallUnit
+    from ..cost.of_model import model_of_description
+
+    descs = spec.get("estimates", {}).get("cost_model")
+    counted = counters.get("prefill")
+    if not descs or counted is None:
+        return {}
+    h = spec["model"]["hmt"]
+    pre = model_of_description(descs["prefill"])
+    unit = MemoryRecallUnit(h["hidden"], h["slots"], h["lanes"])
+    modeled = Counter()
+    for n, lay in enumerate(layouts):
+        if lay.summary is not None:
+            modeled += Counter(pre.prefill_iterations(len(lay.summary))) - Counter(pre.sampler.greedy())   # samples once per call
+            modeled += unit.recall_iterations(min(n, h["slots"]))
+            if h["rotated"]:
+                modeled += unit.key_iterations()         # W_p mix: one more d x d GEMV
+        modeled += Counter(pre.prefill_iterations(len(lay.main)))
+        if lay.push:
+            modeled += unit.key_iterations()
+    diff = {k: {"counted": counted.get(k, 0), "modeled": modeled.get(k, 0)}
+            for k in sorted(set(counted) | set(modeled)) if counted.get(k, 0) != modeled.get(k, 0)}
+    return {"prefill": {"unit": "pipelined-loop iterations (II = 1: cycles) of all segments, concurrent tasks summed",
+                        "counted": int(sum(counted.values())), "modeled": int(sum(modeled.values())),
+                        "loops_differing": diff}}
 
 
 def cycles_report(spec: Dict, counters: Dict, n_prompt: int, n_new: int) -> Dict:
@@ -339,7 +459,10 @@ def generate(outdir, prompt_text: str, max_new_tokens: int, top_k: Optional[int]
     k, inv_t, temp = sampling_settings(spec["model"], top_k, temperature)
     tokenizer = load_tokenizer(outdir)
     prompt = list(tokenizer.encode(prompt_text, add_special_tokens=False))
-    _check_request(spec["model"], len(prompt), max_new_tokens)
+    if spec["model"].get("hmt"):
+        _check_hmt_request(spec["model"], prompt, max_new_tokens)
+    else:
+        _check_request(spec["model"], len(prompt), max_new_tokens)
     cs = _csim(outdir, spec["name"], prompt, max_new_tokens, log, top_k=k, inv_temperature=inv_t, seed=seed)
     return {"prompt": prompt_text, "tokens": cs["tokens"], "text": tokenizer.decode(cs["tokens"]),
             "top_k": k, "temperature": temp, "seed": seed,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 from .host import buffers_table, host_source, kernel_roles
+from ..resources import data_dir
 from .manifest_check import CHECK_HEADER, HEADER_NAME
 from .spec import (DDR_BANK_BYTES, DDR_BANKS, HBM_CHANNEL_BYTES, HBM_CHANNELS, Kernel, ProjectSpec)
 
@@ -479,6 +480,32 @@ def estimates_tables(estimates: Dict) -> List[str]:
     return lines
 
 
+def _hmt_section(spec: ProjectSpec) -> List[str]:
+    """HMT: how a long prompt runs, and its modeled prefill time against full attention (cost model)."""
+    h = spec.model.get("hmt")
+    if not h:
+        return []
+    L = ["## HMT: long prompts with a bounded KV cache", "",
+         f"The prompt is cut into blocks of {h['block']} tokens; each block is one run of the prefill kernel: the "
+         f"summary pass [T, first {h['summary_tokens']} tokens, T] (from the second block on), the memory recall "
+         f"over the ring of the last {h['slots']} memories (fp32, `flexllm/flexllm_memory_recall.h`; W_q, W_k "
+         "streamed from `hmt_params`), the main pass [P_n, "
+         f"{h['sensory_tokens']} sensory tokens, block, P_n] of at most {h['segment_length']} rows, and the key of the "
+         "new memory (ring `hmt_ring`, slot n mod N). Decode continues from the last block's KV cache, so the KV "
+         f"cache never holds more than {h['segment_length']} + new-token positions whatever the prompt length "
+         "(the host and `flexllm verify --prompt-file` drive the segments, `host/flexllm_hmt_host.h`).", ""]
+    rows = spec.estimates.get("hmt_long_prompt") or []
+    if rows:
+        L += ["Modeled prefill of a long prompt (cost model, not a measurement; the HMT column is an upper bound: "
+              "every pass is priced with its LM head):", ""]
+        L += _table(["segments", "prompt tokens", "HMT prefill s", "of which recall s", "full attention s",
+                     "HMT speed-up", "KV positions HMT / full"],
+                    [[r["segments"], r["prompt_tokens"], r["hmt_s"], r["hmt_recall_s"], r["full_attention_s"],
+                      f"{r['speedup']}x", f"{r['kv_positions_hmt']} / {r['kv_positions_full']}"] for r in rows])
+        L.append("")
+    return L
+
+
 def readme(spec: ProjectSpec) -> str:
     roles = kernel_roles(spec)
     totals = check_memory(spec)
@@ -504,6 +531,7 @@ def readme(spec: ProjectSpec) -> str:
                 rows.append([p.name, f"`{p.ctype}`", "in", "s_axilite", "-", "-", "-", "-"])
         L += _table(["port", "type", "dir", "bundle", "memory", "buffer", "bytes", "size"], rows)
         L.append("")
+    L += _hmt_section(spec)
     L += ["## Device buffers and memory banks", "",
           "One `xrt::bo` per buffer; kernels that name the same buffer share it (same bank, same bo).", ""]
     L += _table(["buffer", "memory", "bytes", "size", "initialised from"],
@@ -560,6 +588,7 @@ def vitis_files(spec: ProjectSpec) -> Dict[str, str]:
         files[f"vitis/link_{k.name}.cfg"] = link_cfg(spec, k)
     files["host/host.cpp"] = host_source(spec)
     files[f"host/{HEADER_NAME}"] = CHECK_HEADER
+    files["host/flexllm_hmt_host.h"] = (data_dir("layers") / "flexllm_hmt_host.h").read_text()
     files["host/buffers.txt"] = buffers_table(spec)
     files["Makefile"] = makefile(spec)
     files["README.md"] = readme(spec)

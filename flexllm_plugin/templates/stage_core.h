@@ -133,7 +133,7 @@ static void compute_core(const int32_t ids[MAX_TOKENS], int n_tokens, int positi
                          hls::stream<flexllm::wide_word_t> w_streams[WEIGHT_PORTS],
                          hls::stream<param_block_t> &param_stream, const float *fmem, const float *embed,
                          hls::stream<flexllm::wide_word_t> kv_in[KV_PORTS], hls::stream<flexllm::wide_word_t> kv_out[KV_PORTS],
-                         float logits[VOCAB]) {
+                         float logits[VOCAB]${vector_row_params}) {
     // Activation buffers of the block's roles (flexllm_schedule.h).
     static float h[MAX_TOKENS][WIDTH];             // residual stream
     static float x[MAX_TOKENS][WIDTH];             // pre-quantization activations
@@ -144,7 +144,7 @@ static void compute_core(const int32_t ids[MAX_TOKENS], int n_tokens, int positi
 ${buffer_pragmas}
     static flexllm::attention_scales<HEADS, KV_HEADS> att_scales;
 
-    flexllm::embedding<MAX_TOKENS, WIDTH>(embed + EMBED_OFF, ids, n_tokens, HIDDEN, h);
+${embedding_call}
     const int n_steps = BLOCK_STEPS + (with_tail ? TAIL_CALLS : 0);
     int l = 0, op = 0;
 STAGE_STEPS:
@@ -186,12 +186,12 @@ STAGE_STEPS:
         }
         next_step(s, op, l);
     }
-}
+${state_copy}}
 
 // One pass of the stage (DATAFLOW: the reader tasks run concurrently with the compute core).
 static void stage_pass(const int32_t ids[MAX_TOKENS], int n_tokens, int position, bool with_tail,
                        ${weight_port_params}, const flexllm::wide_word_t *lmem, const float *fmem,
-                       const float *embed, ${kv_port_params}, float logits[VOCAB]) {
+                       const float *embed, ${kv_port_params}, float logits[VOCAB]${vector_row_params}) {
 #pragma HLS DATAFLOW
     hls::stream<flexllm::wide_word_t> w_streams[WEIGHT_PORTS];
 #pragma HLS STREAM variable = w_streams depth = W_FIFO_DEPTH
@@ -203,7 +203,7 @@ static void stage_pass(const int32_t ids[MAX_TOKENS], int n_tokens, int position
 ${weight_reader_calls}
     param_reader(lmem, with_tail, param_stream);
 ${kv_reader_calls}
-    compute_core(ids, n_tokens, position, with_tail, w_streams, param_stream, fmem, embed, kv_in, kv_out, logits);
+    compute_core(ids, n_tokens, position, with_tail, w_streams, param_stream, fmem, embed, kv_in, kv_out, logits${vector_row_args});
 ${kv_writer_calls}
 }
 

@@ -11,10 +11,11 @@ A FlexLLM kernel calls each shared unit from ONE place (``layers/flexllm_schedul
 Lane counts are per stage, not per layer (one engine per kernel): :func:`linear_lanes_of_config`.
 """
 
-from hls4ml.backends.template import LayerConfigTemplate
+from hls4ml.backends.template import FunctionCallTemplate, LayerConfigTemplate
 
 from ...project.spec import DEFAULT_WEIGHT_PORTS, kv_lanes
-from ..layers import (FlexAttention, FlexHadamard, FlexQuantLinear, FlexRMSNorm, FlexSwiGLU, FlexTokenQuant)
+from ..layers import (FlexAttention, FlexHadamard, FlexMemoryRecall, FlexQuantLinear, FlexRMSNorm, FlexSwiGLU,
+                      FlexTokenQuant)
 
 KIND_ENUM = {"uint4_asym": "flexllm::INPUT_UINT4_ASYM", "int8": "flexllm::INPUT_INT8_SYM",
              "mixed": "flexllm::INPUT_PER_CALL"}     # "mixed": the engine takes the kind with each call
@@ -139,8 +140,36 @@ class HadamardCallTemplate(_UnitCallTemplate):
     LAYER = FlexHadamard
 
 
+MEMORY_RECALL_CALL = ("flexllm::memory_recall<{slots}, {hidden}, {lanes}>({w_q}, {summary}, {keys}, {memories}, "
+                      "{filled}, {inv_sqrt_d}, {output});")
+
+
+class MemoryRecallFunctionTemplate(FunctionCallTemplate):
+    """The HMT recall's call of ``layers/flexllm_memory_recall.h`` (its own fp32 unit, not a schedule row).
+    :meth:`format` binds the layer's graph variables (W_q as the pointer ``<layer>_w_q``); :meth:`call`
+    binds C++ expressions of the caller (the HMT prefill kernel: W_q in HBM, the ring in URAM)."""
+
+    def __init__(self):
+        super().__init__(FlexMemoryRecall, include_header=["flexllm/flexllm_memory_recall.h"])
+        self.template = MEMORY_RECALL_CALL
+
+    def call(self, node, w_q: str, summary: str, keys: str, memories: str, filled: str, output: str) -> str:
+        import math
+
+        import numpy as np
+        inv = float(np.float32(1.0 / math.sqrt(node.get_attr("hidden"))))      # f32(1 / sqrt(d)), the contract's
+        return self.template.format(slots=node.get_attr("slots"), hidden=node.get_attr("hidden"),
+                                    lanes=node.get_attr("lanes"), w_q=w_q, summary=summary, keys=keys,
+                                    memories=memories, filled=filled, inv_sqrt_d=f"{inv.hex()}f", output=output)
+
+    def format(self, node):
+        names = [node.get_input_variable(i).name for i in node.inputs]
+        return self.call(node, f"{node.name}_w_q", names[0], names[1], names[2], f"{names[3]}[0]",
+                         node.get_output_variable().name)
+
+
 TEMPLATES = (RMSNormCallTemplate, TokenQuantCallTemplate, QuantLinearCallTemplate, AttentionCallTemplate,
-             SwiGLUCallTemplate, HadamardCallTemplate)
+             SwiGLUCallTemplate, HadamardCallTemplate, MemoryRecallFunctionTemplate)
 
 
 def register_templates(backend):

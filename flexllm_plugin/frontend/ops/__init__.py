@@ -10,6 +10,7 @@ from ._base import FLEXLLM_DOMAIN
 from .dynamic_token_quant import DynamicTokenQuant
 from .embedding import Embedding
 from .last_token import LastToken
+from .memory_recall import MemoryRecall
 from .online_hadamard import OnlineHadamard
 from .quant_attention import QuantAttention
 from .quant_linear import QuantLinear
@@ -31,6 +32,7 @@ custom_op = {
     "OnlineHadamard": OnlineHadamard,
     "ResidualAdd": ResidualAdd,
     "LastToken": LastToken,
+    "MemoryRecall": MemoryRecall,
 }
 
 __all__ = list(custom_op)

@@ -1,0 +1,42 @@
+"""QONNX of the HMT memory operations: the fused ``MemoryRecall`` node (flexllm_plugin.frontend.ops) and
+the key projection of a new memory (a plain MatMul), with the trained W_q / W_k as initialisers.
+
+Graph inputs: ``summary`` [1, d], ``keys`` [N, d], ``memories`` [N, d], ``filled`` [1] int64,
+``new_memory`` [1, d]; outputs ``recalled`` [1, d] (P_n) and ``new_key`` [1, d] (``new_memory @ W_k^T``).
+Executable by qonnx (``qonnx.core.onnx_exec.execute_onnx``)."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+FLEXLLM_DOMAIN = "flexllm_plugin.frontend.ops"
+
+
+def memory_graph(w_q: np.ndarray, w_k: np.ndarray, slots: int):
+    """A qonnx ModelWrapper of the recall and key ops for W_q, W_k [d, d] (fp32) and N = ``slots``."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    w_q = np.ascontiguousarray(w_q, dtype=np.float32)
+    w_k = np.ascontiguousarray(w_k, dtype=np.float32)
+    d = w_q.shape[0]
+    if w_q.shape != (d, d) or w_k.shape != (d, d):
+        raise ValueError(f"W_q {w_q.shape} and W_k {w_k.shape} must both be [d, d]")
+    if slots < 1:
+        raise ValueError(f"memory slots must be >= 1, got {slots}")
+    f = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("summary", f, [1, d]),
+              helper.make_tensor_value_info("keys", f, [slots, d]),
+              helper.make_tensor_value_info("memories", f, [slots, d]),
+              helper.make_tensor_value_info("filled", TensorProto.INT64, [1]),
+              helper.make_tensor_value_info("new_memory", f, [1, d])]
+    outputs = [helper.make_tensor_value_info("recalled", f, [1, d]),
+               helper.make_tensor_value_info("new_key", f, [1, d])]
+    nodes = [helper.make_node("MemoryRecall", ["summary", "w_q", "keys", "memories", "filled"], ["recalled"],
+                              name="memory_recall", domain=FLEXLLM_DOMAIN),
+             helper.make_node("MatMul", ["new_memory", "w_k_t"], ["new_key"], name="memory_key")]
+    inits = [numpy_helper.from_array(w_q, "w_q"), numpy_helper.from_array(np.ascontiguousarray(w_k.T), "w_k_t")]
+    graph = helper.make_graph(nodes, "hmt_memory", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(FLEXLLM_DOMAIN, 1)],
+                              producer_name="flexllm")
+    return ModelWrapper(model)
