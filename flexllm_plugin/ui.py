@@ -69,7 +69,8 @@ def _build(r):
                                               for key in ("dsp", "lut", "ff", "bram36", "uram")))
     lines += ["",
               f"Next: flexllm verify {r['output_dir']} --prompt 'Hello'   (C simulation vs the golden model)",
-              f"      make -C {r['output_dir']} csim | hls | xclbin"]
+              f"      make -C {r['output_dir']} csim | hls | "
+              + ("pdi AVED_DIR=...   (V80, AVED flow)" if r.get("flow") == "aved" else "xclbin")]
     return "\n".join(lines)
 
 
