@@ -24,6 +24,7 @@ Nothing here runs Vivado; ``noc_connections`` and ``buffer_addresses`` are the c
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -33,8 +34,7 @@ import yaml
 from ..cost.board import Board
 from .host import kernel_roles
 from .spec import Kernel, ProjectSpec
-from .vitis_files import FUSED_FP_OPS, _includes, _mb, _num, _period_ns, _table, _tcl_word, parse_memory, \
-    validate_spec
+from .vitis_files import FUSED_FP_OPS, _includes, _mb, _num, _period_ns, _table, _tcl_word, validate_spec
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates" / "v80"
 ALIGN = 4096                    # buffers inside one memory start on 4 KB boundaries
@@ -57,6 +57,14 @@ SOURCES = [
 
 class BoardMapError(ValueError):
     pass
+
+
+def parse_memory(memory: str) -> Tuple[str, int]:
+    """``"HBM[3]"`` -> ``("HBM", 3)``; the board's limits are checked by the callers."""
+    m = re.match(r"^(HBM|DDR)\[(0|[1-9][0-9]*)\]$", memory or "")
+    if not m:
+        raise BoardMapError(f"memory {memory!r} is not of the form HBM[n] or DDR[n]")
+    return m.group(1), int(m.group(2))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -154,7 +162,7 @@ def noc_connections(kernel: Kernel, mm: MemoryMap, first_si: int = 0) -> List[No
             continue
         try:
             kind, idx = parse_memory(p.memory)
-        except ValueError as e:
+        except BoardMapError as e:
             raise BoardMapError(f"kernel {kernel.name}, port {p.name}: {e}") from None
         if kind == "HBM":
             if idx >= mm.hbm_channels:
@@ -215,7 +223,6 @@ def _fill(template: str, **values: str) -> str:
     for k, v in values.items():
         text = text.replace(f"@{k}@", v)
     if "@" in text.replace("@@", ""):
-        import re
         left = sorted(set(re.findall(r"@([A-Z_]+)@", text)))
         if left:
             raise KeyError(f"template {template}: placeholders not filled: {left}")
