@@ -152,10 +152,17 @@ def _dse(r):
 
 
 def _report(r):
+    if "candidates" in r and "sweep_dir" in r:              # flexllm report SWEEP_DIR
+        from .dse.sweep import render_sweep
+        return render_sweep(r) + f"\n(written to {r['sweep_dir']}/sweep_report.json and sweep_report.md)"
     lines = [f"Report written to {r['index']}"]
     lines += [f"  {name}: {path}" for name, path in r["figures"].items()]
     if r.get("measured"):
         lines.append(f"  measured (csynth) next to modeled for: {', '.join(r['measured'])}")
+    for k, d in (r.get("implementation") or {}).items():
+        lines.append(f"  {k}: implemented, WNS {d['wns_ns']} ns, kernel clock {d['achieved_mhz']} MHz "
+                     f"(target {d['target_mhz']}); modeled decode {d['modeled_decode_tokens_per_s_at_achieved']} "
+                     "tokens/s at that clock")
     return "\n".join(lines)
 
 

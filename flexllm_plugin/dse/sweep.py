@@ -26,6 +26,7 @@ from typing import Dict, List, Optional
 import yaml
 
 from ..config import ConfigError
+from .render import SHORT
 
 SWEEP_FILE = "sweep.json"
 TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "sweep" / "Makefile"
@@ -145,8 +146,8 @@ def render_sweep(report: Dict) -> str:
     def st(s):
         return "-" if s is None else ("pass" if s == 0 else f"FAIL ({s})")
     L = [f"# flexllm sweep: {report['config']} on {report['board']}, objective {report['objective']}", "",
-         "| candidate | knobs | modeled decode tok/s | modeled prefill s | share % | csim | csim prefill ms "
-         "(C-sim wall) | verify | csynth LUT / DSP (kernels) | implementation WNS ns / MHz |",
+         "| candidate | knobs | modeled decode tok/s | modeled prefill s | share % | csim | C-sim prefill ms "
+         "(simulation time) | verify | csynth LUT / DSP (kernels) | implementation WNS ns / MHz |",
          "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["candidates"]:
         m = r["modeled"]
@@ -155,7 +156,7 @@ def render_sweep(report: Dict) -> str:
         syn = "; ".join(f"{k}: {v['lut']} / {v['dsp']}" for k, v in r["csynth"].items()) or "-"
         imp = "; ".join(f"{k}: {v['timing'].get('wns_ns')} / {v.get('achieved_mhz') or '-'}"
                         for k, v in r["implementation"].items() if v.get("timing")) or "-"
-        knobs = " ".join(f"{n.split('.')[1]}={v}" for n, v in r["knobs"].items())
+        knobs = " ".join(f"{SHORT.get(n, n)}={v}" for n, v in r["knobs"].items())
         L.append(f"| {r['name']} | {knobs} | {m['decode_tokens_per_s']:.1f} | {m['prefill_seconds']:.4f} | "
                  f"{100 * m['utilization']:.1f} | {st(r['csim_status'])} | {csim_ms} | {ver} | {syn} | {imp} |")
     L.append("")
