@@ -204,6 +204,7 @@ set ::prop([_key CONFIG.NUM_CLKS /axi_noc_mc_ddr4_1]) 1
 set ::prop([_key CONFIG.NUM_HBM_BLI /axi_noc_cips]) 0
 set ::prop([_key CONFIG.NUM_MI /axi_noc_cips]) 1
 set ::prop([_key CONFIG.NUM_SI /axi_noc_mc_ddr4_1]) 0
+set ::prop([_key CONFIG.NUM_SI /axi_noc_cips]) 4
 set ::prop([_key CONFIG.CONNECTIONS /axi_noc_cips/S00_AXI]) {M00_AXI {read_bw {5}}}
 set ::prop([_key CONFIG.CONNECTIONS /axi_noc_cips/S01_AXI]) {M00_AXI {read_bw {5}}}
 source [lindex $argv 0]
@@ -260,3 +261,18 @@ def test_a_board_without_project_generation_is_refused_before_any_work(monkeypat
     monkeypatch.setitem(BOARDS._load(), "v80", modeled_only)
     with pytest.raises(ConfigError, match="project_generation: false"):
         preflight(cfg)
+
+
+def test_ports_beyond_the_hbm_nmu_slaves_use_pl_noc_masters_on_the_same_pseudo_channel():
+    mm = memory_map(V80)
+    n = mm.hbm_nmu_ports + 6
+    k = Kernel("k", "k.cpp", [Port(f"p{i}", "m_axi", "ap_uint<512>", bundle=f"gmem_p{i}", memory=f"HBM[{i % 32}]",
+                                   buffer=f"b{i}") for i in range(n)], 300.0)
+    conns = noc_connections(k, mm)
+    assert [c.kind for c in conns] == ["hbm_nmu"] * mm.hbm_nmu_ports + ["nmu"] * 6
+    assert [c.intf for c in conns[:mm.hbm_nmu_ports]] == [f"HBM{i:02d}_AXI" for i in range(mm.hbm_nmu_ports)]
+    for i, c in enumerate(conns):
+        ch = i % 32
+        mc, pc = divmod(ch, 2)
+        assert c.target in (f"HBM{mc}_PORT{2 * pc}", f"HBM{mc}_PORT{2 * pc + 1}")
+        assert (c.segment, c.offset) == (f"HBM{mc}_PC{pc}", mm.hbm_base + ch * mm.pc_bytes)

@@ -147,16 +147,16 @@ def _hbm_index(memory: str, mm: MemoryMap) -> int:
     return i
 
 
-def noc_connections(kernel: Kernel, mm: MemoryMap, first_si: int = 0) -> List[NocConnection]:
+def noc_connections(kernel: Kernel, mm: MemoryMap) -> List[NocConnection]:
     """The NoC connection of every m_axi port of ``kernel``. HBM[n] is pseudo-channel n % 2 of HBM controller
     n // 2, reached through HBM<mc>_PORT<2 (n % 2) + j>; the ports of one pseudo-channel take its NoC ports in
     turn. The first ``hbm_nmu_ports`` HBM ports use the HBM_NMU slaves (HBMxx_AXI), further ones PL NoC master
-    units (Sxx_AXI, numbered from ``first_si``) with the same connection. DDR[i] goes to the DIMM's controller
+    units (a new Sxx_AXI of the NoC each) with the same connection. DDR[i] goes to the DIMM's controller
     through a PL NoC master unit on MC_2 / MC_3 in turn. BoardMapError naming the port for any memory that is
     not a resource of the board."""
     out: List[NocConnection] = []
     used_on_pc: Dict[int, int] = {}
-    hbm_nmu, nmu_hbm, nmu_ddr = 0, first_si, 0
+    hbm_nmu, nmu_ddr = 0, 0
     for p in kernel.ports:
         if p.kind != "m_axi":
             continue
@@ -175,9 +175,8 @@ def noc_connections(kernel: Kernel, mm: MemoryMap, first_si: int = 0) -> List[No
             if hbm_nmu < mm.hbm_nmu_ports:
                 intf, how = f"HBM{hbm_nmu:02d}_AXI", "hbm_nmu"
                 hbm_nmu += 1
-            else:
-                intf, how = f"S{nmu_hbm:02d}_AXI", "nmu"
-                nmu_hbm += 1
+            else:                # a PL NoC master unit: its S<xx>_AXI index is the NoC's NUM_SI at build time
+                intf, how = "", "nmu"
             out.append(NocConnection(p.name, p.bundle, p.memory, mm.hbm_noc, intf, how, target,
                                      f"HBM{mc}_PC{pc}", mm.hbm_base + idx * mm.pc_bytes, mm.pc_bytes))
         else:
