@@ -9,6 +9,7 @@ Prints one block per (board, objective); --json-out writes every result dict (as
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -34,18 +35,22 @@ def main(argv=None):
     results = []
     for board in args.board or ["u280", "v80"]:
         for objective in args.objective or ["prefill", "decode"]:
-            times, r = [], None
+            times, cpu, r = [], [], None
             for _ in range(args.repeat):
                 clear_cache()
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 r = run_dse(args.config, board=board, objective=objective)
                 times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
             r["search_seconds_runs"] = [round(t, 2) for t in times]
             r["search_seconds_median"] = round(statistics.median(times), 2)
+            r["search_cpu_seconds_median"] = round(statistics.median(cpu), 2)
+            load = os.getloadavg()[0]
             results.append(r)
             m = r["best"]["metrics"]
-            print(f"== {board} {objective}: search {statistics.median(times):.1f} s (median of {args.repeat}: "
-                  f"{', '.join(f'{t:.1f}' for t in times)}), {r['mode']}, space {r['space_size']:,}")
+            print(f"== {board} {objective}: search {statistics.median(times):.1f} s wall (median of {args.repeat}: "
+                  f"{', '.join(f'{t:.1f}' for t in times)}), {statistics.median(cpu):.1f} s CPU; load average "
+                  f"{load:.1f} on {os.cpu_count()} cores; {r['mode']}, space {r['space_size']:,}")
             print(f"   chosen {_knobs(r['best']['knobs'])}")
             print(f"   decode {m['decode_tokens_per_s']:.1f} tok/s @ {r['context']} keys, prefill({r['prompt']}) "
                   f"{m['prefill_seconds']:.3f} s, end-to-end {m['end_to_end_seconds']:.3f} s, largest share "
