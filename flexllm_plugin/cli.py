@@ -247,10 +247,13 @@ def cmd_dse(args) -> dict:
     from .dse.run import run_dse
     return run_dse(Path(args.config), board=args.board, objective=args.objective, prompt=args.prompt,
                    new_tokens=args.new, context=args.context, space=args.space, mode=args.mode, out=args.out,
-                   log=_log(args.quiet))
+                   log=_log(args.quiet), build_top=args.build_top or 0)
 
 
 def cmd_report(args) -> dict:
+    from .dse.sweep import collect_sweep, is_sweep
+    if is_sweep(args.outdir):
+        return collect_sweep(args.outdir)
     from .report.html import write_report
     return write_report(args.outdir, dse=args.dse, log=_log(args.quiet))
 
@@ -390,12 +393,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mode", choices=["auto", "exhaustive", "local"], default="auto",
                     help="auto: exhaustive when the prefill space is small, else local search (default)")
     sp.add_argument("--out", type=Path, default=None,
-                    help="write the best config here (YAML for flexllm build) and the result as <out>.dse.json")
+                    help="write the best config here (YAML for flexllm build) and the result as <out>.dse.json; "
+                         "with --build-top: the sweep directory")
+    sp.add_argument("--build-top", type=int, default=None, metavar="K",
+                    help="write the K best designs as configs under --out DIR with a Makefile that builds and "
+                         "C-simulates each (make -j N; SUBMIT=\"srun ...\" for a batch scheduler); "
+                         "flexllm report DIR collects the results")
     sp.set_defaults(func=cmd_dse)
 
     sp = sub.add_parser("report", parents=[out_opts], help="HTML report with figures of a built project "
                         "(resources, roofline, latency, HBM, Pareto front; csynth figures when present)")
-    sp.add_argument("outdir", type=Path, help="a project directory written by flexllm build")
+    sp.add_argument("outdir", type=Path, help="a project directory written by flexllm build, or a sweep directory "
+                    "written by flexllm dse --build-top (then: C-sim / synthesis / implementation per candidate)")
     sp.add_argument("--dse", type=Path, default=None, help="a *.dse.json of flexllm dse to plot (default: "
                     "OUTDIR/*.dse.json when present)")
     sp.set_defaults(func=cmd_report)
@@ -420,7 +429,7 @@ def _one_line(e: BaseException) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    for name in ("max_tokens", "ctx", "seq_len", "layers", "max_new_tokens", "prompt", "new", "context", "steps",
+    for name in ("max_tokens", "ctx", "seq_len", "layers", "max_new_tokens", "prompt", "new", "context", "steps", "build_top",
                  "segments", "window"):
         value = getattr(args, name, None)
         if isinstance(value, int) and not isinstance(value, bool) and value <= 0:   # int options (verify --prompt is text)

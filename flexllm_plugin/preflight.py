@@ -49,9 +49,9 @@ def preflight(cfg: FlexLLMConfig) -> "LlamaArch":
     from .cost.board import BOARDS
     board = BOARDS[cfg["Board"]]
     if not board.project_generation:
-        raise ConfigError(f"Board {board.name!r}{where}: project generation is implemented for the U280 only; "
-                          f"the {board.name.upper()} ({board.source_file}) is modeled for estimates and "
-                          "`flexllm dse` (its Vitis/AVED project files are not written)")
+        raise ConfigError(f"Board {board.name!r}{where}: its board file {board.source_file} says "
+                          "project_generation: false; it is modeled for estimates and `flexllm dse` only "
+                          "(flexllm build writes projects for the U280 (Vitis) and the V80 (AVED))")
     check_hmt_buildable(cfg.data, str(cfg.path) if cfg.path else "")
     spec = cfg.quant_spec()
     problems = hardware_scheme_problems(spec)

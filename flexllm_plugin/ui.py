@@ -69,7 +69,8 @@ def _build(r):
                                               for key in ("dsp", "lut", "ff", "bram36", "uram")))
     lines += ["",
               f"Next: flexllm verify {r['output_dir']} --prompt 'Hello'   (C simulation vs the golden model)",
-              f"      make -C {r['output_dir']} csim | hls | xclbin"]
+              f"      make -C {r['output_dir']} csim | hls | "
+              + ("pdi AVED_DIR=...   (V80, AVED flow)" if r.get("flow") == "aved" else "xclbin")]
     return "\n".join(lines)
 
 
@@ -156,10 +157,17 @@ def _dse(r):
 
 
 def _report(r):
+    if "candidates" in r and "sweep_dir" in r:              # flexllm report SWEEP_DIR
+        from .dse.sweep import render_sweep
+        return render_sweep(r) + f"\n(written to {r['sweep_dir']}/sweep_report.json and sweep_report.md)"
     lines = [f"Report written to {r['index']}"]
     lines += [f"  {name}: {path}" for name, path in r["figures"].items()]
     if r.get("measured"):
         lines.append(f"  measured (csynth) next to modeled for: {', '.join(r['measured'])}")
+    for k, d in (r.get("implementation") or {}).items():
+        lines.append(f"  {k}: implemented, WNS {d['wns_ns']} ns, kernel clock {d['achieved_mhz']} MHz "
+                     f"(target {d['target_mhz']}); modeled decode {d['modeled_decode_tokens_per_s_at_achieved']} "
+                     "tokens/s at that clock")
     return "\n".join(lines)
 
 

@@ -95,3 +95,32 @@ def test_report_renders_on_smollm2(tmp_path):
     for path in res["figures"].values():
         w, h = _png_size(Path(path))
         assert w >= 600 and h >= 300
+
+
+def test_report_shows_implementation_next_to_modeled(tiny_project):
+    """After `make xclbin` (fixture reports in v++'s layout): measured utilization, WNS and the scaled kernel
+    clock next to the modeled figures; the modeled speed at the achieved clock is the model's cycles at it."""
+    import shutil
+    from pathlib import Path
+
+    from flexllm_plugin.report.html import write_report
+    fix = Path(__file__).resolve().parent / "fixtures" / "implementation"
+    tmp = tiny_project / "build" / "hw" / "_x_tiny_decode"
+    (tmp / "reports" / "link" / "imp").mkdir(parents=True)
+    (tmp / "link" / "vivado" / "vpl").mkdir(parents=True)
+    for f in ("impl_1_full_util_routed.rpt", "impl_1_hw_bb_locked_timing_summary_routed.rpt"):
+        shutil.copy(fix / f, tmp / "reports" / "link" / "imp")
+    shutil.copy(fix / "runme.log", tmp / "link" / "vivado" / "vpl")
+    try:
+        res = write_report(tiny_project)
+    finally:
+        shutil.rmtree(tiny_project / "build" / "hw")
+    imp = res["implementation"]
+    assert list(imp) == ["tiny_decode"]
+    d = imp["tiny_decode"]
+    assert d["achieved_mhz"] == 262.5 and d["wns_ns"] == -0.475 and d["timing_met"] is False
+    assert d["measured_device"]["lut"] == 612345
+    ratio = d["modeled_decode_tokens_per_s_at_achieved"] / d["modeled_decode_tokens_per_s_at_target"]
+    assert ratio == pytest.approx(262.5 / d["target_mhz"], rel=1e-3)
+    html = (tiny_project / "report" / "index.html").read_text()
+    assert "Measured (place and route) next to modeled" in html and "612,345" in html and "262.5" in html

@@ -49,7 +49,12 @@ def render_dse(r: Dict) -> str:
     if r.get("board_unverified"):
         L += ["", f"Board {r['board']}: figures not checked against AMD documents ({r['board_file']}):"]
         L += [f"  - {u}" for u in r["board_unverified"]]
-    if r.get("out"):
+    if r.get("sweep"):
+        sw = r["sweep"]
+        L += ["", f"Sweep of the {len(sw['candidates'])} best designs written to {sw['sweep_dir']} "
+                  f"({', '.join(sw['candidates'])}): make -C {sw['sweep_dir']} -j N csim [SUBMIT=\"srun ...\"], "
+                  f"then flexllm report {sw['sweep_dir']}"]
+    elif r.get("out"):
         L += ["", f"Best config written to {r['out']} (flexllm build {r['out']}); result in "
                   f"{r['out'].rsplit('.', 1)[0]}.dse.json"]
     return "\n".join(L)

@@ -22,9 +22,15 @@ DEFAULT_NEW = 1024
 
 def run_dse(config: Path, board: Optional[str] = None, objective: str = "end-to-end", prompt: Optional[int] = None,
             new_tokens: Optional[int] = None, context: Optional[int] = None, space: Sequence[str] = (),
-            mode: str = "auto", out: Optional[Path] = None, log: Callable[[str], None] = lambda s: None) -> Dict:
+            mode: str = "auto", out: Optional[Path] = None, log: Callable[[str], None] = lambda s: None,
+            build_top: int = 0) -> Dict:
+    """The search; with ``out`` the best config as YAML (and ``<out>.dse.json``); with ``build_top`` K, ``out`` is
+    a sweep directory: the K best designs as configs plus a Makefile that builds and C-simulates them
+    (``dse/sweep.py``), the best config as ``out/best.yaml``."""
     from ..preflight import model_arch
 
+    if build_top and out is None:
+        raise ConfigError("--build-top K needs --out DIR (the sweep directory)")
     t0 = time.perf_counter()
     cfg = load_config(config)
     b = BOARDS[board or cfg["Board"]] if (board or cfg["Board"]) in BOARDS else None
@@ -53,7 +59,12 @@ def run_dse(config: Path, board: Optional[str] = None, objective: str = "end-to-
     if best is None:
         raise ConfigError(f"no design in the space fits the {b.name} budget (config {config})")
     result["best_config"] = ev.config_data(best["knobs"])
-    if out is not None:
+    if build_top:
+        from .sweep import write_sweep
+        result["sweep"] = write_sweep(result, ev.config_data, Path(out), int(build_top))
+        write_best(result, Path(out) / "best.yaml")
+        result["out"] = str(Path(out) / "best.yaml")
+    elif out is not None:
         write_best(result, Path(out))
         result["out"] = str(out)
     return result

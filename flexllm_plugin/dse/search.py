@@ -34,6 +34,7 @@ OBJECTIVES = ("decode", "prefill", "end-to-end")
 EXHAUSTIVE_PREFILL = 400
 START_TUPLES = 3
 FRONT_SAMPLES = 16          # decode-front designs completed with a prefill design (local mode)
+RANKED = 16                 # whole designs kept in the result, best first (the candidates of a sweep)
 INF = float("inf")
 
 
@@ -243,8 +244,11 @@ class Search:
                            "metrics": {"prefill_seconds": r.metrics["prefill_seconds"],
                                        "prefill_utilization": r.utilization}}
                           for key, r in self.ev.prefill_cache.items() if r.feasible and r.metrics]
+        ranked = sorted(feasible, key=lambda d: (score(self.objective, d["metrics"]),
+                                                 tuple(str(d["knobs"][k]) for k in KNOBS)))[:RANKED]
         return {
             "objective": self.objective, "mode": self.mode, "best": best,
+            "ranked": ranked,      # the best whole designs by the objective (flexllm dse --build-top K)
             "pareto": {
                 "decode_tokens_per_s_vs_utilization": pareto(decode_points, (("decode_utilization", "min"),
                                                                              ("decode_tokens_per_s", "max"))),

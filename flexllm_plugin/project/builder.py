@@ -35,7 +35,7 @@ from brevitas_models.progress import bar
 from ..atomic_dir import atomic_directory
 from ..config import ConfigError, FlexLLMConfig
 from ..ui import tool_output
-from .spec import (DDR_BANK_BYTES, HBM_CHANNEL_BYTES, HBM_CHANNELS, U280_PLATFORM, Buffer, Kernel, ProjectSpec,
+from .spec import (DDR_BANK_BYTES, HBM_CHANNEL_BYTES, HBM_CHANNELS, Buffer, Kernel, ProjectSpec,
                    kv_buffer, kv_port_bytes)
 
 BUILD_INFO = "flexllm_build.json"
@@ -335,6 +335,7 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
     from ..backend.memory import ALIGN_BYTES
     from ..resources import data_dir
     from .kernels import decode_kernel, decode_ports, prefill_kernel, prefill_ports, stage_headers
+    from ..cost.board import BOARDS
     from .testbench import testbench_source
     from .vitis_files import write_vitis_files
 
@@ -390,7 +391,7 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
 
     eos = getattr(weights.tokenizer, "eos_token_id", None)
     spec = ProjectSpec(
-        name=name, part=cfg["Part"], platform=U280_PLATFORM, kernels=kernels, buffers=planned["buffers"],
+        name=name, part=cfg["Part"], platform=BOARDS[cfg["Board"]].platform, kernels=kernels, buffers=planned["buffers"],
         model={"vocab_size": golden.vocab_size, "hidden_size": golden.hidden_size, "num_layers": golden.num_layers,
                "num_heads": golden.num_heads, "num_kv_heads": golden.num_kv_heads, "head_dim": golden.head_dim,
                "intermediate_size": golden.intermediate_size, "quant_preset": cfg["Quantization"]["Preset"],
@@ -421,7 +422,12 @@ def write_project(cfg: FlexLLMConfig, weights, golden, stages: Dict, planned: Di
     (root / "csim" / HEADER_NAME).write_text(CHECK_HEADER)
     (root / "csim" / "testbench.cpp").write_text(
         testbench_source(spec, kernels[0].ports, kernels[1].ports))
-    write_vitis_files(spec, root)
+    board = BOARDS[cfg["Board"]]
+    if board.flow == "aved":                 # the V80: Vivado IP + AVED block design (project/v80_files.py)
+        from .v80_files import write_v80_files
+        write_v80_files(spec, root, board)
+    else:
+        write_vitis_files(spec, root)
     return spec
 
 
@@ -471,7 +477,9 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
         info = {"project": spec.to_dict(), "config": CONFIG_COPY, "entries": entries}
         (tmp / BUILD_INFO).write_text(json.dumps(info, indent=1, sort_keys=True, default=str))
     t_end = time.perf_counter()
-    return {"output_dir": str(out), "name": spec.name,
+    from ..cost.board import BOARDS
+    board = BOARDS[cfg["Board"]]
+    return {"output_dir": str(out), "name": spec.name, "board": board.name, "flow": board.flow,
             "buffers": {b.name: {"memory": b.memory, "bytes": b.bytes} for b in spec.buffers},
             "estimates": {"decode_tokens_per_s": spec.estimates["decode_tokens_per_s"],
                           "prefill_seconds": spec.estimates["prefill_seconds"], "clock_MHz": spec.estimates["clock_MHz"],

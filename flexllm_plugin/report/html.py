@@ -14,6 +14,7 @@ from ..cost.of_model import model_of_description
 from ..project.spec import kv_row_bytes
 from . import figures
 from .csynth import find_csynth_reports
+from .implementation import find_implementation_reports
 
 WORD_BYTES = 64
 
@@ -140,15 +141,80 @@ def write_report(outdir, dse: Optional[Path] = None, log: Callable[[str], None] 
         if name in measured:
             rows.append({"kernel": name, "modeled": reports[stage]["device"], "device": reports[stage]["device_budget"],
                          "measured": measured[name]["measured"]})
+    implemented = find_implementation_reports(outdir, kernels.values(), float(est["clock_MHz"]))
+    for stage, name in kernels.items():
+        u = (implemented.get(name) or {}).get("utilization")
+        if u is not None and name not in measured:
+            rows.append({"kernel": f"{name} (implemented)", "modeled": reports[stage]["device"],
+                         "device": reports[stage]["device_budget"], "measured": u["device"]})
     mm = figures.modeled_vs_measured(rows, rdir / "modeled_vs_measured.png")
     if mm is not None:
         figs["modeled_vs_measured"] = mm.name
     index = rdir / "index.html"
     index.write_text(_html(project, est, board, reports, kernels, figs, roof, pre_ms, dec_ms, prompt, ctx, measured,
-                           dse_result))
+                           dse_result, implemented, models))
     log(f"report written to {index}")
     return {"index": str(index), "figures": {k: str(rdir / v) for k, v in figs.items()},
-            "measured": sorted(measured), "dse": dse_result is not None}
+            "measured": sorted(measured), "dse": dse_result is not None,
+            "implementation": {k: implementation_summary(r, reports[next(s for s in kernels if kernels[s] == k)],
+                                                         models[next(s for s in kernels if kernels[s] == k)],
+                                                         float(est["clock_MHz"]), ctx, prompt)
+                               for k, r in implemented.items()}}
+
+
+def implementation_summary(r: Dict, budget_report: Dict, model, target_mhz: float, ctx: int, prompt: int) -> Dict:
+    """Measured (place and route) next to modeled for one kernel: resources per SLR, WNS, the clock reached,
+    and the modeled speed at that clock (the cycle counts are the model's; only the clock is measured)."""
+    t, u = r.get("timing") or {}, r.get("utilization") or {}
+    mhz = r.get("achieved_mhz")
+    f = model.clock_mhz * 1e6
+    dec_s = sum(model.decode_token_cycles(ctx - 1).values()) / f
+    pre_s = sum(model.prefill_cycles(prompt).values()) / f
+    scale = (mhz / target_mhz) if mhz else None
+    return {"wns_ns": t.get("wns_ns"), "whs_ns": t.get("whs_ns"), "timing_met": t.get("met"),
+            "target_mhz": target_mhz, "achieved_mhz": mhz, "scaling": r.get("scaling"),
+            "kernel_clock": r.get("kernel_clock"),
+            "measured_device": u.get("device"), "measured_slr": u.get("slr"),
+            "modeled_device": budget_report["device"], "modeled_slr": budget_report.get("slr"),
+            "modeled_decode_tokens_per_s_at_target": round(1.0 / dec_s, 2),
+            "modeled_decode_tokens_per_s_at_achieved": None if scale is None else round(scale / dec_s, 2),
+            "modeled_prefill_seconds_at_target": round(pre_s, 5),
+            "modeled_prefill_seconds_at_achieved": None if scale is None else round(pre_s / scale, 5),
+            "files": {"utilization": u.get("file"), "timing": t.get("file")}}
+
+
+def _implementation_html(implemented, reports, kernels, models, target_mhz, ctx, prompt) -> list:
+    e = html.escape
+    if not implemented:
+        return ["<p class=note>No implementation report found (U280: build/hw/_x_&lt;kernel&gt;/reports/link/imp/"
+                "impl_1_full_util_routed.rpt and impl_1_hw_bb_locked_timing_summary_routed.rpt after <code>make "
+                "xclbin</code>; V80: build/vivado/&lt;kernel&gt;/build/prj.runs/impl_1/ after <code>make pdi</code>)."
+                "</p>"]
+    parts = ["<h2>Measured (place and route) next to modeled</h2>"]
+    rows = []
+    for stage, name in kernels.items():
+        if name not in implemented:
+            continue
+        s = implementation_summary(implemented[name], reports[stage], models[stage], target_mhz, ctx, prompt)
+        rows.append((name, s["wns_ns"], "met" if s["timing_met"] else "VIOLATED", s["target_mhz"],
+                     s["achieved_mhz"] if s["achieved_mhz"] is not None else "-",
+                     "v++ scaled" if s["scaling"] else "from WNS",
+                     s["modeled_decode_tokens_per_s_at_target"], s["modeled_decode_tokens_per_s_at_achieved"],
+                     s["modeled_prefill_seconds_at_target"], s["modeled_prefill_seconds_at_achieved"]))
+        res_rows = []
+        for key in figures.KEYS:
+            meas = (s["measured_device"] or {}).get(key)
+            slr = ", ".join("-" if x.get(key) is None else f"{x[key]:,.0f}" for x in (s["measured_slr"] or []))
+            mod_slr = ", ".join(f"{x['resources'][key]:,.0f}" for x in (s["modeled_slr"] or []) if "resources" in x)
+            res_rows.append((key.upper(), f"{s['modeled_device'][key]:,.0f}", "-" if meas is None else f"{meas:,.0f}",
+                             mod_slr or "-", slr or "-"))
+        parts.append(f"<h3>{e(name)}</h3>")
+        parts.append(_table(["resource", "modeled (kernel)", "measured (whole device, shell included)",
+                             "modeled per SLR", "measured per SLR"], res_rows))
+    parts.insert(1, _table(["kernel", "WNS (ns)", "timing", "target MHz", "achieved MHz", "clock from",
+                            f"modeled decode tok/s @{ctx} keys, target clock", "same, achieved clock",
+                            f"modeled prefill s ({prompt} tokens), target clock", "same, achieved clock"], rows))
+    return parts
 
 
 def _table(head, rows) -> str:
@@ -157,7 +223,8 @@ def _table(head, rows) -> str:
     return f"<table><tr>{h}</tr>{body}</table>"
 
 
-def _html(project, est, board, reports, kernels, figs, roof, pre_ms, dec_ms, prompt, ctx, measured, dse) -> str:
+def _html(project, est, board, reports, kernels, figs, roof, pre_ms, dec_ms, prompt, ctx, measured, dse,
+          implemented=None, models=None) -> str:
     e = html.escape
     keys = figures.KEYS
     parts = [f"<h1>flexllm report: {e(project['name'])}</h1>",
@@ -198,8 +265,9 @@ def _html(project, est, board, reports, kernels, figs, roof, pre_ms, dec_ms, pro
                      "cost model vs csynth.</figcaption></figure>")
     else:
         parts.append("<p class=note>No synthesis report found (hls/&lt;kernel&gt;_prj/sol/syn/report/"
-                     "&lt;kernel&gt;_csynth.xml, written by <code>make hls</code>): figures are modeled only. "
-                     "Implementation (v++ link) reports are not read.</p>")
+                     "&lt;kernel&gt;_csynth.xml, written by <code>make hls</code>): figures are modeled only.</p>")
+    parts += _implementation_html(implemented or {}, reports, kernels, models or {}, float(est["clock_MHz"]), ctx,
+                                  prompt)
     parts.append("<h2>Decode roofline</h2>")
     parts.append(f"<figure><img src='{figs['roofline']}'><figcaption>Modeled tokens/s against the HBM ceiling of the "
                  f"kernel's ports ({roof['weight_bytes'] / 2 ** 20:,.1f} MB of weights per token over the weight ports, "
