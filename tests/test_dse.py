@@ -186,3 +186,15 @@ def test_dse_cli_bad_space_is_a_user_error(capsys):
     from flexllm_plugin.cli import main
     assert main(["dse", "configs/tiny.yaml", "--space", "Decode.XX=1"]) == 2
     assert "unknown knob 'Decode.XX'" in capsys.readouterr().err
+
+
+def test_space_offers_dsp_packing_when_any_site_is_uint4(tiny):
+    """int8 inputs with a uint4 site (a per-call engine: int8 calls as 4-bit nibbles) may pack two int4 x
+    uint4 products per DSP, as preflight allows; all-int8 inputs may not."""
+    from flexllm_plugin.dse.space import default_space
+    cfg, arch, _ = tiny
+    board = BOARDS["u280"]
+    mixed = cfg.quant_spec("w4a8").replace(input_quant_overrides={"gate_proj": "uint4_asym"})
+    all8 = cfg.quant_spec("w4a8")
+    assert max(default_space(cfg, arch, mixed, board)["Prefill.DSPLanes"]) > 0
+    assert tuple(default_space(cfg, arch, all8, board)["Prefill.DSPLanes"]) == (0,)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
+from brevitas_models.quant_presets import INPUT_SITES
+
 from ..config import HBM_PARAM_CHANNELS, SCHEMA, ConfigError
 
 SHARED = ("Decode.BP", "Decode.HP", "Decode.KVParallel")
@@ -89,7 +91,9 @@ def default_space(cfg, arch, spec, board) -> Space:
     cpw = 128 if spec.weight_bits == 4 else 64
     group = arch.num_heads // arch.num_kv_heads
     p, d = cfg["Prefill"], cfg["Decode"]
-    dsp_ok = (spec.input_quant == "uint4_asym" and spec.weight_bits == 4
+    # as preflight: some site uint4 (a per-call engine runs int8 calls as 4-bit nibbles), int4 weights
+    kinds = {spec.input_kind(site) for site in INPUT_SITES}
+    dsp_ok = ("uint4_asym" in kinds and spec.weight_bits == 4
               and max(arch.hidden_size, arch.intermediate_size) <= 8192)
     return make_space({
         "Decode.BP": bps,
