@@ -27,6 +27,7 @@ from flexllm_plugin.resources import config_path
 
 OVERRIDES = {"down_proj": "int8", "lm_head": "int8"}
 CLIP = {"q_proj": 0.9, "o_proj": 0.9, "gate_proj": 0.9}
+SITE_CLIP = {"q_proj": 0.85, "o_proj": 0.95, "gate_proj": 0.95}
 CLIP_ALL = {**CLIP, "down_proj": 0.9, "lm_head": 0.9}
 RECIPES = {
     "paper": {},
@@ -44,6 +45,12 @@ RECIPES = {
     "int8-down-lm+clip+wclip+smooth-norm": {"input_quant_overrides": OVERRIDES, "input_clip_ratios": CLIP,
                                             "weight_clip_search": True,
                                             "seam_smoothing": {"qkv": 0.5, "gate_up": 0.5}},
+    # per-site clip ratios from the per-site screen (README: q/k/v 0.85, o 0.95, gate/up 0.95)
+    "int8-down-lm+siteclip+wclip": {"input_quant_overrides": OVERRIDES, "input_clip_ratios": SITE_CLIP,
+                                    "weight_clip_search": True},
+    "int8-down-lm-o+siteclip+wclip": {"input_quant_overrides": {**OVERRIDES, "o_proj": "int8"},
+                                      "input_clip_ratios": {"q_proj": 0.85, "gate_proj": 0.95},
+                                      "weight_clip_search": True},
     "int8-down-lm-o+clip+wclip": {"input_quant_overrides": {**OVERRIDES, "o_proj": "int8"},
                                   "input_clip_ratios": {"q_proj": 0.9, "gate_proj": 0.9},
                                   "weight_clip_search": True},
