@@ -585,14 +585,16 @@ class GoldenModel:
             tr["embed"] = h
         new_k, new_v = [], []
         for i in range(self.num_layers):
-            h, k_int, v_int = self._layer(i, h, start, kv.k[i], kv.v[i], tr)
+            h, k_int, v_int = self.decoder_layer(i, h, start, kv.k[i], kv.v[i], tr)
             new_k.append(k_int)
             new_v.append(v_int)
-        logits = self._head(h, tr)
+        logits = self.head_logits(h, tr)
         return logits, kv.appended(new_k, new_v), (tr if tr is not None else {})
 
-    def _layer(self, i: int, h: np.ndarray, start: int, past_k: np.ndarray, past_v: np.ndarray,
+    def decoder_layer(self, i: int, h: np.ndarray, start: int, past_k: np.ndarray, past_v: np.ndarray,
                tr: Optional[dict]):
+        """Decoder layer i on rows h [L, d] at positions start.. after the cache (past_k, past_v):
+        (h out, the new K and V codes); ``tr`` collects the trace when not None."""
         layer = self.layers[i]
         x = rmsnorm(h, layer.input_norm, self.eps)
         attn, k_int, v_int = self._attention(i, layer, x, start, past_k, past_v, tr)
@@ -607,7 +609,8 @@ class GoldenModel:
             tr[f"layers.{i}.out"] = h
         return h, k_int, v_int
 
-    def _head(self, h: np.ndarray, tr: Optional[dict]) -> np.ndarray:
+    def head_logits(self, h: np.ndarray, tr: Optional[dict]) -> np.ndarray:
+        """Final norm and the LM head on rows h [L, d]: logits [L, vocab]."""
         x = rmsnorm(h, self.final_norm, self.eps)
         q8, s, z = self._quant_input(x, self.lm_head)
         logits = self._linear_q(self.lm_head, q8, s, z, tr, "lm_head")
@@ -645,7 +648,7 @@ class GoldenModel:
         if start + h.shape[0] > self.max_positions:
             raise ValueError(f"position {start + h.shape[0]} exceeds the RoPE table ({self.max_positions})")
         tr: Optional[dict] = {} if trace else None
-        out, k_int, v_int = self._layer(i, h, start, kv.k[i], kv.v[i], tr)
+        out, k_int, v_int = self.decoder_layer(i, h, start, kv.k[i], kv.v[i], tr)
         return out, k_int, v_int, (tr if tr is not None else {})
 
     def generate(self, prompt_ids, max_new_tokens: int) -> List[int]:

@@ -206,6 +206,8 @@ def test_header_list():
         text = (LAYERS / h).read_text()
         assert "#pragma once" in text, h
         assert "namespace flexllm" in text, h
+        if h.endswith("_host.h"):
+            continue          # host-side helpers (testbench and XRT host), never synthesised
         code = re.sub(r"//[^\n]*|/\*.*?\*/", "", text, flags=re.S)
         for bad in (r"std::vector", r"\bmalloc\b", r"\bnew\b", r"\bdelete\b"):
             assert not re.search(bad, code), f"{h}: no dynamic allocation in kernel code ({bad})"

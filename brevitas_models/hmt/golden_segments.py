@@ -95,11 +95,11 @@ def backbone_pass(golden, rows: List[int], vectors: np.ndarray, head: bool):
     kv = golden.empty_cache()
     new_k, new_v = [], []
     for i in range(golden.num_layers):
-        h, k_int, v_int = golden._layer(i, h, 0, kv.k[i], kv.v[i], None)
+        h, k_int, v_int = golden.decoder_layer(i, h, 0, kv.k[i], kv.v[i], None)
         new_k.append(k_int)
         new_v.append(v_int)
     state = rmsnorm(h[-1:], golden.final_norm, golden.eps)[0]
-    logits = golden._head(h[-1:], None)[0] if head else None
+    logits = golden.head_logits(h[-1:], None)[0] if head else None
     return state, logits, kv.appended(new_k, new_v)
 
 
