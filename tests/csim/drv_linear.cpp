@@ -102,6 +102,19 @@ float x_rows[MAX_T][MAX_IN];
 // (the call's kind: uint4 one pass, int8 two nibble passes). stdin: n_calls, then per call: kind, clip, n,
 // d_in, d_out, w_off, x [n][d_in] f32, packed weights [ports][slice * 64], w_scale [d_out], wsum [d_out].
 // out per call: codes [n][d_in] i8, scale [n], zero [n], y [n][d_out] f32, acc [n][d_out] i32.
+// Every port's memory: w_off garbage words (bytes pattern ^ b), the slice read from stdin, one garbage word.
+template <int P>
+void read_weight_ports(std::vector<wide_word_t> mem[P], const wide_word_t *w[P], long long w_off, long long slice,
+                       int pattern) {
+    wide_word_t garbage = 0;
+    for (int b = 0; b < WORD_BYTES; ++b) garbage.range(8 * b + 7, 8 * b) = pattern ^ b;
+    for (int p = 0; p < P; ++p) {
+        mem[p].assign((size_t)(w_off + slice + 1), garbage);
+        csim::read_words(mem[p].data() + w_off, (size_t)slice);
+        w[p] = mem[p].data();
+    }
+}
+
 template <int ID>
 void run_schedule() {
     constexpr int P = lanes<ID>::ports;
@@ -119,15 +132,9 @@ void run_schedule() {
                       "schedule: call");
         csim::read_rows(x_rows, n, d_in);
         const long long slice = weight_slice_words(d_out, d_in, 4, P);
-        wide_word_t garbage = 0;
-        for (int b = 0; b < WORD_BYTES; ++b) garbage.range(8 * b + 7, 8 * b) = 0x5A ^ b;
         std::vector<wide_word_t> mem[P];
         const wide_word_t *w[P];
-        for (int p = 0; p < P; ++p) {
-            mem[p].assign((size_t)(w_off + slice + 1), garbage);
-            csim::read_words(mem[p].data() + w_off, (size_t)slice);
-            w[p] = mem[p].data();
-        }
+        read_weight_ports<P>(mem, w, w_off, slice, 0x5A);
         std::vector<float> w_scale = csim::read_vec<float>(d_out), wsum = csim::read_vec<float>(d_out);
         static float s_buf[MAX_T], z_buf[MAX_T];
         quantize_tokens<MAX_T, MAX_IN, INPUT_PER_CALL, QL>(x_rows, n, d_in, q_i8, s_buf, z_buf, clip, kind);
@@ -152,15 +159,9 @@ void run(int n, int d_in, int d_out, int w_off) {
     csim::read_rows(q, n, d_in);
     std::vector<float> scale = csim::read_vec<float>(n), zero = csim::read_vec<float>(n);
     const long long slice = weight_slice_words(d_out, d_in, BITS, P);
-    wide_word_t garbage = 0;
-    for (int b = 0; b < WORD_BYTES; ++b) garbage.range(8 * b + 7, 8 * b) = 0xA5 ^ b;
     std::vector<wide_word_t> mem[P];
     const wide_word_t *w[P];
-    for (int p = 0; p < P; ++p) {
-        mem[p].assign((size_t)(w_off + slice + 1), garbage);
-        csim::read_words(mem[p].data() + w_off, (size_t)slice);
-        w[p] = mem[p].data();
-    }
+    read_weight_ports<P>(mem, w, w_off, slice, 0xA5);
     std::vector<float> w_scale = csim::read_vec<float>(d_out), wsum = csim::read_vec<float>(d_out);
     float s_buf[MAX_T], z_buf[MAX_T];
     for (int t = 0; t < n; ++t) {
