@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--text", default=None,
                     help="training text file (default: the Python standard library's docstrings, never the "
                          "evaluation text)")
-    sp.add_argument("--steps", type=int, default=40, help="optimiser steps (default 40)")
+    sp.add_argument("--steps", type=int, default=30, help="optimiser steps (default 30)")
     sp.add_argument("--segments", type=int, default=3,
                     help="segments per step, backpropagated through together (default 3)")
     sp.add_argument("--lr", type=float, default=2e-3,

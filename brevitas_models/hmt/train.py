@@ -37,7 +37,7 @@ CHECKPOINT_FORMAT = 2              # 2: the checkpoint may carry a LoRA adapter 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 40
+    steps: int = 30
     segments: int = 3                # segment blocks per step (backpropagation through all of them)
     lr: float = 2e-3                 # T, P_0, W_q, W_k
     clip: float = 1.0
