@@ -91,7 +91,8 @@ def _hmt_params(cfg, weights, hmt, hidden_size, log):
         if path is None or not path.is_file():
             raise ConfigError(f"HMT.Checkpoint{cfg._where()} is not set and no trained HMT parameters for this "
                               f"model and HMT section are cached: run `flexllm hmt-train {cfg.path}` first (or set "
-                              "HMT.Checkpoint to the file it printed)")
+                              "HMT.Checkpoint to the file it printed; `ppl --long` other than hmt also runs "
+                              "with --backbone original)")
     log(f"HMT parameters from {path}")
     return load_checkpoint(path, hmt, hidden_size), str(path)
 
@@ -110,10 +111,15 @@ def _long_perplexity(cfg, spec, args, log) -> dict:
         raise ConfigError(f"--segments {args.segments} x {hmt.block}-token blocks plus {calib} calibration tokens "
                           f"exceed the {tokens.numel()} tokens of the text")
     params, checkpoint = (None, None)
-    if args.long == "hmt":
+    if args.long == "hmt" or args.backbone == "hmt":
         params, checkpoint = _hmt_params(cfg, weights, hmt, weights.arch.hidden_size, log)
+    from brevitas_models.hmt.backbone import hmt_backbone_weights
+    backbone = weights if args.backbone == "original" else hmt_backbone_weights(weights, params)
+    adapted = backbone is not weights
+    if adapted:
+        log("backbone: the float weights with the HMT checkpoint's LoRA adapter merged")
     t0 = time.perf_counter()
-    model = build_model(weights, spec, calib_text=text, log=log, cache_dir=default_cache_dir())
+    model = build_model(backbone, spec, calib_text=text, log=log, cache_dir=default_cache_dir())
     t1 = time.perf_counter()
     result = long_context_perplexity(model, hmt, tokens, args.segments, args.long, params=params,
                                      final_norm_weight=weights.state_dict.get("model.norm.weight"),
@@ -124,15 +130,16 @@ def _long_perplexity(cfg, spec, args, log) -> dict:
                    "segment_length": hmt.segment_length, "sensory_tokens": hmt.sensory_tokens,
                    "summary_tokens": hmt.summary, "memory_slots": hmt.memory_slots,
                    "zero_initial": hmt.zero_initial, "memory_point": hmt.memory_point, "checkpoint": checkpoint,
+                   "backbone": "merged LoRA adapter" if adapted else "original",
                    "build_seconds": round(t1 - t0, 2), "eval_seconds": round(t2 - t1, 2)})
     return result
 
 
 def _hmt_training_tokens(weights, text_path):
-    from brevitas_models.hmt.train import stdlib_training_text
+    from brevitas_models.hmt.train import stdlib_docstring_text
     from brevitas_models.text import encode, load_text
-    text = load_text(text_path) if text_path else stdlib_training_text()
-    return encode(weights.tokenizer, text), (text_path or "Python standard library sources")
+    text = load_text(text_path) if text_path else stdlib_docstring_text()
+    return encode(weights.tokenizer, text), (text_path or "Python standard library docstrings")
 
 
 def cmd_hmt_train(args) -> dict:
@@ -142,7 +149,9 @@ def cmd_hmt_train(args) -> dict:
     cfg = load_config(args.config)
     log = _log(args.quiet)
     hmt = cfg.hmt_spec(memory_point=args.hmt_memory_point)
-    settings = TrainSettings(steps=args.steps, segments=args.segments, lr=args.lr, seed=args.seed)
+    settings = TrainSettings(steps=args.steps, segments=args.segments, lr=args.lr, seed=args.seed,
+                             lora_rank=args.lora_rank, lora_targets=tuple(args.lora_targets.split(",")),
+                             lora_lr=args.lora_lr)
     if args.text:
         from brevitas_models.text import load_text
         load_text(args.text)                      # a missing or empty file fails before the model loads
@@ -159,7 +168,9 @@ def cmd_hmt_train(args) -> dict:
     return {"checkpoint": info["checkpoint"], "cached": info["cached"], "steps": settings.steps,
             "segments_per_step": settings.segments, "segment_length": hmt.segment_length, "block": hmt.block,
             "sensory_tokens": hmt.sensory_tokens, "summary_tokens": hmt.summary, "training_text": text_name,
+            "lora_rank": settings.lora_rank, "lora_targets": list(settings.lora_targets) if settings.lora_rank else [],
             "training_tokens": int(tokens.numel()), "train_seconds": info.get("seconds"),
+            "train_cpu_seconds": info.get("cpu_seconds"),
             "loss_first5": sum(head) / len(head) if head else None,
             "loss_last5": sum(tail) / len(tail) if tail else None, "source": weights.source,
             "seconds": round(time.perf_counter() - t0, 1)}
@@ -311,21 +322,33 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with --long hmt: FlexLLM testbench convention, zero P_0 and zero first sensory tokens")
     sp.add_argument("--hmt-memory-point", choices=["post_norm", "pre_norm"], default="post_norm",
                     help="with --long hmt: read S_n and M_n after the final norm (default) or before it")
+    sp.add_argument("--backbone", choices=["hmt", "original"], default="hmt",
+                    help="with --long: the backbone of the HMT checkpoint (its LoRA adapter merged into the "
+                         "float weights before calibration; the default, in every mode) or the original weights")
     sp.add_argument("--calibration-text", default=None,
                     help="calibrate on the last CalibrationTokens tokens of this file instead of the end of "
                          "--text (then all of --text can be evaluated)")
     sp.set_defaults(func=cmd_ppl)
 
     sp = sub.add_parser("hmt-train", parents=[out_opts],
-                        help="train the HMT memory parameters (T, P_0, W_q, W_k) on CPU, backbone frozen")
+                        help="train the HMT memory parameters (T, P_0, W_q, W_k) and a LoRA adapter of the "
+                             "backbone on CPU")
     sp.add_argument("config", help="flexllm YAML config (its HMT section gives the sizes)")
     sp.add_argument("--text", default=None,
-                    help="training text file (default: the Python standard library's sources, never the "
+                    help="training text file (default: the Python standard library's docstrings, never the "
                          "evaluation text)")
-    sp.add_argument("--steps", type=int, default=40, help="optimiser steps (default 40)")
+    sp.add_argument("--steps", type=int, default=30, help="optimiser steps (default 30)")
     sp.add_argument("--segments", type=int, default=3,
                     help="segments per step, backpropagated through together (default 3)")
-    sp.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (default 2e-3)")
+    sp.add_argument("--lr", type=float, default=2e-3,
+                    help="Adam learning rate of T, P_0, W_q, W_k (default 2e-3; warm-up, then cosine decay)")
+    sp.add_argument("--lora-rank", type=int, default=8,
+                    help="rank of the LoRA adapter of the backbone, merged into its weights for every consumer "
+                         "(default 8; 0: backbone frozen, no adapter)")
+    sp.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj",
+                    help="comma-separated projections of every decoder layer the adapter adapts "
+                         "(default q_proj,k_proj,v_proj,o_proj)")
+    sp.add_argument("--lora-lr", type=float, default=1e-3, help="Adam learning rate of the adapter (default 1e-3)")
     sp.add_argument("--seed", type=int, default=0, help="seed of the initial state and the sampled windows")
     sp.add_argument("--hmt-memory-point", choices=["post_norm", "pre_norm"], default="post_norm",
                     help="read S_n and M_n after the final norm (default, the method) or before it")

@@ -108,7 +108,8 @@ def _ppl(r):
         extra = f", window {r['window']}" if r.get("window") else ""
         return (f"perplexity {r['ppl']:.3f} over {r['tokens']} tokens of segments 2..{r['segments']} "
                 f"({r['long']}; segment length {r['segment_length']}, block {r['block']}, sensory "
-                f"{r['sensory_tokens']}{extra}; {r['quant']}; model {r['build_seconds']:.1f} s, evaluation "
+                f"{r['sensory_tokens']}{extra}; {r['quant']}, backbone {r.get('backbone', 'original')}; model "
+                f"{r['build_seconds']:.1f} s, evaluation "
                 f"{r['eval_seconds']:.1f} s)")
     return (f"perplexity {r['ppl']:.3f} over {r['tokens']} tokens (ctx {r['ctx']}; {r['quant']}, rotation "
             f"{r['rotation']}, GPTQ {r.get('gptq')}; model {r.get('build_seconds', 0):.1f} s, evaluation "
@@ -117,10 +118,14 @@ def _ppl(r):
 
 def _hmt_train(r):
     how = "loaded from the cache" if r["cached"] else f"trained in {r['train_seconds']:.0f} s"
+    if r.get("train_cpu_seconds") is not None:
+        how += f" ({r['train_cpu_seconds']:.0f} s of CPU)"
+    lora = (f", LoRA r {r['lora_rank']} on {'/'.join(r['lora_targets'])}" if r.get("lora_rank") else
+            ", backbone frozen")
     loss = (f"; loss {r['loss_first5']:.3f} (first 5 steps) -> {r['loss_last5']:.3f} (last 5)"
             if r.get("loss_first5") is not None else "")
     return (f"HMT parameters {how}: {r['steps']} steps of {r['segments_per_step']} segments (L {r['segment_length']}, "
-            f"block {r['block']}) on {r['training_tokens']} tokens of {r['training_text']}{loss}\n"
+            f"block {r['block']}{lora}) on {r['training_tokens']} tokens of {r['training_text']}{loss}\n"
             f"checkpoint: {r['checkpoint']}")
 
 

@@ -42,6 +42,11 @@ def test_train_then_long_perplexity(tmp_path, capsys, monkeypatch):
     assert {r["tokens"] for r in results.values()} == {2 * 31}
     assert results["hmt"]["checkpoint"] == first["checkpoint"]
     assert results["window"]["window"] == 256                  # the tiny model's positions
+    # every mode runs on the checkpoint's backbone (its LoRA adapter merged); --backbone original on the weights
+    assert first["lora_rank"] == 8 and {r["backbone"] for r in results.values()} == {"merged LoRA adapter"}
+    orig = _json(capsys, ["ppl", str(cfg), "--long", "independent", "--segments", "3", "--backbone", "original"])
+    assert orig["backbone"] == "original" and orig["checkpoint"] is None
+    assert orig["tokens"] == results["independent"]["tokens"] and orig["ppl"] != results["independent"]["ppl"]
 
 
 def test_bad_hmt_inputs_fail_fast(tmp_path, capsys):
@@ -72,7 +77,8 @@ def test_build_with_hmt_needs_trained_parameters(tmp_path, capsys):
 def test_text_output_for_people(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("FLEXLLM_CACHE", str(tmp_path / "cache"))
     cfg = _cfg(tmp_path)
-    assert main(["ppl", str(cfg), "--quant", "float", "--long", "sensory", "--segments", "3", "--quiet"]) == 0
+    assert main(["ppl", str(cfg), "--quant", "float", "--long", "sensory", "--segments", "3", "--quiet",
+                 "--backbone", "original"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("perplexity ") and "(sensory; segment length 40, block 32, sensory 6" in out
     assert main(["hmt-train", str(cfg), "--steps", "2", "--quiet"]) == 0

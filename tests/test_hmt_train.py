@@ -1,14 +1,15 @@
 """HMT training (brevitas_models/hmt/train.py): a few steps lower the loss of the tiny model, gradients
-reach all four parameters through the recurrence, checkpoints round-trip, are cached on their inputs and
-are checked against the HMT sizes."""
+reach all four parameters and the LoRA adapter through the recurrence, checkpoints (with and without an
+adapter) round-trip, are cached on their inputs and are checked against the HMT sizes and their format."""
 
 import pytest
 import torch
 
+from brevitas_models.hmt.backbone import LoRAAdapter, adapter_applied, adapter_shapes
 from brevitas_models.hmt.memory import HMTParams
 from brevitas_models.hmt.spec import HMTSpec
-from brevitas_models.hmt.train import (TrainSettings, initial_params, load_checkpoint, save_checkpoint,
-                                       stdlib_training_text, train, train_cached)
+from brevitas_models.hmt.train import (TRAINING_TEXTS, TrainSettings, initial_params, load_checkpoint,
+                                       save_checkpoint, train, train_cached)
 from brevitas_models.hmt.wrapper import HMTWrapper
 from tests.helpers import text_tokens, tiny_model, tiny_weights
 
@@ -34,23 +35,53 @@ def test_a_few_steps_lower_the_loss():
 
 def test_gradient_reaches_every_memory_parameter():
     model = tiny_model("float")
-    params = initial_params(model)
-    out = HMTWrapper(model, SPEC, params).run(text_tokens()[:3 * SPEC.block][None])
+    params = initial_params(model, TrainSettings(lora_targets=("q_proj", "v_proj", "down_proj")))
+    with torch.no_grad():
+        for pair in (p for layer in params.adapter.layers for p in layer.values()):
+            pair.b.normal_(0, 0.01)                 # past the B = 0 start, so A gets a gradient too
+    with adapter_applied(model, params.adapter):
+        out = HMTWrapper(model, SPEC, params).run(text_tokens()[:3 * SPEC.block][None])
     (sum(o[0] for o in out)).backward()
+    names = [n for n, _ in params.named_parameters()]
+    assert "adapter.layers.0.q_proj.a" in names and "adapter.layers.1.down_proj.b" in names
     for name, p in params.named_parameters():
         assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
 
 
-def test_checkpoint_round_trip_and_checks(tmp_path):
-    params = HMTParams(96)
+def test_training_without_adapter_leaves_the_backbone_alone():
+    model = tiny_model("float")
+    tokens = text_tokens()[:3 * SPEC.block]
+    result = train(model, SPEC, tokens, TrainSettings(steps=1, segments=3, lora_rank=0))
+    assert result["params"].adapter is None
+    with pytest.raises(ValueError, match="--lora-targets must be a non-empty subset"):
+        TrainSettings(lora_targets=("qkv",))
+    with pytest.raises(ValueError, match="--lora-rank must be an integer >= 0"):
+        TrainSettings(lora_rank=-1)
+
+
+def test_learning_rate_schedule():
+    s = TrainSettings(steps=10, warmup=2)
+    rates = [s.rate(i) for i in range(10)]
+    assert rates[0] < rates[1] < rates[2] == 1.0
+    assert all(a >= b for a, b in zip(rates[2:], rates[3:])) and abs(rates[-1] - 0.1) < 1e-12
+
+
+@pytest.mark.parametrize("adapter", [False, True])
+def test_checkpoint_round_trip_and_checks(tmp_path, adapter):
+    arch = tiny_weights().arch
+    params = HMTParams(96, adapter=LoRAAdapter(arch.num_layers, adapter_shapes(arch, ["q_proj", "o_proj"]), 4, 8.0)
+                       if adapter else None)
     with torch.no_grad():
         for p in params.parameters():
             p.add_(torch.randn(p.shape))
     path = tmp_path / "hmt.pt"
     save_checkpoint(path, params, SPEC, {"steps": 1})
     loaded = load_checkpoint(path, SPEC, 96)
+    assert [n for n, _ in loaded.named_parameters()] == [n for n, _ in params.named_parameters()]
     for (n, a), (_, b) in zip(params.named_parameters(), loaded.named_parameters()):
         assert torch.equal(a, b), n
+    if adapter:
+        assert (loaded.adapter.rank, loaded.adapter.scale, loaded.adapter.targets) == (4, 2.0, ("q_proj", "o_proj"))
     with pytest.raises(ValueError, match="trained with segment_length = 40, the config asks for 48"):
         load_checkpoint(path, SPEC.replace(segment_length=48), 96)
     with pytest.raises(ValueError, match="hidden size 96, the model 64"):
@@ -60,6 +91,11 @@ def test_checkpoint_round_trip_and_checks(tmp_path):
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot be read"):
         load_checkpoint(tmp_path / "bad.pt", SPEC, 96)
+    old = torch.load(path, weights_only=True)
+    old["format"] = 1
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="has format 1, this flexllm reads format 2 .*train it again"):
+        load_checkpoint(tmp_path / "old.pt", SPEC, 96)
 
 
 def test_cached_training_is_reused(tmp_path):
@@ -74,10 +110,11 @@ def test_cached_training_is_reused(tmp_path):
     assert info3["checkpoint"] != info1["checkpoint"]
 
 
-def test_training_text_is_not_the_evaluation_text():
+@pytest.mark.parametrize("source", ["docstrings", "sources"])
+def test_training_text_is_not_the_evaluation_text(source):
     from brevitas_models.text import pydoc_topics_text
-    train_text = stdlib_training_text(200_000)
+    train_text = TRAINING_TEXTS[source](200_000)
     assert len(train_text) == 200_000
     ev = pydoc_topics_text()
-    probes = [ev[i:i + 200] for i in range(0, 100_000, 10_000)]
-    assert not any(p in train_text for p in probes)
+    probes = [ev[i:i + 200] for i in range(0, len(ev) - 200, 10_000)]
+    assert len(probes) > 40 and not any(p in train_text for p in probes)

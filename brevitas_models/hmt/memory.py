@@ -16,11 +16,16 @@ from typing import List, Optional
 import torch
 from torch import nn
 
+from .backbone import LoRAAdapter
+
 
 class HMTParams(nn.Module):
-    """T (summary token embedding), P_0 (initial memory), W_q and W_k ([d, d], out x in)."""
+    """T (summary token embedding), P_0 (initial memory), W_q and W_k ([d, d], out x in), and optionally
+    ``adapter``: a LoRA adapter of the backbone trained with them (:mod:`.backbone`; merged into the float
+    weights by ``hmt_backbone_weights`` before any model is built)."""
 
-    def __init__(self, hidden_size: int, init_embedding: Optional[torch.Tensor] = None):
+    def __init__(self, hidden_size: int, init_embedding: Optional[torch.Tensor] = None,
+                 adapter: Optional[LoRAAdapter] = None):
         super().__init__()
         d = hidden_size
         start = torch.zeros(d) if init_embedding is None else init_embedding.detach().float().clone()
@@ -29,6 +34,11 @@ class HMTParams(nn.Module):
         # Identity start: the first recall weighs memories by their similarity to the summary.
         self.w_q = nn.Parameter(torch.eye(d))
         self.w_k = nn.Parameter(torch.eye(d))
+        self.adapter = adapter
+
+    def memory_parameters(self):
+        """T, P_0, W_q, W_k (not the adapter)."""
+        return [self.summary_token, self.initial_memory, self.w_q, self.w_k]
 
     @property
     def hidden_size(self) -> int:

@@ -14,37 +14,62 @@ the training tokens, the optimiser settings and the code of this subpackage.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import math
 import sysconfig
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
+from .backbone import ADAPTER_TARGETS, LoRAAdapter, adapter_applied, adapter_shapes
 from .memory import HMTParams
 from .spec import HMTSpec
 from .wrapper import HMTWrapper
 
 TRAINING_TEXT_CHARS = 1_000_000
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2              # 2: the checkpoint may carry a LoRA adapter of the backbone
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 40
+    steps: int = 30
     segments: int = 3                # segment blocks per step (backpropagation through all of them)
-    lr: float = 2e-3
+    lr: float = 2e-3                 # T, P_0, W_q, W_k
     clip: float = 1.0
     seed: int = 0
+    lora_rank: int = 8               # 0: backbone frozen, no adapter
+    lora_alpha: float = 16.0
+    lora_targets: Tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    lora_lr: float = 1e-3
+    warmup: int = 4                  # linear warm-up steps, then cosine decay to 10 % of the rates
 
     def __post_init__(self):
         if self.steps < 1:
             raise ValueError(f"--steps must be >= 1, got {self.steps}")
         if self.segments < 2:
             raise ValueError(f"--segments must be >= 2 (memory flows between segments), got {self.segments}")
+        if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+            raise ValueError(f"--lora-rank must be an integer >= 0, got {self.lora_rank!r}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        bad = [t for t in self.lora_targets if t not in ADAPTER_TARGETS]
+        if bad or (self.lora_rank and not self.lora_targets):
+            raise ValueError(f"--lora-targets must be a non-empty subset of {sorted(ADAPTER_TARGETS)}, got "
+                             f"{list(self.lora_targets)}")
+
+    def rate(self, step: int) -> float:
+        """Multiplier of the learning rates at ``step`` (0-based): warm-up, then cosine to 0.1."""
+        if step < self.warmup:
+            return (step + 1) / (self.warmup + 1)
+        span = max(1, self.steps - self.warmup - 1)
+        t = min(1.0, (step - self.warmup) / span)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def stdlib_training_text(max_chars: int = TRAINING_TEXT_CHARS) -> str:
@@ -63,7 +88,40 @@ def stdlib_training_text(max_chars: int = TRAINING_TEXT_CHARS) -> str:
     return "".join(parts)[:max_chars]
 
 
-TRAINING_CODE = ("spec.py", "memory.py", "basis.py", "wrapper.py", "train.py")
+DOCSTRING_MIN_CHARS = 200
+EXCLUDED_PACKAGES = ("pydoc_data", "test", "tests", "idlelib", "lib2to3", "site-packages")
+
+
+def stdlib_docstring_text(max_chars: int = TRAINING_TEXT_CHARS) -> str:
+    """English prose about Python that is not the evaluation text: the docstrings (module, class and function,
+    at least ``DOCSTRING_MIN_CHARS`` long) of the standard library's sources in path order, excluding
+    ``pydoc_data`` (the evaluation text) and the test suites, separated by blank lines, up to ``max_chars``."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(f for f in root.rglob("*.py")
+                   if not set(f.relative_to(root).parts[:-1]) & set(EXCLUDED_PACKAGES))
+    if not files:
+        raise FileNotFoundError(f"no Python standard library sources in {root}")
+    parts, size = [], 0
+    for f in files:
+        try:
+            tree = ast.parse(f.read_text(encoding="utf-8", errors="replace"))
+        except SyntaxError:
+            continue                      # a few stdlib files are templates or for other Python versions
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) >= DOCSTRING_MIN_CHARS:
+                    parts.append(doc)
+                    size += len(doc) + 2
+        if size >= max_chars:
+            break
+    return "\n\n".join(parts)[:max_chars]
+
+
+TRAINING_TEXTS = {"docstrings": stdlib_docstring_text, "sources": stdlib_training_text}
+
+
+TRAINING_CODE = ("spec.py", "memory.py", "basis.py", "wrapper.py", "backbone.py", "train.py")
 
 
 def code_version() -> str:
@@ -88,15 +146,20 @@ def checkpoint_key(weights, spec: HMTSpec, tokens: torch.Tensor, settings: Train
     return h.hexdigest()[:24]
 
 
-def initial_params(model) -> HMTParams:
-    """T and P_0 start at the mean token embedding (the backbone's input scale); W_q, W_k at identity."""
-    return HMTParams(model.arch.hidden_size, model.embed_tokens.weight.detach().mean(0))
+def initial_params(model, settings: Optional[TrainSettings] = None) -> HMTParams:
+    """T and P_0 start at the mean token embedding (the backbone's input scale); W_q, W_k at identity; the
+    LoRA adapter of ``settings`` (rank > 0) at B = 0, so the adapted backbone starts as the backbone."""
+    adapter = None
+    if settings is not None and settings.lora_rank:
+        adapter = LoRAAdapter(model.arch.num_layers, adapter_shapes(model.arch, settings.lora_targets),
+                              settings.lora_rank, settings.lora_alpha, seed=settings.seed)
+    return HMTParams(model.arch.hidden_size, model.embed_tokens.weight.detach().mean(0), adapter=adapter)
 
 
 def train(model, spec: HMTSpec, tokens: torch.Tensor, settings: TrainSettings,
           log: Optional[Callable[[str], None]] = None) -> Dict:
-    """Train HMT parameters on ``tokens`` (1-D) around the frozen float ``model``; returns
-    {"params": HMTParams, "losses": [...], "seconds": s}."""
+    """Train HMT parameters (and the LoRA adapter of ``settings``) on ``tokens`` (1-D) around the float
+    ``model`` (its own weights stay frozen); returns {"params": HMTParams, "losses": [...], "seconds": s}."""
     from ..progress import bar
     log = log or (lambda msg: None)
     if not spec.memory:
@@ -108,39 +171,49 @@ def train(model, spec: HMTSpec, tokens: torch.Tensor, settings: TrainSettings,
     torch.manual_seed(settings.seed)
     model.eval()
     model.requires_grad_(False)
-    params = initial_params(model)
+    params = initial_params(model, settings)
     wrapper = HMTWrapper(model, spec, params)
-    opt = torch.optim.Adam(params.parameters(), lr=settings.lr)
+    groups = [{"params": params.memory_parameters(), "lr": settings.lr}]
+    if params.adapter is not None:
+        groups.append({"params": list(params.adapter.parameters()), "lr": settings.lora_lr})
+    base = [g["lr"] for g in groups]
+    opt = torch.optim.Adam(groups)
     gen = torch.Generator().manual_seed(settings.seed)
     starts = torch.randint(0, tokens.numel() - span + 1, (settings.steps,), generator=gen)
     losses = []
     progress = bar(settings.steps, "HMT training", "steps")
-    t0 = time.perf_counter()
-    for step, start in enumerate(starts.tolist()):
-        ids = tokens[start:start + span][None]
-        out = wrapper.run(ids)
-        loss = sum(o[0] for o in out) / sum(o[1] for o in out)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params.parameters(), settings.clip)
-        opt.step()
-        losses.append(float(loss.detach()))
-        progress.update(1)
-        progress.set_postfix_str(f"loss {losses[-1]:.3f}")
-        if (step + 1) % 10 == 0 or step + 1 == settings.steps:
-            recent = losses[-10:]
-            log(f"HMT step {step + 1}/{settings.steps}: mean loss of the last {len(recent)} "
-                f"{sum(recent) / len(recent):.4f} ({time.perf_counter() - t0:.0f} s)")
+    t0, c0 = time.perf_counter(), time.process_time()
+    with adapter_applied(model, params.adapter):
+        for step, start in enumerate(starts.tolist()):
+            for g, lr in zip(opt.param_groups, base):
+                g["lr"] = lr * settings.rate(step)
+            ids = tokens[start:start + span][None]
+            out = wrapper.run(ids)
+            loss = sum(o[0] for o in out) / sum(o[1] for o in out)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params.parameters(), settings.clip)
+            opt.step()
+            losses.append(float(loss.detach()))
+            progress.update(1)
+            progress.set_postfix_str(f"loss {losses[-1]:.3f}")
+            if (step + 1) % 10 == 0 or step + 1 == settings.steps:
+                recent = losses[-10:]
+                log(f"HMT step {step + 1}/{settings.steps}: mean loss of the last {len(recent)} "
+                    f"{sum(recent) / len(recent):.4f} ({time.perf_counter() - t0:.0f} s)")
     progress.close()
-    return {"params": params, "losses": losses, "seconds": time.perf_counter() - t0}
+    return {"params": params, "losses": losses, "seconds": time.perf_counter() - t0,
+            "cpu_seconds": time.process_time() - c0}
 
 
 # ---- checkpoints ---------------------------------------------------------------------------------
 def save_checkpoint(path: Path, params: HMTParams, spec: HMTSpec, meta: Dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
+    adapter = None if params.adapter is None else params.adapter.config()
     torch.save({"format": CHECKPOINT_FORMAT, "hmt": spec.trained_fields(), "hidden_size": params.hidden_size,
-                "params": {k: v.detach().clone() for k, v in params.state_dict().items()}, "meta": meta}, tmp)
+                "adapter": adapter, "params": {k: v.detach().clone() for k, v in params.state_dict().items()},
+                "meta": meta}, tmp)
     path.with_suffix(".json").write_text(json.dumps({"hmt": spec.trained_fields(), **meta}, sort_keys=True))
     tmp.replace(path)
 
@@ -155,8 +228,12 @@ def load_checkpoint(path, spec: HMTSpec, hidden_size: int) -> HMTParams:
         data = torch.load(path, weights_only=True)
     except Exception as e:
         raise ValueError(f"HMT checkpoint {path} cannot be read: {type(e).__name__}: {e}") from e
-    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT or "params" not in data:
-        raise ValueError(f"{path} is not an HMT checkpoint of format {CHECKPOINT_FORMAT} (flexllm hmt-train)")
+    if not isinstance(data, dict) or "params" not in data or not isinstance(data.get("format"), int):
+        raise ValueError(f"{path} is not an HMT checkpoint (flexllm hmt-train)")
+    if data["format"] != CHECKPOINT_FORMAT:
+        raise ValueError(f"HMT checkpoint {path} has format {data['format']}, this flexllm reads format "
+                         f"{CHECKPOINT_FORMAT} (a LoRA adapter of the backbone since format 2): train it again "
+                         "with `flexllm hmt-train`")
     if data["hidden_size"] != hidden_size:
         raise ValueError(f"HMT checkpoint {path} has hidden size {data['hidden_size']}, the model {hidden_size}")
     want = spec.trained_fields()
@@ -164,7 +241,13 @@ def load_checkpoint(path, spec: HMTSpec, hidden_size: int) -> HMTParams:
         if data["hmt"].get(key) != value:
             raise ValueError(f"HMT checkpoint {path} was trained with {key} = {data['hmt'].get(key)!r}, the config "
                              f"asks for {value!r}")
-    params = HMTParams(hidden_size)
+    adapter = None
+    if data.get("adapter") is not None:
+        try:
+            adapter = LoRAAdapter.from_config(data["adapter"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"HMT checkpoint {path}: bad LoRA adapter description {data['adapter']!r}: {e}") from e
+    params = HMTParams(hidden_size, adapter=adapter)
     try:
         params.load_state_dict(data["params"], strict=True)
     except RuntimeError as e:
@@ -190,7 +273,9 @@ def train_cached(weights, model, spec: HMTSpec, tokens: torch.Tensor, settings: 
     result = train(model, spec, tokens, settings, log)
     meta = {"source": weights.source, "steps": settings.steps, "segments_per_step": settings.segments,
             "lr": settings.lr, "seed": settings.seed, "training_tokens": int(tokens.numel()),
-            "seconds": round(result["seconds"], 1), "losses": [round(x, 4) for x in result["losses"]]}
+            "lora_rank": settings.lora_rank, "lora_targets": list(settings.lora_targets),
+            "lora_lr": settings.lora_lr, "warmup": settings.warmup,
+            "seconds": round(result["seconds"], 1), "cpu_seconds": round(result["cpu_seconds"], 1), "losses": [round(x, 4) for x in result["losses"]]}
     if path is not None:
         save_checkpoint(path, result["params"], spec, meta)
     return result["params"], {"checkpoint": str(path) if path else None, "cached": False, **meta}
