@@ -51,6 +51,8 @@ RECIPES = {
     "int8-down-lm-o+siteclip+wclip": {"input_quant_overrides": {**OVERRIDES, "o_proj": "int8"},
                                       "input_clip_ratios": {"q_proj": 0.85, "gate_proj": 0.95},
                                       "weight_clip_search": True},
+    "int8-all-but-qkv+qclip+wclip": {"input_quant_overrides": {**OVERRIDES, "o_proj": "int8", "gate_proj": "int8"},
+                                     "input_clip_ratios": {"q_proj": 0.85}, "weight_clip_search": True},
     "int8-down-lm-o+clip+wclip": {"input_quant_overrides": {**OVERRIDES, "o_proj": "int8"},
                                   "input_clip_ratios": {"q_proj": 0.9, "gate_proj": 0.9},
                                   "weight_clip_search": True},
