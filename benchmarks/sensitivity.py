@@ -15,7 +15,8 @@ Linear-input sites (every decoder layer at once): ``qkv`` (the shared q/k/v inpu
     python benchmarks/sensitivity.py [--config configs/smollm2_135m_u280.yaml] [--max-tokens 2048]
         [--state calibrated.pt] [--directions up down static clip] [--out sensitivity.json]
 
-``--state`` loads a calibrated flexllm-w4a4 state dict (e.g. an entry of ``~/.cache/flexllm``) instead of
+The model has the paper's formats (the preset without its default clip ratios and weight-clip search) unless
+``--preset-defaults`` is given. ``--state`` loads a calibrated flexllm-w4a4 state dict (e.g. an entry of ``~/.cache/flexllm``) instead of
 building (or loading from the cache) the model of the current code. Prints one JSON line per row as it
 finishes, then a markdown table. The model is built once; each row is one perplexity evaluation
 (about 10 s per 512-token window of SmolLM2 on two free cores: the default 2,048 tokens and the
@@ -102,6 +103,9 @@ def main(argv=None):
     ap.add_argument("--clip-ratios", nargs="*", type=float, default=[0.95, 0.9, 0.85],
                     help="direction clip: every uint4 input clipped to this ratio of its range (one row each), "
                          "then each site alone at the best ratio")
+    ap.add_argument("--preset-defaults", action="store_true",
+                    help="calibrate the preset as it stands (clip 0.9, weight-clip search) instead of the paper's "
+                         "formats")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
     args = ap.parse_args(argv)
@@ -110,6 +114,8 @@ def main(argv=None):
     cfg = load_config(args.config)
     weights = cfg.load_weights()
     spec = cfg.quant_spec("flexllm-w4a4")
+    if not args.preset_defaults:   # the paper's formats: no input clipping, no weight-clip search
+        spec = spec.replace(input_clip_ratios=(), weight_clip_search=False)
     text = load_text(args.text)
     tokens = encode(weights.tokenizer, text)
     if args.text is None and args.max_tokens + spec.calibration_tokens > tokens.numel():

@@ -4,8 +4,9 @@ last CalibrationTokens tokens of the same text, disjoint).
 
     python benchmarks/w4a4_recipes.py [--recipes NAME ...] [--max-tokens 8192] [--out rows.json]
 
-Every recipe is flexllm-w4a4 (GPTQ, Hadamard R1/R2 + online R4) plus the QuantSpec fields listed in
-RECIPES; each is calibrated (or loaded from ~/.cache/flexllm) and scored; one JSON line per recipe as
+Every recipe is flexllm-w4a4 (``--preset`` names another one) with the paper's formats (GPTQ, Hadamard
+R1/R2 + online R4; the preset's default clip ratios and weight-clip search switched off) plus the QuantSpec
+fields listed in RECIPES; each is calibrated (or loaded from ~/.cache/flexllm) and scored; one JSON line per recipe as
 it finishes, then a markdown table with the ratio to float.
 """
 
@@ -31,6 +32,8 @@ SITE_CLIP = {"q_proj": 0.85, "o_proj": 0.95, "gate_proj": 0.95}
 CLIP_ALL = {**CLIP, "down_proj": 0.9, "lm_head": 0.9}
 RECIPES = {
     "paper": {},
+    "paper-norot": {"rotation": "none"},
+    "paper+clip+wclip-norot": {"rotation": "none", "input_clip_ratios": CLIP_ALL, "weight_clip_search": True},
     "paper+clip": {"input_clip_ratios": CLIP_ALL},
     "paper+wclip": {"weight_clip_search": True},
     "paper+clip+wclip": {"input_clip_ratios": CLIP_ALL, "weight_clip_search": True},
@@ -71,6 +74,8 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(config_path("smollm2_135m_u280.yaml")))
     ap.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
+    ap.add_argument("--preset", default="flexllm-w4a4", help="the preset the recipes modify (clip ratios "
+                    "apply to uint4 sites only, so with w4a8 use the recipes without them)")
     ap.add_argument("--max-tokens", type=int, default=8192)
     ap.add_argument("--ctx", type=int, default=512)
     ap.add_argument("--float-ppl", type=float, default=None, help="float perplexity (else measured)")
@@ -90,13 +95,15 @@ def main(argv=None):
                                eval_windows)["ppl"]
     rows = []
     for name in args.recipes:
-        spec = cfg.quant_spec("flexllm-w4a4").replace(**RECIPES[name])
+        # every recipe starts from the preset's formats without the clip / weight-clip defaults, so each
+        # row names all the techniques it uses
+        spec = cfg.quant_spec(args.preset).replace(input_clip_ratios=(), weight_clip_search=False).replace(**RECIPES[name])
         t0 = time.perf_counter()
         model = build_model(weights, spec, calib_text=text, max_positions=max_positions,
                             cache_dir=default_cache_dir())
         t1 = time.perf_counter()
         res = perplexity(model, eval_windows)
-        row = {"recipe": name, "fields": RECIPES[name], "ppl": round(res["ppl"], 3),
+        row = {"preset": args.preset, "recipe": name, "fields": RECIPES[name], "ppl": round(res["ppl"], 3),
                "x_float": round(res["ppl"] / float_ppl, 3), "tokens": res["scored_tokens"],
                "build_s": round(t1 - t0, 1), "eval_s": round(time.perf_counter() - t1, 1)}
         rows.append(row)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from brevitas_models.model import append_kv
-from brevitas_models.quant_presets import quant_preset
+from brevitas_models.quant_presets import INPUT_SITES, quant_preset
 from tests.helpers import text_windows, tiny_float_model, tiny_model, tiny_spec, tiny_weights
 
 
@@ -57,8 +57,11 @@ def _grid_ints(value, scale, zero=0.0):
     return torch.round(q)
 
 
-def test_flexllm_w4a4_integer_formats():
-    m = tiny_model("flexllm-w4a4")
+@pytest.mark.parametrize("clip", [0.9, 1.0])
+def test_flexllm_w4a4_integer_formats(clip):
+    # 0.9: the preset's default clip ratio at every uint4 site; 1.0: the paper's exact min / max
+    m = tiny_model("flexllm-w4a4", **({} if clip == 0.9 else {"input_clip_ratios": {}}))
+    assert m.spec.input_clip("q_proj") == clip
     at = m.layers[1].self_attn
     seen = {}
     hooks = [_record(at.q_proj.input_quant, seen, "x"), _record(at.k_quant, seen, "k"),
@@ -76,9 +79,10 @@ def test_flexllm_w4a4_integer_formats():
         ints = qw.int()
         assert int(qw.bit_width) == 4 and ints.min() >= -7 and ints.max() <= 7, name
         assert qw.scale.shape == (unit.weight.shape[0], 1), name
-    # uint4 asymmetric per-token inputs: scale (max-min)/15 and zero -min/scale, one pair per token.
+    # uint4 asymmetric per-token inputs on the range [r min, r max]: scale r (max-min)/15 and zero
+    # -r min/scale, one pair per token; values outside the range clamp to 0..15.
     x, xq = x_in["x"], seen["x"]
-    mn, mx = x.amin(-1, keepdim=True), x.amax(-1, keepdim=True)
+    mn, mx = clip * x.amin(-1, keepdim=True), clip * x.amax(-1, keepdim=True)
     s = (mx - mn) / 15
     q = _grid_ints(xq - mn, s)
     assert q.min() >= 0 and q.max() <= 15 and q.max() == 15 and q.min() == 0
@@ -117,6 +121,20 @@ def test_int8_input_presets(preset, bits, lo, hi):
 def test_preset_defaults_are_the_documented_recipes():
     p = quant_preset("flexllm-w4a4")
     assert (p.weight_bits, p.input_quant, p.qkv_bits, p.softmax_bits) == (4, "uint4_asym", 8, 8)
+    # the paper's formats plus the two measured techniques that keep them (README perplexity table)
+    assert p.weight_clip_search and p.gptq and p.rotation == "hadamard"
+    assert dict(p.input_clip_ratios) == {site: 0.9 for site in INPUT_SITES}
+    # preset defaults step aside when the user changes what they depend on ...
+    assert not quant_preset("flexllm-w4a4", gptq=False).weight_clip_search
+    over = quant_preset("flexllm-w4a4", input_quant_overrides={"down_proj": "int8", "lm_head": "int8"})
+    assert dict(over.input_clip_ratios) == {"q_proj": 0.9, "o_proj": 0.9, "gate_proj": 0.9}
+    assert quant_preset("flexllm-w4a4", input_quant="int8").input_clip_ratios == ()
+    assert quant_preset("flexllm-w4a4", input_clip_ratios={}).input_clip_ratios == ()
+    # ... but what the user names explicitly is validated as given
+    with pytest.raises(ValueError, match="WeightClipSearch needs GPTQ"):
+        quant_preset("flexllm-w4a4", gptq=False, weight_clip_search=True)
+    with pytest.raises(ValueError, match="InputClipRatios.down_proj"):
+        quant_preset("flexllm-w4a4", input_quant_overrides={"down_proj": "int8"}, input_clip_ratios={"down_proj": 0.9})
     assert quant_preset("w8a8").weight_bits == 8 and quant_preset("w4a8").input_quant == "int8"
     assert quant_preset("float").is_float
     with pytest.raises(ValueError, match="unknown quantization preset 'w3'"):

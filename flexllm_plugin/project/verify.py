@@ -381,6 +381,7 @@ def hmt_cycles_report(spec: Dict, counters: Dict, layouts) -> Dict:
             if h["rotated"]:
                 modeled += unit.key_iterations()         # W_p mix: one more d x d GEMV
         modeled += Counter(pre.prefill_iterations(len(lay.main)))
+        modeled += unit.ring_iterations(min(n, h["slots"]) if lay.summary is not None else 0, lay.push)
         if lay.push:
             modeled += unit.key_iterations()
     diff = {k: {"counted": counted.get(k, 0), "modeled": modeled.get(k, 0)}
