@@ -49,6 +49,37 @@ def _assert_close(outputs, ref, names):
     return errs
 
 
+def _grid_step(values: np.ndarray) -> float:
+    """The quantization step of values on a per-head grid: the smallest gap between distinct values."""
+    u = np.unique(values)
+    return float(np.diff(u).min())
+
+
+def _assert_close_up_to_code_flips(outputs, ref, names, max_flip_fraction=1e-3):
+    """As _assert_close, except that the int8 KV cache outputs (``present_*`` [1, kv_heads, T, d], static
+    per-head grids) may differ by exactly one code in a few places: onnxruntime's and torch's float
+    reductions differ in order, so a value within an ulp of a rounding boundary can land on either side
+    (a real model's real text has such values; the tiny model's tests need none). Every other output,
+    and every element that did not flip, is held to REL_TOL."""
+    errs = {}
+    for name in names:
+        a, b = outputs[name], ref[name]
+        if name.startswith("present_"):
+            flips = 0
+            for h in range(b.shape[1]):
+                d = np.abs(a[:, h] - b[:, h])
+                step = _grid_step(b[:, h])
+                flipped = d > 1e-6 * step
+                assert np.all(np.abs(d[flipped] - step) <= 1e-3 * step), (name, h, "differs by more than one code")
+                flips += int(flipped.sum())
+            assert flips <= max_flip_fraction * b.size, (name, flips, b.size)
+            errs[name] = flips / b.size
+        else:
+            errs[name] = _rel_err(a, b)
+            assert errs[name] <= REL_TOL, f"{name}: max|onnx - torch| / max|torch| = {errs[name]} above {REL_TOL}"
+    return errs
+
+
 # ------------------------------------------------------------------------------------------------
 # the dynamic quantizer op
 # ------------------------------------------------------------------------------------------------
@@ -162,7 +193,7 @@ def test_qonnx_execution_matches_brevitas(exports, preset, stage):
     else:
         assert ref["input_ids"].shape == (1, 32) and ref["input_ids"].dtype == np.int64
     print(f"{preset} {stage}: export {info['export_s']:.1f} s, cleanup {timing['cleanup_s']:.1f} s, "
-          f"execute {timing['execute_s']:.1f} s, max rel err {max(errs.values()):.2e}")
+          f"execute {timing['execute_s']:.1f} s, max rel err / KV code flip fraction {errs}")
 
 
 def test_reference_is_the_brevitas_model_on_text(models, exports):
@@ -390,6 +421,6 @@ def test_smollm2_two_layers_both_stages(tmp_path):
     for stage in ("prefill", "decode"):
         info = export_stage(model, stage, tmp_path / stage, tokens)
         _, outputs, ref, timing = _run_qonnx(info)
-        errs = _assert_close(outputs, ref, info["output_names"])
+        errs = _assert_close_up_to_code_flips(outputs, ref, info["output_names"])
         print(f"smollm2 2 layers {stage}: export {info['export_s']:.1f} s, cleanup {timing['cleanup_s']:.1f} s, "
-              f"execute {timing['execute_s']:.1f} s, max rel err {max(errs.values()):.2e}")
+              f"execute {timing['execute_s']:.1f} s, max rel err / KV code flip fraction {errs}")
