@@ -173,7 +173,7 @@ def _build(weights, **changes):
     from brevitas_models.build import build_model
     from brevitas_models.quant_presets import quant_preset
     # the tiny preset's RoPE table has 256 positions: calibrate on 128-token windows
-    spec = quant_preset("flexllm-w4a4", calibration_ctx=128, calibration_tokens=2048).replace(**changes)
+    spec = quant_preset("flexllm-w4a4", calibration_ctx=128, calibration_tokens=2048, **changes)
     return build_model(weights, spec)
 
 
