@@ -75,9 +75,10 @@ class QuantSpec:
             if self.seam_smoothing:
                 raise ValueError("Quantization.Rotation: learned does not combine with SeamSmoothing")
             tokens = dict(self.rotation_training)["Tokens"]
-            if tokens > self.calibration_tokens:
-                raise ValueError(f"Quantization.RotationTraining.Tokens ({tokens}) exceeds CalibrationTokens "
-                                 f"({self.calibration_tokens}): rotations train on the calibration tokens only")
+            if tokens > min(self.calibration_tokens, self.calibration_ctx):
+                raise ValueError(f"Quantization.RotationTraining.Tokens ({tokens}) exceeds CalibrationContext "
+                                 f"({self.calibration_ctx}) or CalibrationTokens ({self.calibration_tokens}): "
+                                 f"rotations train on windows of the calibration tokens only")
         if self.weight_clip_search and not self.gptq:
             raise ValueError("Quantization.WeightClipSearch needs GPTQ")
         if self.gptq and self.weight_bits is None:
