@@ -49,6 +49,11 @@ from .rope import apply_rope, rope_tables
 from .rotation import Rotation, fuse_norms, hadamard_head_rotation
 
 
+def cayley_alpha(a: torch.Tensor, lr: float) -> float:
+    """The step size of the skew ``a``: ``min(lr, 1 / (||a||_1 + 1e-8))``."""
+    return min(float(lr), 1.0 / (float(a.abs().sum(dim=0).max()) + 1e-8))
+
+
 def cayley_step(r: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
     """One Cayley SGD step of the orthogonal ``r`` (float64) along ``-grad`` (see the module docstring)."""
     if r.dim() != 2 or r.shape[0] != r.shape[1] or grad.shape != r.shape:
@@ -56,7 +61,7 @@ def cayley_step(r: torch.Tensor, grad: torch.Tensor, lr: float) -> torch.Tensor:
                          f"{tuple(grad.shape)}")
     r, grad = r.double(), grad.double()
     a = 0.5 * (grad @ r.T - r @ grad.T)
-    alpha = min(float(lr), 1.0 / (float(a.abs().sum(dim=0).max()) + 1e-8))
+    alpha = cayley_alpha(a, lr)
     eye = torch.eye(r.shape[0], dtype=torch.float64)
     return torch.linalg.solve(eye + 0.5 * alpha * a, (eye - 0.5 * alpha * a) @ r)
 
@@ -195,6 +200,7 @@ def learn_rotations(weights_state_dict, arch: LlamaArch, spec: QuantSpec, calib:
     r1 = init.r1.clone()
     r2 = [m.clone() for m in init.r2]
     losses: List[float] = []
+    capped = 0          # steps whose R1 step was capped at 1/||A||_1 below the scheduled learning rate
     for step in range(steps):
         lr_t = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
         r1_leaf = r1.float().requires_grad_(True)
@@ -204,7 +210,9 @@ def learn_rotations(weights_state_dict, arch: LlamaArch, spec: QuantSpec, calib:
         if not torch.isfinite(loss):
             raise FloatingPointError(f"rotation training: loss {loss.item()} at step {step}")
         losses.append(float(loss.detach()))
-        r1 = cayley_step(r1, r1_leaf.grad.double(), lr_t)
+        g1 = r1_leaf.grad.double()
+        capped += cayley_alpha(0.5 * (g1 @ r1.T - r1 @ g1.T), lr_t) < lr_t
+        r1 = cayley_step(r1, g1, lr_t)
         r2 = [cayley_step(m, leaf.grad.double(), lr_t) for m, leaf in zip(r2, r2_leaf)]
         if log and (step % 10 == 0 or step == steps - 1):
             log(f"rotation training step {step + 1}/{steps}: loss {losses[-1]:.4f} (lr {lr_t:.3f})")
@@ -213,7 +221,7 @@ def learn_rotations(weights_state_dict, arch: LlamaArch, spec: QuantSpec, calib:
     stats = {"steps": steps, "tokens_per_step": tokens, "wall_s": round(time.perf_counter() - t0, 1),
              "cpu_s": round(time.process_time() - c0, 1),
              "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-             "loss_before": round(loss_before, 4), "loss_after": round(loss_after, 4),
+             "r1_steps_capped": int(capped), "loss_before": round(loss_before, 4), "loss_after": round(loss_after, 4),
              "orthogonality_error": max([orthogonality_error(r1)] + [orthogonality_error(m) for m in r2])}
     if log:
         log(f"rotation training: {steps} steps in {stats['wall_s']} s wall, {stats['cpu_s']} s CPU; "

@@ -176,8 +176,9 @@ def _normalize_clips(value) -> Tuple[Tuple[str, float], ...]:
 
 
 # Quantization.RotationTraining keys: SpinQuant's 100 steps at learning rate 1.5 (cosine schedule);
-# Tokens per step (one window of the calibration tokens; the windows are used in turn).
-ROTATION_TRAINING = {"Steps": 100, "LearningRate": 1.5, "Tokens": 256}
+# Tokens per step (one window of the calibration tokens; the windows are used in turn). 100 x 128 tokens:
+# about 3 CPU minutes for SmolLM2-135M on one thread (benchmarks/rotation_training.py).
+ROTATION_TRAINING = {"Steps": 100, "LearningRate": 1.5, "Tokens": 128}
 
 
 def _normalize_rotation_training(value) -> Tuple[Tuple[str, Any], ...]:

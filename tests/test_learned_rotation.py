@@ -155,7 +155,7 @@ def test_config_keys_and_errors():
     spec = _spec(Rotation="learned", RotationTraining={"Steps": 7, "LearningRate": 1, "Tokens": 64})
     assert spec.rotation == "learned" and spec.rotated
     assert dict(spec.rotation_training) == {"Steps": 7, "LearningRate": 1.0, "Tokens": 64}
-    assert dict(_spec(Rotation="learned").rotation_training) == {"Steps": 100, "LearningRate": 1.5, "Tokens": 256}
+    assert dict(_spec(Rotation="learned").rotation_training) == {"Steps": 100, "LearningRate": 1.5, "Tokens": 128}
     cases = [({"Rotation": "learned", "RotationTraining": {"Step": 3}}, r"RotationTraining: unknown key 'Step'"),
              ({"Rotation": "learned", "RotationTraining": {"Steps": -1}}, r"RotationTraining.Steps must be an integer"),
              ({"Rotation": "learned", "RotationTraining": {"Steps": 2.5}}, r"RotationTraining.Steps must be an integer"),
