@@ -182,3 +182,11 @@ def test_rotate_checks_the_matrices():
         rotate(model, r1=Rotation(torch.eye(a.hidden_size + 1, dtype=torch.float64), a.hidden_size + 1, False))
     with pytest.raises(ValueError, match="R2 must be"):
         rotate(tiny_float_model(), r2=[torch.eye(a.head_dim, dtype=torch.float64)])
+
+
+def test_hmt_refuses_a_learned_rotation_backbone():
+    from brevitas_models.hmt.basis import BackboneBasis
+    model = build_model(tiny_weights(), tiny_spec("flexllm-w4a4", rotation="learned",
+                                                  rotation_training={"Steps": 0, "Tokens": 64}))
+    with pytest.raises(ValueError, match="learned rotations"):
+        BackboneBasis(model, reads_states=False)
