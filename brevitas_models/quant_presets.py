@@ -65,8 +65,11 @@ class QuantSpec:
                 raise ValueError(f"Quantization.{key} must be 8 or null, got {getattr(self, key)!r}")
         if self.rotation not in ROTATIONS:
             raise ValueError(f"Quantization.rotation must be one of {ROTATIONS}, got {self.rotation!r}")
-        if self.rotation != "learned" and self.rotation_training:
-            raise ValueError(f"Quantization.RotationTraining needs Rotation: learned (rotation is {self.rotation!r})")
+        if self.rotation != "learned":
+            if self.rotation_training:
+                raise ValueError(f"Quantization.RotationTraining needs Rotation: learned (rotation is "
+                                 f"{self.rotation!r})")
+            object.__setattr__(self, "rotation_training", ())
         if self.rotation == "learned":
             object.__setattr__(self, "rotation_training", _normalize_rotation_training(self.rotation_training))
             if self.input_quant is None:

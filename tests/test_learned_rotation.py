@@ -190,3 +190,11 @@ def test_hmt_refuses_a_learned_rotation_backbone():
                                                   rotation_training={"Steps": 0, "Tokens": 64}))
     with pytest.raises(ValueError, match="learned rotations"):
         BackboneBasis(model, reads_states=False)
+
+
+def test_learned_spec_survives_a_json_round_trip():
+    import json
+    from brevitas_models.quant_presets import QuantSpec
+    for spec in (quant_preset("flexllm-w4a4", rotation="learned", rotation_training={"Steps": 5}),
+                 quant_preset("flexllm-w4a4")):
+        assert QuantSpec(**json.loads(json.dumps(spec.to_dict()))) == spec
