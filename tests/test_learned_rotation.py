@@ -118,7 +118,10 @@ def test_learned_rotation_folding_keeps_the_float_model():
 
 def test_training_lowers_the_loss():
     w = tiny_weights()
-    spec = tiny_spec("flexllm-w4a4", rotation="learned", rotation_training={"Steps": 30, "Tokens": 64})
+    # the paper's formats (unclipped uint4 inputs): on this random-weight model the clipped default moves
+    # the probe loss by less than its noise
+    spec = tiny_spec("flexllm-w4a4", rotation="learned", rotation_training={"Steps": 30, "Tokens": 64},
+                     input_clip_ratios=(), weight_clip_search=False)
     learned = learn_rotations(w.state_dict, w.arch, spec, text_windows(4, 128))
     s = learned.stats
     assert s["loss_after"] < s["loss_before"], s
