@@ -15,6 +15,7 @@ import torch
 from .calibration import calibrate, init_weight_scales
 from .model import LlamaModel
 from .quant_presets import QuantSpec
+from .learned_rotation import learn_rotations
 from .rotation import rotate
 from .sources import LoadedWeights
 from .text import encode, load_text, windows
@@ -122,7 +123,7 @@ def restore_model(arch, spec: QuantSpec, state_dict, max_positions: Optional[int
     torch.manual_seed(arch.seed)
     model = LlamaModel(arch, spec, max_positions=max_positions)
     model.eval()
-    if spec.rotation == "hadamard":
+    if spec.rotated:
         model.rotated = True
         for layer in model.layers:
             layer.mlp.online_hadamard.enabled = True
@@ -171,10 +172,15 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
     model = LlamaModel(weights.arch, spec, max_positions=max_positions)
     model.eval()
     model.load_hf_state_dict(weights.state_dict)
+    rotation_stats = None
     if spec.seam_smoothing:
         smooth_model_seams(model, weights, spec, calib)
     elif spec.rotation == "hadamard":
         rotate(model)
+    elif spec.rotation == "learned":
+        learned = learn_rotations(weights.state_dict, weights.arch, spec, calib, log=log)
+        rotate(model, r1=learned.r1_rotation() if learned.losses else None, r2=learned.r2)
+        rotation_stats = learned.stats
     if calib is not None:
         calibrate(model, calib, gptq=spec.gptq, log=log, weight_clip=spec.weight_clip_search)
     else:
@@ -186,6 +192,8 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
         cache_file.with_suffix(".json").write_text(json.dumps(
             {"source": weights.source, "preset": spec.name, "rotation": spec.rotation, "gptq": spec.gptq,
              "layers": weights.arch.num_layers, "hidden_size": weights.arch.hidden_size,
-             "calibration_tokens": int(calib.numel()), "code": code_version()}, sort_keys=True))
+             "calibration_tokens": int(calib.numel()), "code": code_version(),
+             "rotation_training": rotation_stats}, sort_keys=True))
         tmp.replace(cache_file)
+    model.rotation_training = rotation_stats
     return model

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
-ROTATIONS = ("none", "hadamard")
+ROTATIONS = ("none", "hadamard", "learned")
 INPUT_KINDS = ("int8", "uint4_asym")
 # Linear-input sites that own a per-token input quantizer (k/v share q_proj's, up shares gate_proj's).
 INPUT_SITES = ("q_proj", "o_proj", "gate_proj", "down_proj", "lm_head")
@@ -24,7 +24,8 @@ class QuantSpec:
     input_quant: Optional[str] = None        # None | "int8" | "uint4_asym": per-token dynamic linear inputs
     qkv_bits: Optional[int] = None           # int8 static per-head Q/K/V after RoPE; KV cache stores them
     softmax_bits: Optional[int] = None       # uint8 static per-head softmax output
-    rotation: str = "none"                   # "hadamard": R1 + R2 folded offline, R4 online
+    rotation: str = "none"                   # "hadamard": R1 + R2 folded offline, R4 online; "learned":
+    #                                          R1/R2 trained by Cayley SGD from the Hadamard ones, then folded
     gptq: bool = False                       # GPTQ weight rounding (else round to nearest)
     calibration_tokens: int = 4096           # real-text tokens for GPTQ Hessians and static scales
     calibration_ctx: int = 512
@@ -37,6 +38,9 @@ class QuantSpec:
     # seam smoothing folded into the weights: (seam, alpha) pairs, seams qkv and gate_up (norm -> its
     # consumers), o_proj (v -> o) and down_proj (up -> down); see brevitas_models/smoothing.py
     seam_smoothing: Tuple[Tuple[str, float], ...] = ()
+    # rotation == "learned": (key, value) pairs of ROTATION_TRAINING (Steps, LearningRate, Tokens), every
+    # key present (defaults filled in); () for the other rotations. See brevitas_models/learned_rotation.py
+    rotation_training: Tuple[Tuple[str, Any], ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "input_quant_overrides", _normalize_overrides(self.input_quant_overrides))
@@ -61,6 +65,23 @@ class QuantSpec:
                 raise ValueError(f"Quantization.{key} must be 8 or null, got {getattr(self, key)!r}")
         if self.rotation not in ROTATIONS:
             raise ValueError(f"Quantization.rotation must be one of {ROTATIONS}, got {self.rotation!r}")
+        if self.rotation != "learned":
+            if self.rotation_training:
+                raise ValueError(f"Quantization.RotationTraining needs Rotation: learned (rotation is "
+                                 f"{self.rotation!r})")
+            object.__setattr__(self, "rotation_training", ())
+        if self.rotation == "learned":
+            object.__setattr__(self, "rotation_training", _normalize_rotation_training(self.rotation_training))
+            if self.input_quant is None:
+                raise ValueError("Quantization.Rotation: learned needs quantized linear inputs (InputQuant): "
+                                 "the rotations are trained against the input quantization error")
+            if self.seam_smoothing:
+                raise ValueError("Quantization.Rotation: learned does not combine with SeamSmoothing")
+            tokens = dict(self.rotation_training)["Tokens"]
+            if tokens > min(self.calibration_tokens, self.calibration_ctx):
+                raise ValueError(f"Quantization.RotationTraining.Tokens ({tokens}) exceeds CalibrationContext "
+                                 f"({self.calibration_ctx}) or CalibrationTokens ({self.calibration_tokens}): "
+                                 f"rotations train on windows of the calibration tokens only")
         if self.weight_clip_search and not self.gptq:
             raise ValueError("Quantization.WeightClipSearch needs GPTQ")
         if self.gptq and self.weight_bits is None:
@@ -75,7 +96,20 @@ class QuantSpec:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.gptq or self.qkv_bits is not None or self.softmax_bits is not None
+        """Calibration tokens are needed (GPTQ, static scales, or rotation training)."""
+        return (self.gptq or self.qkv_bits is not None or self.softmax_bits is not None
+                or self.rotation == "learned")
+
+    @property
+    def rotated(self) -> bool:
+        """R1/R2 folded and the online R4 on (Hadamard or learned R1/R2)."""
+        return self.rotation != "none"
+
+    def rotation_setting(self, key: str):
+        """A RotationTraining value (Steps, LearningRate, Tokens) of a learned-rotation spec."""
+        if self.rotation != "learned":
+            raise ValueError(f"RotationTraining.{key}: rotation is {self.rotation!r}, not 'learned'")
+        return dict(self.rotation_training)[key]
 
     def input_kind(self, site: str) -> Optional[str]:
         """The per-token input quantizer kind of a linear-input site (see INPUT_SITES)."""
@@ -141,6 +175,41 @@ def _normalize_clips(value) -> Tuple[Tuple[str, float], ...]:
             raise ValueError(f"Quantization.InputClipRatios.{site} given twice")
         if float(ratio) != 1.0:
             out[site] = float(ratio)
+    return tuple(sorted(out.items()))
+
+
+# Quantization.RotationTraining keys: SpinQuant's 100 steps at learning rate 1.5 (cosine schedule);
+# Tokens per step (one window of the calibration tokens; the windows are used in turn). 100 x 128 tokens:
+# about 3 CPU minutes for SmolLM2-135M on one thread (benchmarks/rotation_training.py).
+ROTATION_TRAINING = {"Steps": 100, "LearningRate": 1.5, "Tokens": 128}
+
+
+def _normalize_rotation_training(value) -> Tuple[Tuple[str, Any], ...]:
+    if value is None:
+        value = {}
+    items = value.items() if isinstance(value, dict) else value
+    try:
+        pairs = [(str(key), v) for key, v in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"Quantization.RotationTraining must be a mapping of {list(ROTATION_TRAINING)}, "
+                         f"got {value!r}") from None
+    out = dict(ROTATION_TRAINING)
+    seen = set()
+    for key, v in pairs:
+        if key not in ROTATION_TRAINING:
+            raise ValueError(f"Quantization.RotationTraining: unknown key {key!r}; known: {list(ROTATION_TRAINING)}")
+        if key in seen:
+            raise ValueError(f"Quantization.RotationTraining.{key} given twice")
+        seen.add(key)
+        if key == "LearningRate":
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not float(v) > 0.0:
+                raise ValueError(f"Quantization.RotationTraining.LearningRate must be a number > 0, got {v!r}")
+            v = float(v)
+        else:
+            low = 0 if key == "Steps" else 2
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"Quantization.RotationTraining.{key} must be an integer >= {low}, got {v!r}")
+        out[key] = v
     return tuple(sorted(out.items()))
 
 

@@ -6,6 +6,7 @@
   orthogonal R1 once its weight is 1. Hadamard when the size has a construction, else random orthogonal.
 * R2 (head_dim, per head): ``v_proj`` output rows of each KV head ``<- R2^T W``, ``o_proj`` input
   columns of each query head ``<- W R2``. V is quantized per head after the rotation.
+  R1 and R2 are the Hadamard ones by default, or learned ones (:mod:`.learned_rotation`) passed in.
 * R4 (intermediate, online): ``down_proj`` ``W <- W H^T`` and the model applies ``x H^T`` (a fast
   Walsh-Hadamard transform) to the down_proj input at run time.
 
@@ -14,7 +15,7 @@ All products are computed in float64 and stored as float32. Float outputs are un
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -103,28 +104,47 @@ def fuse_norms(model: LlamaModel) -> None:
     model.norm.weight.data.fill_(1.0)
 
 
-def rotate(model: LlamaModel, online_r4: bool = True) -> None:
-    """Fuse norms, fold R1 and R2, and (optionally) pre-rotate down_proj for the online R4."""
+def hadamard_head_rotation(head_dim: int) -> torch.Tensor:
+    """The default R2: the orthonormal Hadamard matrix of the head dimension (float64)."""
+    return torch.from_numpy(hadamard_matrix(head_dim).astype(np.float64))
+
+
+def rotate(model: LlamaModel, online_r4: bool = True, r1: Optional[Rotation] = None,
+           r2: Optional[Sequence[torch.Tensor]] = None) -> None:
+    """Fuse norms, fold R1 and R2, and (optionally) pre-rotate down_proj for the online R4.
+
+    ``r1``: the residual rotation (default :meth:`Rotation.residual`, Hadamard where a construction
+    exists); ``r2``: one head_dim x head_dim matrix per layer (default the Hadamard matrix in every
+    layer). Learned rotations (:mod:`.learned_rotation`) pass their matrices here; R4 stays Hadamard."""
     if model.rotated:
         raise RuntimeError("model is already rotated")
     a = model.arch
+    d = a.head_dim
+    if r1 is None:
+        r1 = Rotation.residual(a.hidden_size, a.seed)
+    elif r1.size != a.hidden_size:
+        raise ValueError(f"R1 is {r1.size} x {r1.size}, the model's hidden size is {a.hidden_size}")
+    if r2 is None:
+        r2 = [hadamard_head_rotation(d)] * a.num_layers
+    r2 = list(r2)
+    if len(r2) != a.num_layers or any(tuple(m.shape) != (d, d) for m in r2):
+        raise ValueError(f"R2 must be {a.num_layers} matrices of {d} x {d}, got "
+                         f"{[tuple(m.shape) for m in r2]}")
     fuse_norms(model)
-    r1 = Rotation.residual(a.hidden_size, a.seed)
-    r2 = torch.from_numpy(hadamard_matrix(a.head_dim).astype(np.float64))
     h4 = Rotation.hadamard(a.intermediate_size) if online_r4 else None
     _set(model.embed_tokens.weight, r1.right(model.embed_tokens.weight.detach().double()))
     _set(model.lm_head.weight, r1.right(model.lm_head.weight.detach().double()))
-    d = a.head_dim
-    for layer in model.layers:
+    for layer, r2_layer in zip(model.layers, r2):
+        r2_layer = r2_layer.detach().double()
         at = layer.self_attn
         for lin in (at.q_proj, at.k_proj, at.v_proj, layer.mlp.gate_proj, layer.mlp.up_proj):
             _set(lin.weight, r1.right(lin.weight.detach().double()))
         for lin in (at.o_proj, layer.mlp.down_proj):
             _set(lin.weight, r1.left_t(lin.weight.detach().double()))
         wv = at.v_proj.weight.detach().double().view(a.num_kv_heads, d, a.hidden_size)
-        _set(at.v_proj.weight, torch.einsum("ji,hjk->hik", r2, wv).reshape(a.kv_size, a.hidden_size))
+        _set(at.v_proj.weight, torch.einsum("ji,hjk->hik", r2_layer, wv).reshape(a.kv_size, a.hidden_size))
         wo = at.o_proj.weight.detach().double().view(a.hidden_size, a.num_heads, d)
-        _set(at.o_proj.weight, torch.einsum("ohj,ji->ohi", wo, r2).reshape(a.hidden_size, a.q_size))
+        _set(at.o_proj.weight, torch.einsum("ohj,ji->ohi", wo, r2_layer).reshape(a.hidden_size, a.q_size))
         if online_r4:
             _set(layer.mlp.down_proj.weight, h4.right_t(layer.mlp.down_proj.weight.detach().double()))
             layer.mlp.online_hadamard.enabled = True

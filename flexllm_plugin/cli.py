@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("config", help="flexllm YAML config (see README: Config format)")
         sp.add_argument("--quant", choices=["float", "w8a8", "w4a8", "flexllm-w4a4"], default=None,
                         help="quantization preset (default: the config's Quantization.Preset)")
-        sp.add_argument("--rotation", choices=["none", "hadamard"], default=None,
+        sp.add_argument("--rotation", choices=["none", "hadamard", "learned"], default=None,
                         help="override the preset's rotation")
         sp.add_argument("--text", default=None, help="text file (default: CPython's pydoc topics)")
 

@@ -98,7 +98,8 @@ SCHEMA: Dict[str, Any] = {
     },
     "Quantization": {
         "Preset": ("flexllm-w4a4", _choice("float", "w8a8", "w4a8", "flexllm-w4a4")),
-        "Rotation": (None, _opt(_choice("none", "hadamard"))),
+        "Rotation": (None, _opt(_choice("none", "hadamard", "learned"))),
+        "RotationTraining": (None, _opt(_mapping)),   # Rotation: learned; keys Steps, LearningRate, Tokens
         "InputQuant": (None, _opt(_choice("uint4_asym", "int8"))),
         "InputQuantOverrides": (None, _opt(_mapping)),
         "GPTQ": (None, _opt(_bool)),
@@ -183,6 +184,7 @@ class FlexLLMConfig:
         mapping = {"Rotation": "rotation", "InputQuant": "input_quant", "GPTQ": "gptq",
                    "InputQuantOverrides": "input_quant_overrides", "WeightClipSearch": "weight_clip_search",
                    "InputClipRatios": "input_clip_ratios", "SeamSmoothing": "seam_smoothing",
+                   "RotationTraining": "rotation_training",
                    "CalibrationTokens": "calibration_tokens",
                    "CalibrationContext": "calibration_ctx"}
         for key, name in mapping.items():

@@ -148,7 +148,8 @@ def models():
     return {"flexllm-w4a4": tiny_model("flexllm-w4a4"), "float": tiny_model("float"),
             "w8a8": tiny_model("w8a8", rotation="none"),
             "overrides": tiny_model("flexllm-w4a4", input_quant_overrides={"down_proj": "int8", "lm_head": "int8"}),
-            "clipped": tiny_model("flexllm-w4a4", input_clip_ratios={"q_proj": 0.9, "down_proj": 0.8})}
+            "clipped": tiny_model("flexllm-w4a4", input_clip_ratios={"q_proj": 0.9, "down_proj": 0.8}),
+            "learned": tiny_model("flexllm-w4a4", rotation="learned", rotation_training={"Steps": 2, "Tokens": 64})}
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +168,7 @@ def exports(models, tmp_path_factory):
 
 
 CASES = [("flexllm-w4a4", "prefill"), ("flexllm-w4a4", "decode"), ("float", "prefill"), ("float", "decode"),
-         ("w8a8", "prefill")]
+         ("w8a8", "prefill"), ("learned", "prefill")]
 
 
 @pytest.mark.parametrize("preset,stage", CASES)

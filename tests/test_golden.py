@@ -189,6 +189,9 @@ def models(weights):
     # Quantization.InputClipRatios: clipped uint4 ranges at three sites
     model = _build(weights, input_clip_ratios={"q_proj": 0.9, "gate_proj": 0.8, "lm_head": 0.95})
     out["clipped"] = (model, GoldenModel.from_brevitas(model))
+    # Quantization.Rotation: learned (a few Cayley SGD steps): the learned R1/R2 are folded weights
+    model = _build(weights, rotation="learned", rotation_training={"Steps": 3, "Tokens": 64})
+    out["learned"] = (model, GoldenModel.from_brevitas(model))
     return out
 
 
@@ -382,7 +385,7 @@ def test_input_clip_ratios_reach_every_site(models, eval_windows):
         quant_preset("flexllm-w4a4", input_clip_ratios={"q_proj": 1.2})
 
 
-@pytest.mark.parametrize("kind", ["uint4_asym", "int8", "overrides", "clipped"])
+@pytest.mark.parametrize("kind", ["uint4_asym", "int8", "overrides", "clipped", "learned"])
 def test_agrees_with_brevitas(models, eval_windows, kind, capsys):
     from brevitas_models.evaluation import perplexity
     model, g = models[kind]

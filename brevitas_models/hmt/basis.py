@@ -22,6 +22,9 @@ class BackboneBasis:
         self.gamma = None
         if model.rotated:
             from ..rotation import Rotation
+            if model.spec.rotation == "learned":
+                raise ValueError("HMT on a backbone with learned rotations (Quantization.Rotation: learned) is "
+                                 "not supported: its basis needs the learned R1, which the model does not keep")
             d = model.arch.hidden_size
             rot = Rotation.residual(d, model.arch.seed)
             self.r1 = rot.right(torch.eye(d, dtype=torch.float64)).float()

@@ -80,7 +80,7 @@ def stage_lanes_of_config(cfg, arch, stage: str, weight_bits: int) -> Dict:
 
 def descriptions_of_config(cfg, arch, spec) -> Dict[str, Dict]:
     """{"prefill": desc, "decode": desc} of a FlexLLMConfig for a model of shape ``arch`` quantized by ``spec``."""
-    r4 = spec.rotation == "hadamard"
+    r4 = spec.rotated
     out = {}
     for stage, tokens in (("prefill", int(cfg["Prefill"]["ChunkTokens"])), ("decode", 1)):
         out[stage] = {"name": f"{cfg['ProjectName']}_{stage}",
