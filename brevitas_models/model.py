@@ -17,6 +17,7 @@ Every quantization point is a Brevitas module and disappears when its QuantSpec 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import List, Optional, Tuple
@@ -33,6 +34,24 @@ from .quantizers import dynamic_input_quant, per_head_static, weight_quant
 from .rope import apply_rope, rope_tables
 
 KVCache = List[Tuple[torch.Tensor, torch.Tensor]]
+
+
+@contextlib.contextmanager
+def no_random_init():
+    """Build modules without drawing their random initial weights (``torch.nn.init``'s
+    ``kaiming_uniform_``, ``uniform_`` and ``normal_`` do nothing inside the block, as in Hugging Face's
+    ``no_init_weights``): for a model whose every parameter is loaded right after construction (a
+    Llama-3.2-1B model draws 1.2 B random numbers otherwise). Parameters keep uninitialised memory until
+    they are loaded."""
+    names = ("kaiming_uniform_", "uniform_", "normal_")
+    saved = {n: getattr(nn.init, n) for n in names}
+    for n in names:
+        setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
 
 
 class RMSNorm(nn.Module):
