@@ -72,6 +72,19 @@ CLIP_GRID = tuple(round(1.0 - 0.01 * i, 2) for i in range(0, 41))      # 1.00, 0
 CLIP_ROW_CHUNK = 64            # output channels per step of the clip search: its temporaries stay in cache
 
 
+@contextmanager
+def _one_thread():
+    """torch on one intra-op thread inside the block. The clip search is many small element-wise steps:
+    on a loaded 2-core machine two OpenMP threads made it 3-30x slower (spinning), on an idle one they
+    would save at most half of it. Its results do not depend on the thread count."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 @torch.no_grad()
 def search_weight_clip(unit: QuantLinearUnit, hessian_diag: torch.Tensor, grid=CLIP_GRID,
                        row_chunk: int = CLIP_ROW_CHUNK) -> torch.Tensor:
@@ -91,6 +104,16 @@ def search_weight_clip(unit: QuantLinearUnit, hessian_diag: torch.Tensor, grid=C
     best_r = torch.ones(out_features, dtype=torch.float64)
     row_chunk = max(1, int(row_chunk))
     buf = torch.empty(min(row_chunk, out_features), w.shape[1], dtype=torch.float64)
+    with _one_thread():
+        _search_rows(w, amax, d, best_err, best_r, buf, grid, qmin, qmax, row_chunk)
+    value = unit.linear.weight_quant.tensor_quant.scaling_impl.value        # the threshold max|w|, [out, 1]
+    value.copy_((amax * best_r).to(value.dtype).view_as(value))
+    return best_r
+
+
+def _search_rows(w, amax, d, best_err, best_r, buf, grid, qmin, qmax, row_chunk) -> None:
+    """The loop of :func:`search_weight_clip`: updates ``best_err`` / ``best_r`` in place."""
+    out_features = w.shape[0]
     for r0 in range(0, out_features, row_chunk):
         r1 = min(r0 + row_chunk, out_features)
         wc, t = w[r0:r1], buf[:r1 - r0]
@@ -104,9 +127,6 @@ def search_weight_clip(unit: QuantLinearUnit, hessian_diag: torch.Tensor, grid=C
             better = err < err_c
             err_c.copy_(torch.where(better, err, err_c))
             r_c.masked_fill_(better, r)
-    value = unit.linear.weight_quant.tensor_quant.scaling_impl.value        # the threshold max|w|, [out, 1]
-    value.copy_((amax * best_r).to(value.dtype).view_as(value))
-    return best_r
 
 
 def _gptq(units: List[QuantLinearUnit], inputs: List[torch.Tensor], weight_clip: bool = False) -> None:
