@@ -13,7 +13,7 @@ from typing import Callable, Optional
 import torch
 
 from .calibration import calibrate, init_weight_scales
-from .model import LlamaModel
+from .model import LlamaModel, no_random_init
 from .quant_presets import QuantSpec
 from .learned_rotation import learn_rotations
 from .rotation import rotate
@@ -121,7 +121,8 @@ def clear_cache(cache_dir: Optional[Path] = None) -> int:
 def restore_model(arch, spec: QuantSpec, state_dict, max_positions: Optional[int] = None) -> LlamaModel:
     """A calibrated model from its saved state (cache entry or a project's reference model)."""
     torch.manual_seed(arch.seed)
-    model = LlamaModel(arch, spec, max_positions=max_positions)
+    with no_random_init():                 # every parameter comes from state_dict (strict) below
+        model = LlamaModel(arch, spec, max_positions=max_positions)
     model.eval()
     if spec.rotated:
         model.rotated = True
@@ -169,7 +170,8 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
                 log(f"loaded calibrated model from {cache_file}")
             return model
     torch.manual_seed(weights.arch.seed)
-    model = LlamaModel(weights.arch, spec, max_positions=max_positions)
+    with no_random_init():                 # load_hf_state_dict sets every parameter
+        model = LlamaModel(weights.arch, spec, max_positions=max_positions)
     model.eval()
     model.load_hf_state_dict(weights.state_dict)
     rotation_stats = None

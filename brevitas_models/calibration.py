@@ -5,13 +5,14 @@ carried from layer to layer, so every layer is calibrated on the outputs of the 
 layers before it). Within a layer the order follows the data flow:
 
 1. GPTQ of q/k/v (they share one quantized input, hence one Hessian),
-2. static thresholds of Q, K, V (one pass) and then of the softmax output P (a second pass, with Q
-   and K quantized): max |x| per head over the calibration set,
+2. static thresholds of Q, K, V and then of the softmax output P (computed from the quantized Q and
+   K): max |x| per head over the calibration set,
 3. GPTQ of o_proj, then gate/up (shared Hessian), then down_proj,
 4. the layer's outputs become the next layer's inputs.
 
 The LM head is GPTQ-rounded last, on the final-norm outputs. Without GPTQ the weights are rounded to
-nearest by the Brevitas weight quantizer itself. Runs on CPU; memory is one layer's activations.
+nearest by the Brevitas weight quantizer itself. Runs on CPU; memory is one layer's activations (the
+stage outputs of every calibration window, the softmax outputs included).
 """
 
 from __future__ import annotations
@@ -37,64 +38,95 @@ def init_weight_scales(model: LlamaModel) -> None:
 
 
 def weight_grid(unit: QuantLinearUnit):
-    """(scale [out], qmin, qmax) of a unit's Brevitas weight quantizer."""
-    qw = unit.linear.quant_weight()
-    bits = int(qw.bit_width.item())
+    """(scale [out], qmin, qmax) of a unit's Brevitas weight quantizer: its scale and bit-width modules,
+    called as ``quant_weight()`` calls them, without fake-quantizing the whole weight (the LM head has
+    tens of millions of entries)."""
+    tq = unit.linear.weight_quant.tensor_quant
+    bit_width = tq.msb_clamp_bit_width_impl()
+    scale = tq.scaling_impl(unit.weight, tq.int_scaling_impl(bit_width))
+    bits = int(bit_width.item())
     qmax = 2 ** (bits - 1) - 1
     qmin = -qmax if unit.linear.weight_quant.is_narrow_range else -qmax - 1
-    return qw.scale.detach().view(-1), qmin, qmax
-
-
-class _Captured(Exception):
-    """Raised by a capture hook to skip the rest of a forward pass once the needed tensor is recorded."""
+    return scale.detach().view(-1), qmin, qmax
 
 
 @contextmanager
-def _stop_at(module: torch.nn.Module, keep: Optional[list] = None):
-    """Abort a forward pass when it reaches ``module``; its (first) input goes to ``keep`` if given."""
-
-    def hook(mod, args):
-        if keep is not None:
-            keep.append(args[0].detach())
-        raise _Captured
-
-    handle = module.register_forward_pre_hook(hook)
+def frozen_weights(*units: QuantLinearUnit):
+    """Within the block each unit's linear reuses one fake-quantized weight instead of quantizing its
+    weight again at every call (Brevitas' ``forward`` computes ``F.linear(x, quant_weight().value)``; the
+    result is the same tensor). The weights must not change inside the block."""
+    linears = [u.linear for u in units if u.linear.weight_quant.is_quant_enabled]
+    for lin in linears:
+        cached = lin.quant_weight()
+        lin.quant_weight = lambda *args, _cached=cached, **kwargs: _cached
     try:
         yield
     finally:
-        handle.remove()
-
-
-def _run_until(fn: Callable[[], None]) -> None:
-    try:
-        fn()
-    except _Captured:
-        pass
+        for lin in linears:
+            del lin.quant_weight
 
 
 CLIP_GRID = tuple(round(1.0 - 0.01 * i, 2) for i in range(0, 41))      # 1.00, 0.99, .., 0.60
 
 
+CLIP_ROW_CHUNK = 64            # output channels per step of the clip search: its temporaries stay in cache
+
+
+@contextmanager
+def _one_thread():
+    """torch on one intra-op thread inside the block. The clip search is many small element-wise steps:
+    on a loaded 2-core machine two OpenMP threads made it 3-30x slower (spinning), on an idle one they
+    would save at most half of it. Its results do not depend on the thread count."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
 @torch.no_grad()
-def search_weight_clip(unit: QuantLinearUnit, hessian_diag: torch.Tensor, grid=CLIP_GRID) -> torch.Tensor:
+def search_weight_clip(unit: QuantLinearUnit, hessian_diag: torch.Tensor, grid=CLIP_GRID,
+                       row_chunk: int = CLIP_ROW_CHUNK) -> torch.Tensor:
     """Per output channel, the clip ratio r of the grid whose round-to-nearest weights (threshold
-    r * max|w|) have the least input-weighted error sum_k H_kk (w_k - q_k)^2; sets the unit's weight
-    threshold to r * max|w| and returns r [out]."""
+    r * max|w|) have the least input-weighted error sum_k H_kk (w_k - q_k)^2 (the first of equal ones);
+    sets the unit's weight threshold to r * max|w| and returns r [out].
+
+    Channels are independent: they are searched ``row_chunk`` at a time with one reused buffer, each
+    error computed by the same float64 operations as the whole-matrix expression
+    ``((clamp(round(w / s)) * s - w) ** 2 * d).sum(1)``, so the choice does not depend on the chunking."""
     w = unit.weight.detach().to(torch.float64)
     _, qmin, qmax = weight_grid(unit)
     amax = w.abs().amax(dim=1).clamp(min=1e-12)
     d = hessian_diag.to(torch.float64).clamp(min=0)[None, :]
-    best_err = torch.full((w.shape[0],), float("inf"), dtype=torch.float64)
-    best_r = torch.ones(w.shape[0], dtype=torch.float64)
-    for r in grid:
-        s = (amax * r / qmax)[:, None]
-        err = (((torch.clamp(torch.round(w / s), qmin, qmax) * s - w) ** 2) * d).sum(dim=1)
-        better = err < best_err
-        best_err = torch.where(better, err, best_err)
-        best_r = torch.where(better, torch.full_like(best_r, r), best_r)
+    out_features = w.shape[0]
+    best_err = torch.full((out_features,), float("inf"), dtype=torch.float64)
+    best_r = torch.ones(out_features, dtype=torch.float64)
+    row_chunk = max(1, int(row_chunk))
+    buf = torch.empty(min(row_chunk, out_features), w.shape[1], dtype=torch.float64)
+    with _one_thread():
+        _search_rows(w, amax, d, best_err, best_r, buf, grid, qmin, qmax, row_chunk)
     value = unit.linear.weight_quant.tensor_quant.scaling_impl.value        # the threshold max|w|, [out, 1]
     value.copy_((amax * best_r).to(value.dtype).view_as(value))
     return best_r
+
+
+def _search_rows(w, amax, d, best_err, best_r, buf, grid, qmin, qmax, row_chunk) -> None:
+    """The loop of :func:`search_weight_clip`: updates ``best_err`` / ``best_r`` in place."""
+    out_features = w.shape[0]
+    for r0 in range(0, out_features, row_chunk):
+        r1 = min(r0 + row_chunk, out_features)
+        wc, t = w[r0:r1], buf[:r1 - r0]
+        amax_c, err_c, r_c = amax[r0:r1], best_err[r0:r1], best_r[r0:r1]
+        for r in grid:
+            s = (amax_c * r / qmax)[:, None]
+            torch.div(wc, s, out=t)
+            t.round_().clamp_(qmin, qmax).mul_(s).sub_(wc)
+            t.mul_(t).mul_(d)
+            err = t.sum(dim=1)
+            better = err < err_c
+            err_c.copy_(torch.where(better, err, err_c))
+            r_c.masked_fill_(better, r)
 
 
 def _gptq(units: List[QuantLinearUnit], inputs: List[torch.Tensor], weight_clip: bool = False) -> None:
@@ -119,68 +151,79 @@ def _gptq(units: List[QuantLinearUnit], inputs: List[torch.Tensor], weight_clip:
             unit.weight.copy_(part)
 
 
-def _observe(heads, run: Callable[[], None]) -> None:
-    """Set the static per-head thresholds of ``heads`` to max |x| over what ``run`` feeds them."""
-    heads = [hq for hq in heads if hq.quant is not None]
-    if not heads:
-        return
-    for hq in heads:
+def _observe(heads, inputs) -> None:
+    """Set the static per-head thresholds of ``heads`` (HeadQuant modules) to max |x| over ``inputs``
+    (one list of batches per head, in the order of ``heads``)."""
+    for hq, xs in zip(heads, inputs):
+        if hq.quant is None:
+            continue
         hq.observed_max.zero_()
         hq.observing = True
-    try:
-        run()
-    finally:
-        for hq in heads:
+        try:
+            for x in xs:
+                hq(x)
+        finally:
             hq.observing = False
-    for hq in heads:
         hq.set_threshold(hq.observed_max)
 
 
 def calibrate_layer(layer, hidden: List[torch.Tensor], cos, sin, mask, gptq: bool,
                     weight_clip: bool = False) -> List[torch.Tensor]:
     """Calibrate one decoder layer in place on its inputs ``hidden`` (a list of [B, L, hidden] batches)
-    and return its outputs. Every sub-block input is computed once and kept (the residual stream, the
-    quantized q/k/v, o_proj, gate/up and down_proj inputs) instead of re-running the layer per GPTQ group;
-    the arithmetic is the layer's own (the same modules in the same order as ``DecoderLayer.forward``)."""
+    and return its outputs.
+
+    Each stage of the layer runs once per batch and its outputs are kept for the next stage (the
+    residual stream, the quantized q/k/v input, q/k/v before and after their quantizers, the softmax
+    output, the o_proj, gate/up and down_proj inputs), instead of re-running the layer per GPTQ group
+    and per threshold pass. The arithmetic is the layer's own: the stages are the methods
+    ``DecoderLayer.forward`` is made of, called in its order; quantized weights are computed once per
+    stage (:func:`frozen_weights`) after their GPTQ."""
     at, mlp = layer.self_attn, layer.mlp
-    x1 = [layer.input_layernorm(h) for h in hidden]
+    xq = [at.q_proj.input_quant(layer.input_layernorm(h)) for h in hidden]
     if gptq:
-        _gptq([at.q_proj, at.k_proj, at.v_proj], [at.q_proj.input_quant(x) for x in x1], weight_clip)
-
-    def attention_until(module, keep=None):
-        def run():
-            for x in x1:
-                with _stop_at(module, keep):
-                    _run_until(lambda: at(x, cos, sin, mask))
-        return run
-
-    # Q, K, V do not depend on each other's quantization: observe them in one pass (stopped before the
-    # scores' softmax output is quantized); P in a second pass, after Q and K are quantized.
-    _observe((at.q_quant, at.k_quant, at.v_quant), attention_until(at.p_quant))
-    _observe((at.p_quant,), attention_until(at.o_proj))
-    o_in: List[torch.Tensor] = []
-    attention_until(at.o_proj.linear, o_in)()            # the quantized o_proj input
+        _gptq([at.q_proj, at.k_proj, at.v_proj], xq, weight_clip)
+    with frozen_weights(at.q_proj, at.k_proj, at.v_proj):
+        qkv = [at.project(x, cos, sin) for x in xq]
+    del xq
+    # Q, K, V thresholds do not depend on each other; P's are observed on the quantized Q and K.
+    _observe((at.q_quant, at.k_quant, at.v_quant), list(zip(*qkv)))
+    qkv = [(at.q_quant(q), at.k_quant(k), at.v_quant(v)) for q, k, v in qkv]
+    probs = []
+    for i, (q, k, v) in enumerate(qkv):
+        k, v = at.keys(k, v)
+        probs.append(at.probabilities(q, k, mask))
+        qkv[i] = v                                       # only V (per query head) is needed from here on
+    _observe((at.p_quant,), [probs])
+    o_in = []
+    for i, v in enumerate(qkv):
+        o_in.append(at.o_proj.input_quant(at.mix(at.p_quant(probs[i]), v)))
+        probs[i] = None
+    del qkv, probs
     if gptq:
         _gptq([at.o_proj], o_in, weight_clip)
-    h2 = [h + at.o_proj.linear(o) for h, o in zip(hidden, o_in)]
-    del o_in, x1
+    with frozen_weights(at.o_proj):
+        h2 = [h + at.o_proj.linear(o) for h, o in zip(hidden, o_in)]
+    del o_in
     gu_in = [mlp.gate_proj.input_quant(layer.post_attention_layernorm(h)) for h in h2]
     if gptq:
         _gptq([mlp.gate_proj, mlp.up_proj], gu_in, weight_clip)
-    d_in = [mlp.down_proj.input_quant(mlp.online_hadamard(F.silu(mlp.gate_proj.linear(x)) * mlp.up_proj.linear(x)))
-            for x in gu_in]
+    with frozen_weights(mlp.gate_proj, mlp.up_proj):
+        d_in = [mlp.down_proj.input_quant(mlp.online_hadamard(F.silu(mlp.gate_proj.linear(x)) *
+                                                              mlp.up_proj.linear(x)))
+                for x in gu_in]
     del gu_in
     if gptq:
         _gptq([mlp.down_proj], d_in, weight_clip)
-    return [h + mlp.down_proj.linear(d) for h, d in zip(h2, d_in)]
+    with frozen_weights(mlp.down_proj):
+        return [h + mlp.down_proj.linear(d) for h, d in zip(h2, d_in)]
 
 
 def calibrate(model: LlamaModel, windows: torch.Tensor, gptq: bool, batch_size: int = 2,
-              log: Optional[Callable[[str], None]] = None, threads: Optional[int] = 2,
+              log: Optional[Callable[[str], None]] = None, threads: Optional[int] = None,
               weight_clip: bool = False) -> None:
     """Calibrate ``model`` in place on token windows [N, ctx] of real text (``threads``: torch intra-op
-    threads while calibrating, None to leave the setting alone; ``weight_clip``: search the weight
-    scales before GPTQ)."""
+    threads while calibrating, None to leave torch's setting, which is ``$OMP_NUM_THREADS`` when set and
+    every core otherwise; ``weight_clip``: search the weight scales before GPTQ)."""
     log = log or (lambda msg: None)
     model.eval()
     init_weight_scales(model)

@@ -199,9 +199,10 @@ class LinearParams:
         if self.w_scale.shape[0] != self.w_int.shape[0]:
             raise ValueError(f"{self.name}: {self.w_scale.shape[0]} weight scales for "
                              f"{self.w_int.shape[0]} output channels")
-        self.w_rowsum = self.w_int.astype(np.int64).sum(axis=1).astype(np.int32)
+        # int64 sums and the extreme codes without an int64 copy of the matrix
+        self.w_rowsum = self.w_int.sum(axis=1, dtype=np.int64).astype(np.int32)
         self.wsum = self.w_scale * self.w_rowsum.astype(np.float32)
-        wmax = int(np.abs(self.w_int.astype(np.int64)).max()) if self.w_int.size else 0
+        wmax = max(-int(self.w_int.min()), int(self.w_int.max())) if self.w_int.size else 0
         self.acc_bound = self.d_in * _INPUT_QMAX[input_kind] * max(wmax, 1)
         if self.acc_bound > _MAX_INT32:
             raise ValueError(f"{self.name}: accumulator bound {self.acc_bound} exceeds int32")
@@ -400,16 +401,16 @@ class GoldenModel:
             with torch.no_grad():
                 qw = unit.linear.quant_weight()
                 bits = int(qw.bit_width.item())
-                w_int = _np(qw.int()).astype(np.int64)
+                w_int = _np(qw.int())                    # int8 codes (bit width <= 8, signed)
                 scale = _np(qw.scale).astype(np.float32).reshape(-1)
                 if not bool(torch.all(qw.zero_point == 0)):
                     raise ValueError(f"{name}: weight zero point must be 0 (symmetric weights)")
             if bits != spec.weight_bits:
                 raise ValueError(f"{name}: weight bit width {bits}, spec says {spec.weight_bits}")
             wmax = 2 ** (bits - 1) - 1
-            if w_int.min() < -wmax - 1 or w_int.max() > wmax:
+            if w_int.dtype != np.int8 or int(w_int.min()) < -wmax - 1 or int(w_int.max()) > wmax:
                 raise ValueError(f"{name}: integer weights outside int{bits}")
-            return LinearParams(name, w_int.astype(np.int8), scale, bits)
+            return LinearParams(name, w_int, scale, bits)
 
         def head_scale(hq, n) -> np.ndarray:
             if hq.quant is None:

@@ -134,30 +134,32 @@ def _upper_cholesky_of_inverse(H: torch.Tensor, damp: float) -> torch.Tensor:
 
 def _gptq_rows(WT: torch.Tensor, Hinv: torch.Tensor, sv: torch.Tensor, qmin: int, qmax: int,
                block_size: int) -> torch.Tensor:
-    """GPTQ of the rows held (transposed) in ``WT`` [cols, rows]; returns their integer codes [cols, rows]."""
+    """GPTQ of the rows held (transposed) in ``WT`` [cols, rows], which it overwrites; returns their
+    integer codes [cols, rows]. Every step writes into preallocated rows (``out=`` and in-place forms of
+    ``q = clamp(round(w / s))``, ``err = (w - q s) / d``): the same float64 operations, no temporaries."""
     cols = WT.shape[0]
-    QT = torch.zeros_like(WT)
+    QT = torch.empty_like(WT)
+    Err1 = torch.empty(min(block_size, cols), WT.shape[1], dtype=WT.dtype)
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
         count = i2 - i1
 
-        W1 = WT[i1:i2].clone()
-        Err1 = torch.zeros_like(W1)
+        W1 = WT[i1:i2]                  # updated in place
+        E1 = Err1[:count]
         Hinv1 = Hinv[i1:i2, i1:i2]
+        diag = Hinv1.diagonal().tolist()
 
         for i in range(count):
-            w = W1[i]  # [rows]
-            d = Hinv1[i, i]
-            q = _quant_int(w, sv, qmin, qmax)
-            QT[i1 + i] = q
-            err = (w - q * sv) / d
+            w, q, err = W1[i], QT[i1 + i], E1[i]
+            torch.div(w, sv, out=q).round_().clamp_(qmin, qmax)
+            torch.sub(w, torch.mul(q, sv, out=err), out=err).div_(diag[i])
             # Update the remaining columns of this block (column i itself is done).
-            W1[i + 1:].addr_(Hinv1[i, i + 1:], err, alpha=-1.0)   # in place: no [count, rows] temporary
-            Err1[i] = err
+            if i + 1 < count:
+                W1[i + 1:].addr_(Hinv1[i, i + 1:], err, alpha=-1.0)   # in place: no [count, rows] temporary
 
         # Lazy batch update of all columns after this block.
         if i2 < cols:
-            WT[i2:] -= Hinv[i1:i2, i2:].t() @ Err1
+            WT[i2:] -= Hinv[i1:i2, i2:].t() @ E1
     return QT
 
 

@@ -17,6 +17,7 @@ Every quantization point is a Brevitas module and disappears when its QuantSpec 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import List, Optional, Tuple
@@ -33,6 +34,24 @@ from .quantizers import dynamic_input_quant, per_head_static, weight_quant
 from .rope import apply_rope, rope_tables
 
 KVCache = List[Tuple[torch.Tensor, torch.Tensor]]
+
+
+@contextlib.contextmanager
+def no_random_init():
+    """Build modules without drawing their random initial weights (``torch.nn.init``'s
+    ``kaiming_uniform_``, ``uniform_`` and ``normal_`` do nothing inside the block, as in Hugging Face's
+    ``no_init_weights``): for a model whose every parameter is loaded right after construction (a
+    Llama-3.2-1B model draws 1.2 B random numbers otherwise). Parameters keep uninitialised memory until
+    they are loaded."""
+    names = ("kaiming_uniform_", "uniform_", "normal_")
+    saved = {n: getattr(nn.init, n) for n in names}
+    for n in names:
+        setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(nn.init, n, fn)
 
 
 class RMSNorm(nn.Module):
@@ -182,29 +201,50 @@ class Attention(nn.Module):
         self.p_quant = HeadQuant(arch.num_heads, spec.softmax_bits, signed=False)
         self.softmax_scale = 1.0 / math.sqrt(d)
 
-    def forward(self, x, cos, sin, mask, past: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+    # The forward pass is split into the stages below (the same tensor operations in the same order) so that
+    # calibration can run each stage once and keep its outputs (calibration.calibrate_layer).
+    def project(self, xq, cos, sin):
+        """q [B, H, L, d], k and v [B, KVH, L, d] from the quantized input ``xq``: the projections, RoPE
+        and the softmax scale folded into q, before the per-head quantizers."""
         a = self.arch
-        b, l, _ = x.shape
-        xq = self.q_proj.input_quant(x)
+        b, l, _ = xq.shape
         q = self.q_proj.linear(xq).view(b, l, a.num_heads, a.head_dim).transpose(1, 2)
         k = self.k_proj.linear(xq).view(b, l, a.num_kv_heads, a.head_dim).transpose(1, 2)
         v = self.v_proj.linear(xq).view(b, l, a.num_kv_heads, a.head_dim).transpose(1, 2)
         q = apply_rope(q, cos, sin) * self.softmax_scale
         k = apply_rope(k, cos, sin)
-        q, k, v = self.q_quant(q), self.k_quant(k), self.v_quant(v)
-        present = (k, v)
+        return q, k, v
+
+    def keys(self, k, v, past: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+        """K and V of every query head: the cache ``past`` followed by the new ones, repeated per GQA group."""
         if past is not None:
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)
-        if a.gqa_group > 1:
-            k = k.repeat_interleave(a.gqa_group, dim=1)
-            v = v.repeat_interleave(a.gqa_group, dim=1)
+        if self.arch.gqa_group > 1:
+            k = k.repeat_interleave(self.arch.gqa_group, dim=1)
+            v = v.repeat_interleave(self.arch.gqa_group, dim=1)
+        return k, v
+
+    @staticmethod
+    def probabilities(q, k, mask):
+        """softmax(q k^T + mask) [B, H, L, T] in fp32 (before the P quantizer)."""
         scores = torch.matmul(q, k.transpose(-1, -2))
         if mask is not None:
             scores = scores + mask
-        p = self.p_quant(torch.softmax(scores, dim=-1))
-        out = torch.matmul(p, v).transpose(1, 2).reshape(b, l, a.q_size)
-        return self.o_proj(out), present
+        return torch.softmax(scores, dim=-1)
+
+    def mix(self, p, v):
+        """p v with the heads concatenated: the o_proj input [B, L, heads * d] (before its quantizer)."""
+        b, _, l, _ = p.shape
+        return torch.matmul(p, v).transpose(1, 2).reshape(b, l, self.arch.q_size)
+
+    def forward(self, x, cos, sin, mask, past: Optional[Tuple[torch.Tensor, torch.Tensor]] = None):
+        q, k, v = self.project(self.q_proj.input_quant(x), cos, sin)
+        q, k, v = self.q_quant(q), self.k_quant(k), self.v_quant(v)
+        present = (k, v)
+        k, v = self.keys(k, v, past)
+        p = self.p_quant(self.probabilities(q, k, mask))
+        return self.o_proj(self.mix(p, v)), present
 
 
 class MLP(nn.Module):

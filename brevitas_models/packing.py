@@ -44,14 +44,14 @@ def _check(w_int: np.ndarray, bits: int) -> np.ndarray:
     lo, hi = _RANGE[bits]
     if w.size and (w.min() < lo or w.max() > hi):
         raise ValueError(f"weight codes outside int{bits} [{lo}, {hi}]")
-    return w.astype(np.int64)
+    return w.astype(np.int8, copy=False)            # in range: int8 holds every code (no wider copy)
 
 
 def pack_int4_rows(w_int: np.ndarray) -> np.ndarray:
     """int4 codes ``[d_out, d_in]`` (values in [-8, 7]) -> uint8 ``[d_out, ceil(d_in / 2)]``."""
     w = _check(w_int, 4)
     d_out, d_in = w.shape
-    nib = (w & 0xF).astype(np.uint8)
+    nib = w.view(np.uint8) & np.uint8(0xF)          # two's-complement low nibble of each code
     if d_in % 2:
         nib = np.concatenate([nib, np.zeros((d_out, 1), dtype=np.uint8)], axis=1)
     return np.ascontiguousarray(nib[:, 0::2] | (nib[:, 1::2] << 4))

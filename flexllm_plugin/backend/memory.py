@@ -66,7 +66,7 @@ class MemoryPlan:
         flat = arr.astype(dt, copy=False).reshape(-1)
         if flat.dtype == np.float32 and arr.dtype != np.float32:
             raise TypeError(f"{name}: expected float32 data for image {image}, got {arr.dtype}")
-        digest = hashlib.sha256(flat.tobytes()).hexdigest()
+        digest = hashlib.sha256(np.ascontiguousarray(flat).data).hexdigest()
         key = (image, digest, flat.size)
         if dedup and key in self._dedup:
             offset = self._dedup[key]
@@ -115,7 +115,7 @@ class MemoryPlan:
             path = directory / f"{name}.bin"
             data.tofile(path)
             files[name] = {"file": path.name, "elements": int(data.size), "dtype": str(data.dtype),
-                           "sha256": hashlib.sha256(data.tobytes()).hexdigest()}
+                           "sha256": hashlib.sha256(np.ascontiguousarray(data).data).hexdigest()}
         manifest = {"alignment_bytes": ALIGN_BYTES, "weight_ports": self.ports, "images": files,
                     "tensors": self.tensors}
         (directory / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1, sort_keys=True))
@@ -134,13 +134,13 @@ def load_images(directory) -> Dict[str, np.ndarray]:
         if not file.is_file():
             raise ManifestError(f"{file}: image {name!r} listed in {path} is missing")
         data = np.fromfile(file, dtype=np.dtype(info["dtype"]))
-        if data.size != info["elements"] or hashlib.sha256(data.tobytes()).hexdigest() != info["sha256"]:
+        if data.size != info["elements"] or hashlib.sha256(np.ascontiguousarray(data).data).hexdigest() != info["sha256"]:
             raise ManifestError(f"{file}: size or sha256 differs from {path}")
         images[name] = data
     for tname, t in manifest["tensors"].items():
         img = images[t["image"]]
         chunk = img[t["offset"]: t["offset"] + t["elements"]]
-        if chunk.size != t["elements"] or hashlib.sha256(chunk.tobytes()).hexdigest() != t["sha256"]:
+        if chunk.size != t["elements"] or hashlib.sha256(np.ascontiguousarray(chunk).data).hexdigest() != t["sha256"]:
             raise ManifestError(f"{path}: tensor {tname!r} does not match its image {t['image']!r}")
     return images
 

@@ -226,7 +226,7 @@ def plan_buffers(cfg: FlexLLMConfig, golden, plans: Dict) -> Dict:
     buffers += [Buffer(n, "DDR[1]", b) for n, b in io]
     for b in buffers:
         if b.file is not None:
-            b.sha256 = hashlib.sha256(images[b.name].tobytes()).hexdigest()
+            b.sha256 = hashlib.sha256(np.ascontiguousarray(images[b.name]).data).hexdigest()
     check_budgets(buffers)
     return {"buffers": buffers, "images": images, "fmem": fmem, "lmem": lmem}
 
