@@ -274,8 +274,10 @@ def test_trace_dtypes_ranges_and_arithmetic(models, eval_windows, kind):
             from brevitas_models.hadamard import fast_hadamard_transform_np
             assert np.array_equal(tr[f"layers.{i}.mlp.hadamard"],
                                   fast_hadamard_transform_np(tr[f"layers.{i}.mlp.act"]))
+            down = dict(g.linears())[f"layers.{i}.mlp.down_proj"]
+            assert down.input_clip == model.spec.input_clip("down_proj")   # 0.9: the preset's default
             assert np.array_equal(tr[f"layers.{i}.mlp.down_proj.x_int"],
-                                  quant_uint4_asym(tr[f"layers.{i}.mlp.hadamard"])[0]
+                                  quant_uint4_asym(tr[f"layers.{i}.mlp.hadamard"], down.input_clip)[0]
                                   if kind == "uint4_asym" else
                                   quant_int8_sym(tr[f"layers.{i}.mlp.hadamard"])[0])
     assert isinstance(kv, KVCache) and kv.length == L and kv.k[0].dtype == np.int8
