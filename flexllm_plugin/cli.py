@@ -151,7 +151,8 @@ def cmd_hmt_train(args) -> dict:
     hmt = cfg.hmt_spec(memory_point=args.hmt_memory_point)
     settings = TrainSettings(steps=args.steps, segments=args.segments, lr=args.lr, seed=args.seed,
                              lora_rank=args.lora_rank, lora_targets=tuple(args.lora_targets.split(",")),
-                             lora_lr=args.lora_lr)
+                             lora_lr=args.lora_lr, segment_length=args.train_segment_length,
+                             lora_start=args.lora_start)
     if args.text:
         from brevitas_models.text import load_text
         load_text(args.text)                      # a missing or empty file fails before the model loads
@@ -167,6 +168,8 @@ def cmd_hmt_train(args) -> dict:
     head, tail = losses[:5], losses[-5:]
     return {"checkpoint": info["checkpoint"], "cached": info["cached"], "steps": settings.steps,
             "segments_per_step": settings.segments, "segment_length": hmt.segment_length, "block": hmt.block,
+            "train_segment_length": settings.training_spec(hmt).segment_length,
+            "train_block": settings.training_spec(hmt).block, "lora_start": settings.lora_start,
             "sensory_tokens": hmt.sensory_tokens, "summary_tokens": hmt.summary, "training_text": text_name,
             "lora_rank": settings.lora_rank, "lora_targets": list(settings.lora_targets) if settings.lora_rank else [],
             "training_tokens": int(tokens.numel()), "train_seconds": info.get("seconds"),
@@ -349,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated projections of every decoder layer the adapter adapts "
                          "(default q_proj,k_proj,v_proj,o_proj)")
     sp.add_argument("--lora-lr", type=float, default=1e-3, help="Adam learning rate of the adapter (default 1e-3)")
+    sp.add_argument("--lora-start", type=int, default=0,
+                    help="step from which the adapter trains; before it only T, P_0, W_q, W_k (default 0)")
+    sp.add_argument("--train-segment-length", type=int, default=None,
+                    help="main-pass length L of the training segments (default: HMT.SegmentLength; the summary "
+                         "length keeps its fraction of the block); evaluation always uses HMT.SegmentLength")
     sp.add_argument("--seed", type=int, default=0, help="seed of the initial state and the sampled windows")
     sp.add_argument("--hmt-memory-point", choices=["post_norm", "pre_norm"], default="post_norm",
                     help="read S_n and M_n after the final norm (default, the method) or before it")
