@@ -124,7 +124,9 @@ def test_training_segment_length_keeps_the_summary_fraction():
     spec = HMTSpec(segment_length=256, sensory_tokens=32, memory_slots=64)          # block 222, j 111
     short = TrainSettings(segment_length=128).training_spec(spec)
     assert (short.segment_length, short.block, short.summary, short.sensory_tokens) == (128, 94, 47, 32)
-    assert TrainSettings().training_spec(spec) is spec
+    assert TrainSettings().training_spec(spec) == short                  # the default: at most 128 positions
+    assert TrainSettings(segment_length=None).training_spec(spec) is spec
+    assert TrainSettings(segment_length=512).training_spec(spec) is spec
     with pytest.raises(ValueError, match="--train-segment-length 30: HMT.SegmentLength 30 leaves no room"):
         TrainSettings(segment_length=30).training_spec(spec)
     with pytest.raises(ValueError, match="--train-segment-length must be an integer >= 3"):

@@ -37,17 +37,18 @@ CHECKPOINT_FORMAT = 2              # 2: the checkpoint may carry a LoRA adapter 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 30
-    segments: int = 3                # segment blocks per step (backpropagation through all of them)
+    steps: int = 120
+    segments: int = 4                # segment blocks per step (backpropagation through all of them)
     lr: float = 2e-3                 # T, P_0, W_q, W_k
     clip: float = 1.0
     seed: int = 0
     lora_rank: int = 8               # 0: backbone frozen, no adapter
     lora_alpha: float = 16.0
-    lora_targets: Tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    lora_targets: Tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     lora_lr: float = 1e-3
-    warmup: int = 4                  # linear warm-up steps, then cosine decay to 10 % of the rates
-    segment_length: Optional[int] = None  # main-pass length L of the training segments (None: the config's)
+    warmup: int = 8                  # linear warm-up steps, then cosine decay to 10 % of the rates
+    segment_length: Optional[int] = 128   # training segments' main-pass length L, at most the config's (None:
+                                          # the config's); more recalls per CPU-second, evaluation at the config's
     lora_start: int = 0              # step from which the adapter trains (before it: the memory parameters only)
 
     def __post_init__(self):
@@ -70,9 +71,10 @@ class TrainSettings:
                              f"{list(self.lora_targets)}")
 
     def training_spec(self, spec: HMTSpec) -> HMTSpec:
-        """The HMT sizes the training segments use: ``spec`` with ``segment_length`` (if set) and the summary
-        length scaled to keep the fraction j / block of ``spec`` (the memory parameters do not depend on L)."""
-        if self.segment_length is None or self.segment_length == spec.segment_length:
+        """The HMT sizes the training segments use: ``spec`` with ``segment_length`` (if set and shorter than
+        ``spec``'s) and the summary length scaled to keep the fraction j / block of ``spec`` (the memory
+        parameters do not depend on L)."""
+        if self.segment_length is None or self.segment_length >= spec.segment_length:
             return spec
         try:
             short = spec.replace(segment_length=self.segment_length, summary_tokens=None)
