@@ -149,9 +149,12 @@ def cmd_hmt_train(args) -> dict:
     cfg = load_config(args.config)
     log = _log(args.quiet)
     hmt = cfg.hmt_spec(memory_point=args.hmt_memory_point)
-    settings = TrainSettings(steps=args.steps, segments=args.segments, lr=args.lr, seed=args.seed,
-                             lora_rank=args.lora_rank, lora_targets=tuple(args.lora_targets.split(",")),
-                             lora_lr=args.lora_lr)
+    given = {"steps": args.steps, "segments": args.segments, "lr": args.lr, "seed": args.seed,
+             "lora_rank": args.lora_rank, "lora_lr": args.lora_lr, "segment_length": (None if args.train_segment_length == 0 else args.train_segment_length),
+             "lora_start": args.lora_start,
+             "lora_targets": None if args.lora_targets is None else tuple(args.lora_targets.split(","))}
+    unset = {k for k, v in given.items() if v is None and not (k == "segment_length" and args.train_segment_length == 0)}
+    settings = TrainSettings(**{k: v for k, v in given.items() if k not in unset})   # unset: TrainSettings defaults
     if args.text:
         from brevitas_models.text import load_text
         load_text(args.text)                      # a missing or empty file fails before the model loads
@@ -167,6 +170,8 @@ def cmd_hmt_train(args) -> dict:
     head, tail = losses[:5], losses[-5:]
     return {"checkpoint": info["checkpoint"], "cached": info["cached"], "steps": settings.steps,
             "segments_per_step": settings.segments, "segment_length": hmt.segment_length, "block": hmt.block,
+            "train_segment_length": settings.training_spec(hmt).segment_length,
+            "train_block": settings.training_spec(hmt).block, "lora_start": settings.lora_start,
             "sensory_tokens": hmt.sensory_tokens, "summary_tokens": hmt.summary, "training_text": text_name,
             "lora_rank": settings.lora_rank, "lora_targets": list(settings.lora_targets) if settings.lora_rank else [],
             "training_tokens": int(tokens.numel()), "train_seconds": info.get("seconds"),
@@ -333,23 +338,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("hmt-train", parents=[out_opts],
                         help="train the HMT memory parameters (T, P_0, W_q, W_k) and a LoRA adapter of the "
                              "backbone on CPU")
+    # Unset options take brevitas_models.hmt.train.TrainSettings' defaults (the README's recipe; not imported
+    # here so the CLI starts without torch).
     sp.add_argument("config", help="flexllm YAML config (its HMT section gives the sizes)")
     sp.add_argument("--text", default=None,
                     help="training text file (default: the Python standard library's docstrings, never the "
                          "evaluation text)")
-    sp.add_argument("--steps", type=int, default=30, help="optimiser steps (default 30)")
-    sp.add_argument("--segments", type=int, default=3,
-                    help="segments per step, backpropagated through together (default 3)")
-    sp.add_argument("--lr", type=float, default=2e-3,
-                    help="Adam learning rate of T, P_0, W_q, W_k (default 2e-3; warm-up, then cosine decay)")
-    sp.add_argument("--lora-rank", type=int, default=8,
+    sp.add_argument("--steps", type=int, default=None, help="optimiser steps (default: TrainSettings.steps)")
+    sp.add_argument("--segments", type=int, default=None,
+                    help="segments per step, backpropagated through together (default: TrainSettings.segments)")
+    sp.add_argument("--lr", type=float, default=None,
+                    help="Adam learning rate of T, P_0, W_q, W_k (default: TrainSettings.lr; warm-up, then cosine decay)")
+    sp.add_argument("--lora-rank", type=int, default=None,
                     help="rank of the LoRA adapter of the backbone, merged into its weights for every consumer "
-                         "(default 8; 0: backbone frozen, no adapter)")
-    sp.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj",
+                         "(default: TrainSettings.lora_rank; 0: backbone frozen, no adapter)")
+    sp.add_argument("--lora-targets", default=None,
                     help="comma-separated projections of every decoder layer the adapter adapts "
-                         "(default q_proj,k_proj,v_proj,o_proj)")
-    sp.add_argument("--lora-lr", type=float, default=1e-3, help="Adam learning rate of the adapter (default 1e-3)")
-    sp.add_argument("--seed", type=int, default=0, help="seed of the initial state and the sampled windows")
+                         "(default: TrainSettings.lora_targets)")
+    sp.add_argument("--lora-lr", type=float, default=None,
+                    help="Adam learning rate of the adapter (default: TrainSettings.lora_lr)")
+    sp.add_argument("--lora-start", type=int, default=None,
+                    help="step from which the adapter trains; before it only T, P_0, W_q, W_k "
+                         "(default: TrainSettings.lora_start)")
+    sp.add_argument("--train-segment-length", type=int, default=None,
+                    help="main-pass length L of the training segments, at most HMT.SegmentLength (default: "
+                         "TrainSettings.segment_length; 0: HMT.SegmentLength; the summary length keeps its fraction "
+                         "of the block); evaluation always uses HMT.SegmentLength")
+    sp.add_argument("--seed", type=int, default=None, help="seed of the initial state and the sampled windows (default 0)")
     sp.add_argument("--hmt-memory-point", choices=["post_norm", "pre_norm"], default="post_norm",
                     help="read S_n and M_n after the final norm (default, the method) or before it")
     sp.set_defaults(func=cmd_hmt_train)

@@ -118,3 +118,32 @@ def test_training_text_is_not_the_evaluation_text(source):
     ev = pydoc_topics_text()
     probes = [ev[i:i + 200] for i in range(0, len(ev) - 200, 10_000)]
     assert len(probes) > 40 and not any(p in train_text for p in probes)
+
+
+def test_training_segment_length_keeps_the_summary_fraction():
+    spec = HMTSpec(segment_length=256, sensory_tokens=32, memory_slots=64)          # block 222, j 111
+    short = TrainSettings(segment_length=128).training_spec(spec)
+    assert (short.segment_length, short.block, short.summary, short.sensory_tokens) == (128, 94, 47, 32)
+    assert TrainSettings().training_spec(spec) == short                  # the default: at most 128 positions
+    assert TrainSettings(segment_length=None).training_spec(spec) is spec
+    assert TrainSettings(segment_length=512).training_spec(spec) is spec
+    with pytest.raises(ValueError, match="--train-segment-length 30: HMT.SegmentLength 30 leaves no room"):
+        TrainSettings(segment_length=30).training_spec(spec)
+    with pytest.raises(ValueError, match="--train-segment-length must be an integer >= 3"):
+        TrainSettings(segment_length=2)
+
+
+def test_shorter_training_segments_and_delayed_adapter(tmp_path):
+    model = tiny_model("float")
+    tokens = text_tokens()[:6 * SPEC.block]
+    settings = TrainSettings(steps=2, segments=3, segment_length=30, lora_start=2)   # adapter frozen throughout
+    result = train(model, SPEC, tokens, settings)
+    params = result["params"]
+    start = initial_params(model, settings)
+    assert all(float(pair.b.detach().abs().max()) == 0 for layer in params.adapter.layers for pair in layer.values())
+    assert not torch.equal(params.w_q, start.w_q) and not torch.equal(params.summary_token, start.summary_token)
+    _, info = train_cached(tiny_weights(), model, SPEC, tokens, settings, tmp_path)
+    assert (info["train_segment_length"], info["train_summary_tokens"], info["lora_start"]) == (30, 11, 2)
+    load_checkpoint(info["checkpoint"], SPEC, model.arch.hidden_size)       # evaluated at SPEC's own L
+    with pytest.raises(ValueError, match="--lora-start must be an integer >= 0"):
+        TrainSettings(lora_start=-1)

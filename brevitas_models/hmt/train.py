@@ -37,16 +37,19 @@ CHECKPOINT_FORMAT = 2              # 2: the checkpoint may carry a LoRA adapter 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 30
-    segments: int = 3                # segment blocks per step (backpropagation through all of them)
+    steps: int = 120
+    segments: int = 4                # segment blocks per step (backpropagation through all of them)
     lr: float = 2e-3                 # T, P_0, W_q, W_k
     clip: float = 1.0
     seed: int = 0
     lora_rank: int = 8               # 0: backbone frozen, no adapter
     lora_alpha: float = 16.0
-    lora_targets: Tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    lora_targets: Tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     lora_lr: float = 1e-3
-    warmup: int = 4                  # linear warm-up steps, then cosine decay to 10 % of the rates
+    warmup: int = 8                  # linear warm-up steps, then cosine decay to 10 % of the rates
+    segment_length: Optional[int] = 128   # training segments' main-pass length L, at most the config's (None:
+                                          # the config's); more recalls per CPU-second, evaluation at the config's
+    lora_start: int = 0              # step from which the adapter trains (before it: the memory parameters only)
 
     def __post_init__(self):
         if self.steps < 1:
@@ -57,11 +60,28 @@ class TrainSettings:
             raise ValueError(f"--lora-rank must be an integer >= 0, got {self.lora_rank!r}")
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.segment_length is not None and (not isinstance(self.segment_length, int) or self.segment_length < 3):
+            raise ValueError(f"--train-segment-length must be an integer >= 3, got {self.segment_length!r}")
+        if not isinstance(self.lora_start, int) or self.lora_start < 0:
+            raise ValueError(f"--lora-start must be an integer >= 0, got {self.lora_start!r}")
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
         bad = [t for t in self.lora_targets if t not in ADAPTER_TARGETS]
         if bad or (self.lora_rank and not self.lora_targets):
             raise ValueError(f"--lora-targets must be a non-empty subset of {sorted(ADAPTER_TARGETS)}, got "
                              f"{list(self.lora_targets)}")
+
+    def training_spec(self, spec: HMTSpec) -> HMTSpec:
+        """The HMT sizes the training segments use: ``spec`` with ``segment_length`` (if set and shorter than
+        ``spec``'s) and the summary length scaled to keep the fraction j / block of ``spec`` (the memory
+        parameters do not depend on L)."""
+        if self.segment_length is None or self.segment_length >= spec.segment_length:
+            return spec
+        try:
+            short = spec.replace(segment_length=self.segment_length, summary_tokens=None)
+        except ValueError as e:
+            raise ValueError(f"--train-segment-length {self.segment_length}: {e}") from e
+        j = max(1, min(short.block, round(spec.summary * short.block / spec.block)))
+        return short.replace(summary_tokens=j)
 
     def rate(self, step: int) -> float:
         """Multiplier of the learning rates at ``step`` (0-based): warm-up, then cosine to 0.1."""
@@ -164,6 +184,7 @@ def train(model, spec: HMTSpec, tokens: torch.Tensor, settings: TrainSettings,
     log = log or (lambda msg: None)
     if not spec.memory:
         raise ValueError("training needs HMT with memory")
+    spec = settings.training_spec(spec)
     span = settings.segments * spec.block
     if tokens.numel() < span:
         raise ValueError(f"the training text has {tokens.numel()} tokens; one step needs {span} "
@@ -185,14 +206,20 @@ def train(model, spec: HMTSpec, tokens: torch.Tensor, settings: TrainSettings,
     t0, c0 = time.perf_counter(), time.process_time()
     with adapter_applied(model, params.adapter):
         for step, start in enumerate(starts.tolist()):
-            for g, lr in zip(opt.param_groups, base):
-                g["lr"] = lr * settings.rate(step)
+            for i, (g, lr) in enumerate(zip(opt.param_groups, base)):
+                g["lr"] = 0.0 if i and step < settings.lora_start else lr * settings.rate(step)
             ids = tokens[start:start + span][None]
             out = wrapper.run(ids)
             loss = sum(o[0] for o in out) / sum(o[1] for o in out)
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params.parameters(), settings.clip)
+            training = list(params.memory_parameters())
+            if params.adapter is not None:
+                if step < settings.lora_start:
+                    params.adapter.zero_grad(set_to_none=True)
+                else:
+                    training += list(params.adapter.parameters())
+            torch.nn.utils.clip_grad_norm_(training, settings.clip)
             opt.step()
             losses.append(float(loss.detach()))
             progress.update(1)
@@ -274,7 +301,9 @@ def train_cached(weights, model, spec: HMTSpec, tokens: torch.Tensor, settings: 
     meta = {"source": weights.source, "steps": settings.steps, "segments_per_step": settings.segments,
             "lr": settings.lr, "seed": settings.seed, "training_tokens": int(tokens.numel()),
             "lora_rank": settings.lora_rank, "lora_targets": list(settings.lora_targets),
-            "lora_lr": settings.lora_lr, "warmup": settings.warmup,
+            "lora_lr": settings.lora_lr, "warmup": settings.warmup, "lora_start": settings.lora_start,
+            "train_segment_length": settings.training_spec(spec).segment_length,
+            "train_summary_tokens": settings.training_spec(spec).summary,
             "seconds": round(result["seconds"], 1), "cpu_seconds": round(result["cpu_seconds"], 1), "losses": [round(x, 4) for x in result["losses"]]}
     if path is not None:
         save_checkpoint(path, result["params"], spec, meta)
