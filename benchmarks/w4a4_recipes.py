@@ -33,6 +33,7 @@ CLIP_ALL = {**CLIP, "down_proj": 0.9, "lm_head": 0.9}
 # learned R1/R2 (Cayley SGD, brevitas_models/learned_rotation.py): SpinQuant's 100 steps at lr 1.5, 128 tokens
 # per step (measured 182 s CPU for the 100 steps of SmolLM2-135M on one thread)
 LEARNED = {"rotation": "learned", "rotation_training": {"Steps": 100, "LearningRate": 1.5, "Tokens": 128}}
+SEAMS = {"od": ("o_proj", "down_proj"), "norm": ("qkv", "gate_up")}
 RECIPES = {
     "paper": {},
     "paper-norot": {"rotation": "none"},
@@ -43,6 +44,10 @@ RECIPES = {
     "paper+wclip": {"weight_clip_search": True},
     "paper+clip+wclip": {"input_clip_ratios": CLIP_ALL, "weight_clip_search": True},
     "paper+smooth": {"seam_smoothing": {"o_proj": 0.5, "down_proj": 0.5}},
+    # the smoothing exponent searched on the preset as it stands (clip 0.9 + weight-clip search)
+    **{f"paper+clip+wclip+smooth-{seams}{alpha:g}": {"input_clip_ratios": CLIP_ALL, "weight_clip_search": True,
+                                                     "seam_smoothing": {s: alpha for s in SEAMS[seams]}}
+       for seams in ("od", "norm") for alpha in (0.15, 0.3)},
     "int8-down-lm": {"input_quant_overrides": OVERRIDES},
     "int8-down-lm+clip": {"input_quant_overrides": OVERRIDES, "input_clip_ratios": CLIP},
     "int8-down-lm+wclip": {"input_quant_overrides": OVERRIDES, "weight_clip_search": True},
