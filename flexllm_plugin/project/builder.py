@@ -123,6 +123,7 @@ def export_stages(cfg: FlexLLMConfig, weights, model, golden, workdir: Path, log
     EXPORT_VOCAB_ROWS rows (their full tensors come from the golden model): small graphs whatever the
     model size."""
     from brevitas_models.export import export_stage, vocab_view
+    from brevitas_models.export_ops import keep_hadamard_constants
     from brevitas_models.text import encode, load_text
 
     tokens = encode(weights.tokenizer, load_text())
@@ -131,11 +132,12 @@ def export_stages(cfg: FlexLLMConfig, weights, model, golden, workdir: Path, log
     seq = {"prefill": int(cfg["Prefill"]["ChunkTokens"]), "decode": DECODE_EXPORT_PAST}
     out = {}
     progress = bar(2, "QONNX export", "stages")
-    for stage in ("prefill", "decode"):
-        t0 = time.perf_counter()
-        out[stage] = export_stage(view, stage, workdir / stage, tokens, seq_len=seq[stage], layers=1)["onnx"]
-        progress.update(1)
-        log(f"{stage}: exported one decoder block in {time.perf_counter() - t0:.1f} s")
+    with keep_hadamard_constants():        # both stages use the same R4 constant: built once
+        for stage in ("prefill", "decode"):
+            t0 = time.perf_counter()
+            out[stage] = export_stage(view, stage, workdir / stage, tokens, seq_len=seq[stage], layers=1)["onnx"]
+            progress.update(1)
+            log(f"{stage}: exported one decoder block in {time.perf_counter() - t0:.1f} s")
     progress.close()
     return out
 
