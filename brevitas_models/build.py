@@ -165,7 +165,10 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
     if cache_dir is not None and calib is not None:
         cache_file = Path(cache_dir) / f"{spec.name}-{_cache_key(weights, spec, calib, max_positions, calib_text)}{CACHE_SUFFIX}"
         if cache_file.is_file():
-            model = restore_model(weights.arch, spec, torch.load(cache_file, weights_only=True), max_positions)
+            # mmap: the tensors are read from the page cache straight into the model's parameters (no
+            # second in-memory copy of the state)
+            model = restore_model(weights.arch, spec, torch.load(cache_file, weights_only=True, mmap=True),
+                                  max_positions)
             if log:
                 log(f"loaded calibrated model from {cache_file}")
             return model
