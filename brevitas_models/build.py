@@ -51,6 +51,9 @@ def default_cache_dir() -> Optional[Path]:
 NOT_CALIBRATION_CODE = ("hmt",)
 
 
+CACHE_ARCHIVE_NAME = "calibrated"     # the archive name inside every cache entry (see build_model)
+
+
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
     """Hash of every source file of ``brevitas_models`` (the code that computes a calibrated model; not the
@@ -165,7 +168,11 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
     if cache_dir is not None and calib is not None:
         cache_file = Path(cache_dir) / f"{spec.name}-{_cache_key(weights, spec, calib, max_positions, calib_text)}{CACHE_SUFFIX}"
         if cache_file.is_file():
-            model = restore_model(weights.arch, spec, torch.load(cache_file, weights_only=True), max_positions)
+            # mmap: the tensors are read from the page cache straight into the model's parameters (no
+            # second in-memory copy of the state)
+            model = restore_model(weights.arch, spec, torch.load(cache_file, weights_only=True, mmap=True),
+                                  max_positions)
+            model.state_file = cache_file
             if log:
                 log(f"loaded calibrated model from {cache_file}")
             return model
@@ -189,7 +196,11 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
         init_weight_scales(model)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp")
+        # saved as CACHE_ARCHIVE_NAME.pt (torch names the archive inside after the file), so that a
+        # project's reference/calibrated.pt can be a byte copy of the entry
+        tmp_dir = cache_file.with_suffix(".saving")
+        tmp_dir.mkdir(exist_ok=True)
+        tmp = tmp_dir / f"{CACHE_ARCHIVE_NAME}.pt"
         torch.save(model.state_dict(), tmp)
         cache_file.with_suffix(".json").write_text(json.dumps(
             {"source": weights.source, "preset": spec.name, "rotation": spec.rotation, "gptq": spec.gptq,
@@ -197,5 +208,7 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
              "calibration_tokens": int(calib.numel()), "code": code_version(),
              "rotation_training": rotation_stats}, sort_keys=True))
         tmp.replace(cache_file)
+        tmp_dir.rmdir()
+        model.state_file = cache_file
     model.rotation_training = rotation_stats
     return model

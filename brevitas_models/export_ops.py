@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from dataclasses import dataclass
 from typing import Dict, Optional
@@ -29,7 +30,7 @@ from brevitas.export.onnx.qonnx.function import BrevitasQuantTorchScriptFn
 
 __all__ = ["DynamicQuantConfig", "DYNAMIC_KINDS", "dynamic_quant_config", "dynamic_token_quant",
            "dynamic_token_params", "static_quant", "hadamard_matmul", "hadamard_constant",
-           "clear_hadamard_cache", "LeanQuantTorchScriptFn", "LeanQuantOp"]
+           "clear_hadamard_cache", "keep_hadamard_constants", "LeanQuantTorchScriptFn", "LeanQuantOp"]
 
 
 @dataclass(frozen=True)
@@ -225,9 +226,26 @@ class LeanQuantOp:
 _HADAMARD_CACHE: Dict[int, torch.Tensor] = {}
 
 
+_HADAMARD_KEEPERS = [0]         # open keep_hadamard_constants() contexts
+
+
 def clear_hadamard_cache() -> None:
-    """Forget the cached Hadamard constants (256 MiB for n = 8192)."""
-    _HADAMARD_CACHE.clear()
+    """Forget the cached Hadamard constants (256 MiB for n = 8192); deferred to the end of the outermost
+    ``keep_hadamard_constants()`` context when one is open."""
+    if not _HADAMARD_KEEPERS[0]:
+        _HADAMARD_CACHE.clear()
+
+
+@contextlib.contextmanager
+def keep_hadamard_constants():
+    """Keep the Hadamard constants across several exports (each export clears them when it ends); they
+    are cleared when the outermost context exits."""
+    _HADAMARD_KEEPERS[0] += 1
+    try:
+        yield
+    finally:
+        _HADAMARD_KEEPERS[0] -= 1
+        clear_hadamard_cache()
 
 
 def hadamard_constant(n: int) -> torch.Tensor:

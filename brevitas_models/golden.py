@@ -306,6 +306,33 @@ def _np(t) -> np.ndarray:
     return t.detach().cpu().numpy()
 
 
+def weight_codes(linear):
+    """(int8 codes, float32 per-row scale, zero point, bit width) of a Brevitas linear's weight, from the
+    steps of its own integer quantizer (``RescalingIntQuant``: scale, zero point, ``to_int``) -- the codes
+    ``linear.quant_weight().int()`` gives, without the fake-quantized float weight, the re-division of
+    ``QuantTensor.int()`` and its validity pass (three full passes over the weight saved)."""
+    import torch
+    from brevitas.core.quant.int import RescalingIntQuant
+
+    proxy = linear.weight_quant
+    tq = proxy.tensor_quant
+    if not isinstance(tq, RescalingIntQuant) or proxy.export_mode or tq.observer_only:
+        raise ValueError(f"weight quantizer {type(tq).__name__}: integer codes need a RescalingIntQuant "
+                         "in quantization mode")
+    with torch.no_grad():
+        w = linear.weight
+        bit_width = tq.msb_clamp_bit_width_impl()
+        scale = tq.scaling_impl(w, tq.int_scaling_impl(bit_width))
+        zero_point = tq.zero_point_impl(w, scale, bit_width)
+        bits = int(bit_width.item())
+        if bits > 8 or not proxy.is_signed:
+            raise ValueError(f"weight quantizer: {bits}-bit {'signed' if proxy.is_signed else 'unsigned'} "
+                             "codes, the golden model needs signed codes of at most 8 bits")
+        codes = tq.int_quant.to_int(scale, zero_point, bit_width, w)
+        w_int = _np(codes.to(torch.int8))
+    return (w_int, _np(scale).astype(np.float32).reshape(-1), _np(zero_point), bits)
+
+
 def hardware_scheme_problems(spec) -> list:
     """Why a QuantSpec cannot run on the FlexLLM hardware (empty: it can)."""
     problems = []
@@ -398,13 +425,9 @@ class GoldenModel:
             if needs_input_quant and unit.input_quant.clip_ratio != spec.input_clip(name.split(".")[-1]):
                 raise ValueError(f"{name}: input clip ratio {unit.input_quant.clip_ratio}, spec says "
                                  f"{spec.input_clip(name.split('.')[-1])}")
-            with torch.no_grad():
-                qw = unit.linear.quant_weight()
-                bits = int(qw.bit_width.item())
-                w_int = _np(qw.int())                    # int8 codes (bit width <= 8, signed)
-                scale = _np(qw.scale).astype(np.float32).reshape(-1)
-                if not bool(torch.all(qw.zero_point == 0)):
-                    raise ValueError(f"{name}: weight zero point must be 0 (symmetric weights)")
+            w_int, scale, zero_point, bits = weight_codes(unit.linear)
+            if not bool(np.all(zero_point == 0)):
+                raise ValueError(f"{name}: weight zero point must be 0 (symmetric weights)")
             if bits != spec.weight_bits:
                 raise ValueError(f"{name}: weight bit width {bits}, spec says {spec.weight_bits}")
             wmax = 2 ** (bits - 1) - 1

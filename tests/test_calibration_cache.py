@@ -112,3 +112,32 @@ def test_key_covers_the_calibration_text_bytes_beyond_its_calibration_tokens():
     b = _cache_key(w, spec, calib, None, "other text " + tail)
     assert a != b
     assert _cache_key(w, spec, calib, None, "first text " + tail) == a
+
+
+def test_project_reference_state_is_a_byte_copy_of_the_cache_entry_only_when_the_states_agree(tmp_path):
+    """A cache entry is written as the archive torch.save gives a project's reference/calibrated.pt; from a
+    cache hit, save_reference copies the entry, byte for byte what torch.save of the model's state writes;
+    a model changed after the hit is saved from its own state."""
+    import zipfile
+
+    from brevitas_models.build import build_model
+    from flexllm_plugin.project.reference import STATE_FILE, save_reference, saved_state_equals
+
+    weights = tiny_weights()
+    spec = quant_preset("flexllm-w4a4", gptq=False, calibration_tokens=256, calibration_ctx=64)
+    built = build_model(weights, spec, cache_dir=tmp_path / "cache")
+    model = build_model(weights, spec, cache_dir=tmp_path / "cache")          # the cache hit
+    entry = model.state_file
+    assert entry == built.state_file and zipfile.ZipFile(entry).namelist()[0].startswith("calibrated/")
+    assert saved_state_equals(entry, model.state_dict())                     # so save_reference copies it
+    (tmp_path / "plain" / "reference").mkdir(parents=True)
+    torch.save(model.state_dict(), tmp_path / "plain" / STATE_FILE)
+    save_reference(tmp_path, weights, model)
+    assert (tmp_path / STATE_FILE).read_bytes() == (tmp_path / "plain" / STATE_FILE).read_bytes()
+
+    with torch.no_grad():
+        model.lm_head.weight[0, 0] += 1.0
+    assert not saved_state_equals(entry, model.state_dict())
+    save_reference(tmp_path, weights, model)
+    saved = torch.load(tmp_path / STATE_FILE, weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())

@@ -425,3 +425,21 @@ def test_smollm2_two_layers_both_stages(tmp_path):
         errs = _assert_close_up_to_code_flips(outputs, ref, info["output_names"])
         print(f"smollm2 2 layers {stage}: export {info['export_s']:.1f} s, cleanup {timing['cleanup_s']:.1f} s, "
               f"execute {timing['execute_s']:.1f} s, max rel err / KV code flip fraction {errs}")
+
+
+def test_keep_hadamard_constants_defers_the_clearing_of_each_export_to_the_context_exit():
+    """Inside keep_hadamard_constants() an export's clear_hadamard_cache() keeps the constant (the second
+    stage reuses the first's object); the outermost exit clears it (a new object, equal values)."""
+    from brevitas_models.export_ops import clear_hadamard_cache, hadamard_constant, keep_hadamard_constants
+    from brevitas_models.hadamard import hadamard_matrix
+
+    with keep_hadamard_constants():
+        first = hadamard_constant(12)
+        with keep_hadamard_constants():
+            clear_hadamard_cache()
+        clear_hadamard_cache()
+        assert hadamard_constant(12) is first
+    again = hadamard_constant(12)
+    assert again is not first and torch.equal(again, first)
+    assert np.array_equal(first.numpy(), hadamard_matrix(12).T.astype(np.float32))
+    clear_hadamard_cache()

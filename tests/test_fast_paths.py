@@ -37,6 +37,24 @@ def test_weight_grid_is_the_scale_brevitas_quantizes_with():
         assert torch.equal(torch.clamp(torch.round(unit.weight / s), qmin, qmax) * s, qw.value), name
 
 
+@pytest.mark.parametrize("preset", ["flexllm-w4a4", "w8a8"])
+def test_golden_weight_codes_equal_the_brevitas_quant_tensor_codes(preset):
+    """weight_codes (the quantizer's own scale / zero point / to_int steps) gives the int8 codes, scale and
+    bit width that quant_weight().int() gives through the fake-quantized weight, for every linear."""
+    from brevitas_models.golden import weight_codes
+
+    m = _fresh(preset)
+    for name, unit in list(m.linears()) + [("lm_head", m.lm_head)]:
+        w_int, scale, zero_point, bits = weight_codes(unit.linear)
+        with torch.no_grad():
+            qw = unit.linear.quant_weight()
+            ref = qw.int()
+        assert ref.dtype == torch.int8 and np.array_equal(w_int, ref.numpy()), name
+        assert np.array_equal(scale, qw.scale.numpy().astype(np.float32).reshape(-1)), name
+        assert np.array_equal(zero_point, qw.zero_point.numpy()), name
+        assert bits == int(qw.bit_width.item()), name
+
+
 def test_frozen_weights_give_the_brevitas_forward_and_restore_it():
     m = _fresh()
     units = [unit for _, unit in m.linears()]

@@ -107,6 +107,22 @@ class MemoryPlan:
             data = [np.zeros(ALIGN_BYTES // np.dtype(dt).itemsize, dtype=dt)]
         return np.concatenate(data)
 
+    def image_equals(self, other: "MemoryPlan", name: str) -> bool:
+        """``np.array_equal(self.image(name), other.image(name))`` without building either image: chunk by
+        chunk, chunks that are views of the same memory (weights packed once for both stages) equal by
+        identity."""
+        a, b = self.chunks.get(name, []), other.chunks.get(name, [])
+        if self.sizes.get(name, 0) != other.sizes.get(name, 0):
+            return False
+        if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+            return bool(np.array_equal(self.image(name), other.image(name)))
+        for x, y in zip(a, b):
+            same_memory = (x.dtype == y.dtype and x.strides == y.strides
+                           and x.__array_interface__["data"][0] == y.__array_interface__["data"][0])
+            if not same_memory and not np.array_equal(x, y):
+                return False
+        return True
+
     def write(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         files = {}

@@ -123,6 +123,7 @@ def export_stages(cfg: FlexLLMConfig, weights, model, golden, workdir: Path, log
     EXPORT_VOCAB_ROWS rows (their full tensors come from the golden model): small graphs whatever the
     model size."""
     from brevitas_models.export import export_stage, vocab_view
+    from brevitas_models.export_ops import keep_hadamard_constants
     from brevitas_models.text import encode, load_text
 
     tokens = encode(weights.tokenizer, load_text())
@@ -131,11 +132,12 @@ def export_stages(cfg: FlexLLMConfig, weights, model, golden, workdir: Path, log
     seq = {"prefill": int(cfg["Prefill"]["ChunkTokens"]), "decode": DECODE_EXPORT_PAST}
     out = {}
     progress = bar(2, "QONNX export", "stages")
-    for stage in ("prefill", "decode"):
-        t0 = time.perf_counter()
-        out[stage] = export_stage(view, stage, workdir / stage, tokens, seq_len=seq[stage], layers=1)["onnx"]
-        progress.update(1)
-        log(f"{stage}: exported one decoder block in {time.perf_counter() - t0:.1f} s")
+    with keep_hadamard_constants():        # both stages use the same R4 constant: built once
+        for stage in ("prefill", "decode"):
+            t0 = time.perf_counter()
+            out[stage] = export_stage(view, stage, workdir / stage, tokens, seq_len=seq[stage], layers=1)["onnx"]
+            progress.update(1)
+            log(f"{stage}: exported one decoder block in {time.perf_counter() - t0:.1f} s")
     progress.close()
     return out
 
@@ -177,22 +179,21 @@ def plan_buffers(cfg: FlexLLMConfig, golden, plans: Dict) -> Dict:
     pre, dec = plans["prefill"], plans["decode"]
     ports = pre.ports
     images, buffers, fmem = {}, [], {}
+    # the shared images are built once, from the prefill plan (image_equals compares without building)
     for i in range(ports):
-        a, b = pre.image(f"wmem_p{i}"), dec.image(f"wmem_p{i}")
-        if not np.array_equal(a, b):
+        if not pre.image_equals(dec, f"wmem_p{i}"):
             raise AssertionError(f"weight port {i}: prefill and decode images differ (planning is not stage-independent)")
-        images[f"weights_p{i}"] = a
-    if not np.array_equal(pre.image("embed"), dec.image("embed")):
+        images[f"weights_p{i}"] = pre.image(f"wmem_p{i}")
+    if not pre.image_equals(dec, "embed"):
         raise AssertionError("prefill and decode embedding images differ")
     images["embed"] = pre.image("embed")
     fmem, lmem = {}, {}
     for image, names in (("fmem", fmem), ("lmem", lmem)):
-        a, b = pre.image(image), dec.image(image)
-        if a.shape == b.shape and np.array_equal(a, b):
-            images[image] = a
+        if pre.image_equals(dec, image):
+            images[image] = pre.image(image)
             names.update(prefill=image, decode=image)
         else:
-            images[f"{image}_prefill"], images[f"{image}_decode"] = a, b
+            images[f"{image}_prefill"], images[f"{image}_decode"] = pre.image(image), dec.image(image)
             names.update(prefill=f"{image}_prefill", decode=f"{image}_decode")
 
     d = cfg["Decode"]

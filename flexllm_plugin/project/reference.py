@@ -37,10 +37,35 @@ def save_reference(root: Path, weights, model) -> None:
     import torch
 
     (root / REFERENCE_DIR).mkdir(exist_ok=True)
-    torch.save(model.state_dict(), root / STATE_FILE)
+    state = model.state_dict()
+    source = getattr(model, "state_file", None)       # the calibrated-model cache entry it came from
+    if source is not None and saved_state_equals(Path(source), state):
+        shutil.copyfile(source, root / STATE_FILE)      # the bytes torch.save(state) writes, without the pass
+    else:
+        torch.save(state, root / STATE_FILE)
     meta = {"arch": model.arch.to_dict(), "spec": model.spec.to_dict(),
             "max_positions": int(model.rope_cos.shape[0]), "source": weights.source}
     (root / MODEL_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+
+
+def saved_state_equals(path: Path, state) -> bool:
+    """Whether the torch.save file ``path`` is what ``torch.save(state, <dir>/calibrated.pt)`` writes: its
+    archive is named after STATE_FILE and it holds the same tensors (names, order, dtypes, shapes, values)."""
+    import zipfile
+
+    import torch
+
+    if not path.is_file():
+        return False
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    if not names or names[0].split("/")[0] != Path(STATE_FILE).stem:
+        return False
+    saved = torch.load(path, weights_only=True, mmap=True)
+    if list(saved) != list(state):
+        return False
+    return all(a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+               for a, b in zip(saved.values(), state.values()))
 
 
 def save_tokenizer(root: Path, tok) -> None:
