@@ -129,10 +129,10 @@ Differences from the Brevitas model (why they agree closely but not bit-exactly)
 * Brevitas quantizes uint4 inputs as ``rint(x / s + (-mn / s))`` and Q as
   ``rint((q_rot * softmax_scale) / s_q)`` (two roundings); the golden model uses one multiply by a
   precomputed reciprocal / folded constant (``(x - mn) * inv``, ``q_rot * c_q``).
-* Brevitas' uint4 scale is ``(max(x) - min(min(x), 0)) / 15`` (its ``AbsMinMax`` statistic clamps
-  the minimum at 0) while its zero point is the true ``-min(x) / s``: for an all-positive token the
-  scale is ``max / 15`` instead of ``(max - min) / 15`` (valid, but coarser). The golden model and the
-  hardware use the paper's ``(max - min) / 15`` for every token.
+* Both use the paper's uint4 range ``r (max - min)`` (``quantizers._MinMaxRange`` /
+  ``_ClippedMinMaxRange``, not Brevitas' ``AbsMinMax``, which would clamp the minimum at 0), but Brevitas
+  forms ``r max - r min`` and its zero point ``-(r min) / s`` while the golden model rounds
+  ``(x - mn) * inv`` with ``mn = r min``: the same values, with different roundings.
 * torch reductions (RMSNorm mean, softmax sum) use their own summation order; the golden model uses
   ``sum_partials``. torch's ``exp`` is its own float32 routine; the golden ``exp32`` is the contract's.
 These differences flip occasional rounding decisions; a flipped code is one quantization step.
