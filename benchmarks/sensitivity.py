@@ -115,7 +115,7 @@ def main(argv=None):
     weights = cfg.load_weights()
     spec = cfg.quant_spec("flexllm-w4a4")
     if not args.preset_defaults:   # the paper's formats: no input clipping, no weight-clip search
-        spec = spec.replace(input_clip_ratios=(), weight_clip_search=False)
+        spec = spec.paper_formats()
     text = load_text(args.text)
     tokens = encode(weights.tokenizer, text)
     if args.text is None and args.max_tokens + spec.calibration_tokens > tokens.numel():

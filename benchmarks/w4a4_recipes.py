@@ -107,7 +107,7 @@ def main(argv=None):
     for name in args.recipes:
         # every recipe starts from the preset's formats without the clip / weight-clip defaults, so each
         # row names all the techniques it uses
-        spec = cfg.quant_spec(args.preset).replace(input_clip_ratios=(), weight_clip_search=False).replace(**RECIPES[name])
+        spec = cfg.quant_spec(args.preset).paper_formats().replace(**RECIPES[name])
         t0 = time.perf_counter()
         model = build_model(weights, spec, calib_text=text, max_positions=max_positions,
                             cache_dir=default_cache_dir(), log=lambda m: print(m, file=sys.stderr, flush=True))

@@ -126,6 +126,11 @@ class QuantSpec:
     def replace(self, **changes) -> "QuantSpec":
         return dataclasses.replace(self, **changes)
 
+    def paper_formats(self) -> "QuantSpec":
+        """This spec without the techniques that keep the formats (input clipping, weight-clip search): the
+        paper's exact min / max and plain GPTQ, the baseline the benchmarks add techniques to."""
+        return self.replace(input_clip_ratios=(), weight_clip_search=False)
+
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
