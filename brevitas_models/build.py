@@ -191,7 +191,8 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
         rotate(model, r1=learned.r1_rotation() if learned.losses else None, r2=learned.r2)
         rotation_stats = learned.stats
     if calib is not None:
-        calibrate(model, calib, gptq=spec.gptq, log=log, weight_clip=spec.weight_clip_search)
+        calibrate(model, calib, gptq=spec.gptq, log=log, weight_clip=spec.weight_clip_search,
+                  target=spec.gptq_target)
     else:
         init_weight_scales(model)
     if cache_file is not None:

@@ -24,7 +24,10 @@ from typing import Callable, List, Optional
 import torch
 import torch.nn.functional as F
 
-from .gptq import HessianAccumulator, gptq_quantize
+from brevitas.graph.calibrate import quantization_status_manager
+
+from .gptq import CrossCovarianceAccumulator, HessianAccumulator, asymmetric_target, gptq_quantize
+from .quant_presets import GPTQ_TARGETS
 from .model import LlamaModel, QuantLinearUnit, causal_mask
 from .progress import bar
 
@@ -129,12 +132,27 @@ def _search_rows(w, amax, d, best_err, best_r, buf, grid, qmin, qmax, row_chunk)
             r_c.masked_fill_(better, r)
 
 
-def _gptq(units: List[QuantLinearUnit], inputs: List[torch.Tensor], weight_clip: bool = False) -> None:
+def _gptq(units: List[QuantLinearUnit], inputs: List[torch.Tensor], weight_clip: bool = False,
+          unquantized: Optional[List[torch.Tensor]] = None) -> None:
     """GPTQ-round the weights of ``units`` (which share one quantized input) on ``inputs``; with
-    ``weight_clip`` the per-channel scales are first chosen by :func:`search_weight_clip`."""
-    acc = HessianAccumulator(units[0].linear.in_features)
-    for x in inputs:
-        acc.add(x)
+    ``weight_clip`` the per-channel scales are first chosen by :func:`search_weight_clip`. With
+    ``unquantized`` (the same inputs before their quantizer) the weights are first moved to the
+    asymmetric target :func:`~.gptq.asymmetric_target` (the weights that best map the quantized inputs
+    onto the outputs of the unquantized ones) and their thresholds re-set to its max |w|."""
+    if unquantized is None:
+        acc = HessianAccumulator(units[0].linear.in_features)
+        for x in inputs:
+            acc.add(x)
+    else:
+        acc = CrossCovarianceAccumulator(units[0].linear.in_features)
+        for xq, x in zip(inputs, unquantized, strict=True):
+            acc.add(xq, x)
+        with torch.no_grad():
+            for unit in units:
+                unit.weight.copy_(asymmetric_target(unit.weight, acc.hessian, acc.cross).to(unit.weight.dtype))
+                if unit.linear.weight_quant.is_quant_enabled:
+                    value = unit.linear.weight_quant.tensor_quant.scaling_impl.value
+                    value.copy_(unit.weight.detach().abs().amax(dim=1).clamp(min=1e-12).view_as(value))
     if weight_clip:
         for unit in units:
             search_weight_clip(unit, torch.diag(acc.hessian))
@@ -167,21 +185,70 @@ def _observe(heads, inputs) -> None:
         hq.set_threshold(hq.observed_max)
 
 
+
+
+def float_site_inputs(layer, hidden: List[torch.Tensor], cos, sin, mask):
+    """The float layer on the float residual stream ``hidden``: the inputs of its four GPTQ groups
+    (q/k/v, o_proj, gate/up, down_proj; each a list over the batches) and its outputs. Every quantizer of
+    the layer is off (Brevitas' ``quantization_status_manager``), so these are the stages of
+    ``DecoderLayer.forward`` on the current float weights: call it before any GPTQ of the layer."""
+    at, mlp = layer.self_attn, layer.mlp
+    sites = {"q_proj": [], "o_proj": [], "gate_proj": [], "down_proj": []}
+    out = []
+    with quantization_status_manager(layer, disable_act_quant=True, disable_weight_quant=True):
+        for h in hidden:
+            x = layer.input_layernorm(h)
+            q, k, v = at.project(x, cos, sin)
+            k, v = at.keys(k, v)
+            o = at.mix(at.probabilities(q, k, mask), v)
+            h2 = h + at.o_proj.linear(o)
+            g = layer.post_attention_layernorm(h2)
+            d = mlp.online_hadamard(F.silu(mlp.gate_proj.linear(g)) * mlp.up_proj.linear(g))
+            out.append(h2 + mlp.down_proj.linear(d))
+            for site, t in zip(sites, (x, o, g, d)):
+                sites[site].append(t)
+    return sites, out
+
+
 def calibrate_layer(layer, hidden: List[torch.Tensor], cos, sin, mask, gptq: bool,
-                    weight_clip: bool = False) -> List[torch.Tensor]:
+                    weight_clip: bool = False, target: str = "quantized",
+                    float_hidden: Optional[List[torch.Tensor]] = None):
     """Calibrate one decoder layer in place on its inputs ``hidden`` (a list of [B, L, hidden] batches)
-    and return its outputs.
+    and return its outputs, and with ``target`` "float" also the float layer's outputs on ``float_hidden``
+    (else None).
 
     Each stage of the layer runs once per batch and its outputs are kept for the next stage (the
     residual stream, the quantized q/k/v input, q/k/v before and after their quantizers, the softmax
     output, the o_proj, gate/up and down_proj inputs), instead of re-running the layer per GPTQ group
     and per threshold pass. The arithmetic is the layer's own: the stages are the methods
     ``DecoderLayer.forward`` is made of, called in its order; quantized weights are computed once per
-    stage (:func:`frozen_weights`) after their GPTQ."""
+    stage (:func:`frozen_weights`) after their GPTQ.
+
+    ``target``: what GPTQ of each group aims at (:func:`_gptq`): "quantized", the layer's outputs on its
+    quantized inputs (plain GPTQ); "unquantized", the outputs on the same inputs before their quantizer;
+    "float", the float model's outputs (its inputs from :func:`float_site_inputs` on ``float_hidden``, the
+    float residual stream), so that the weights also absorb the error of every layer before."""
+    if target not in GPTQ_TARGETS:
+        raise ValueError(f"GPTQ target must be one of {GPTQ_TARGETS}, got {target!r}")
+    if (target == "float") != (float_hidden is not None):
+        raise ValueError("float_hidden goes with target 'float' (and only with it)")
     at, mlp = layer.self_attn, layer.mlp
-    xq = [at.q_proj.input_quant(layer.input_layernorm(h)) for h in hidden]
+    float_sites, float_out = (float_site_inputs(layer, float_hidden, cos, sin, mask) if target == "float"
+                              else (None, None))
+
+    def quantized(site, quant, xs):
+        """[quant(x) for x in xs] and the GPTQ target's inputs of the site (None for plain GPTQ)."""
+        if not gptq or target == "quantized":
+            return [quant(x) for x in xs], None
+        if target == "float":
+            return [quant(x) for x in xs], float_sites.pop(site)
+        xs = list(xs)
+        return [quant(x) for x in xs], xs
+
+    xq, x = quantized("q_proj", at.q_proj.input_quant, (layer.input_layernorm(h) for h in hidden))
     if gptq:
-        _gptq([at.q_proj, at.k_proj, at.v_proj], xq, weight_clip)
+        _gptq([at.q_proj, at.k_proj, at.v_proj], xq, weight_clip, x)
+    del x
     with frozen_weights(at.q_proj, at.k_proj, at.v_proj):
         qkv = [at.project(x, cos, sin) for x in xq]
     del xq
@@ -193,37 +260,44 @@ def calibrate_layer(layer, hidden: List[torch.Tensor], cos, sin, mask, gptq: boo
         k, v = at.keys(k, v)
         probs.append(at.probabilities(q, k, mask))
         qkv[i] = v                                       # only V (per query head) is needed from here on
+
+    def mixed():
+        for i, v in enumerate(qkv):
+            yield at.mix(at.p_quant(probs[i]), v)
+            probs[i] = None
+
     _observe((at.p_quant,), [probs])
-    o_in = []
-    for i, v in enumerate(qkv):
-        o_in.append(at.o_proj.input_quant(at.mix(at.p_quant(probs[i]), v)))
-        probs[i] = None
+    o_in, x = quantized("o_proj", at.o_proj.input_quant, mixed())
     del qkv, probs
     if gptq:
-        _gptq([at.o_proj], o_in, weight_clip)
+        _gptq([at.o_proj], o_in, weight_clip, x)
+    del x
     with frozen_weights(at.o_proj):
         h2 = [h + at.o_proj.linear(o) for h, o in zip(hidden, o_in)]
     del o_in
-    gu_in = [mlp.gate_proj.input_quant(layer.post_attention_layernorm(h)) for h in h2]
+    gu_in, x = quantized("gate_proj", mlp.gate_proj.input_quant, (layer.post_attention_layernorm(h) for h in h2))
     if gptq:
-        _gptq([mlp.gate_proj, mlp.up_proj], gu_in, weight_clip)
+        _gptq([mlp.gate_proj, mlp.up_proj], gu_in, weight_clip, x)
+    del x
     with frozen_weights(mlp.gate_proj, mlp.up_proj):
-        d_in = [mlp.down_proj.input_quant(mlp.online_hadamard(F.silu(mlp.gate_proj.linear(x)) *
-                                                              mlp.up_proj.linear(x)))
-                for x in gu_in]
+        d_in, x = quantized("down_proj", mlp.down_proj.input_quant,
+                            (mlp.online_hadamard(F.silu(mlp.gate_proj.linear(g)) * mlp.up_proj.linear(g))
+                             for g in gu_in))
     del gu_in
     if gptq:
-        _gptq([mlp.down_proj], d_in, weight_clip)
+        _gptq([mlp.down_proj], d_in, weight_clip, x)
+    del x
     with frozen_weights(mlp.down_proj):
-        return [h + mlp.down_proj.linear(d) for h, d in zip(h2, d_in)]
+        return [h + mlp.down_proj.linear(d) for h, d in zip(h2, d_in)], float_out
 
 
 def calibrate(model: LlamaModel, windows: torch.Tensor, gptq: bool, batch_size: int = 2,
               log: Optional[Callable[[str], None]] = None, threads: Optional[int] = None,
-              weight_clip: bool = False) -> None:
+              weight_clip: bool = False, target: str = "quantized") -> None:
     """Calibrate ``model`` in place on token windows [N, ctx] of real text (``threads``: torch intra-op
     threads while calibrating, None to leave torch's setting, which is ``$OMP_NUM_THREADS`` when set and
-    every core otherwise; ``weight_clip``: search the weight scales before GPTQ)."""
+    every core otherwise; ``weight_clip``: search the weight scales before GPTQ; ``target``: what GPTQ aims
+    at, :func:`calibrate_layer`)."""
     log = log or (lambda msg: None)
     model.eval()
     init_weight_scales(model)
@@ -236,18 +310,22 @@ def calibrate(model: LlamaModel, windows: torch.Tensor, gptq: bool, batch_size: 
     try:
         with torch.no_grad():
             hidden = [model.embed_tokens(windows[i:i + batch_size]) for i in range(0, n, batch_size)]
+            float_hidden = list(hidden) if gptq and target == "float" else None
             n_layers = len(model.layers)
             progress = bar(n_layers + (1 if gptq else 0), "calibration" + (" (GPTQ)" if gptq else ""), "layers")
             t_start = time.perf_counter()
             for li, layer in enumerate(model.layers):
                 t0 = time.perf_counter()
-                hidden = calibrate_layer(layer, hidden, cos, sin, mask, gptq, weight_clip)
+                hidden, float_hidden = calibrate_layer(layer, hidden, cos, sin, mask, gptq, weight_clip, target,
+                                                       float_hidden)
                 progress.update(1)
                 now = time.perf_counter()
                 left = (now - t_start) / (li + 1) * (n_layers - li - 1)
                 log(f"calibrated layer {li + 1} of {n_layers} in {now - t0:.1f} s (about {left:.0f} s left)")
             if gptq:
-                _gptq([model.lm_head], [model.lm_head.input_quant(model.norm(h)) for h in hidden], weight_clip)
+                lm_target = {"quantized": None, "float": float_hidden, "unquantized": hidden}[target]
+                _gptq([model.lm_head], [model.lm_head.input_quant(model.norm(h)) for h in hidden], weight_clip,
+                      None if lm_target is None else [model.norm(h) for h in lm_target])
                 progress.update(1)
             progress.close()
     finally:

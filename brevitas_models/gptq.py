@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["HessianAccumulator", "gptq_quantize", "rtn_quantize"]
+__all__ = ["HessianAccumulator", "CrossCovarianceAccumulator", "asymmetric_target", "gptq_quantize",
+           "rtn_quantize"]
 
 
 class HessianAccumulator:
@@ -59,6 +60,69 @@ class HessianAccumulator:
     def hessian(self) -> torch.Tensor:
         """The accumulated Hessian, ``[in_features, in_features]`` float64."""
         return self._hessian
+
+
+class CrossCovarianceAccumulator:
+    """Accumulates ``H = 2/N * sum xq xq^T`` and ``A = 2/N * sum xq x^T`` over pairs of a linear layer's
+    quantized input ``xq`` (what the layer sees) and the same input before its quantizer ``x`` (what the
+    weights were trained on): the statistics of the asymmetric objective ``||X W^T - Xq Wq^T||`` of
+    :func:`asymmetric_target`. Running means in float64, as :class:`HessianAccumulator`."""
+
+    def __init__(self, in_features: int):
+        self.hessian_acc = HessianAccumulator(in_features)
+        self._cross = torch.zeros(in_features, in_features, dtype=torch.float64)
+
+    @torch.no_grad()
+    def add(self, xq: torch.Tensor, x: torch.Tensor) -> None:
+        if tuple(xq.shape) != tuple(x.shape):
+            raise ValueError(f"quantized input {tuple(xq.shape)} and input {tuple(x.shape)} differ in shape")
+        n = self.hessian_acc.nsamples
+        self.hessian_acc.add(xq)
+        d = self.hessian_acc.in_features
+        xq = xq.detach().reshape(-1, d).to(device="cpu", dtype=torch.float64)
+        x = x.detach().reshape(-1, d).to(device="cpu", dtype=torch.float64)
+        total = self.hessian_acc.nsamples
+        if total == n:
+            return
+        self._cross.mul_(n / total)
+        self._cross.addmm_(xq.t(), x, alpha=2.0 / total)
+
+    @property
+    def hessian(self) -> torch.Tensor:
+        return self.hessian_acc.hessian
+
+    @property
+    def cross(self) -> torch.Tensor:
+        """``A = 2/N * sum xq x^T`` ([in, in], float64; rows index the quantized input)."""
+        return self._cross
+
+
+@torch.no_grad()
+def asymmetric_target(weight: torch.Tensor, hessian: torch.Tensor, cross: torch.Tensor,
+                      damp: float = 0.01) -> torch.Tensor:
+    """The weight ``W*`` that best maps the quantized inputs onto the outputs of the unquantized ones,
+    ``argmin_V ||X W^T - Xq V^T||^2 + lam ||V - W||^2`` with ``lam = damp * mean(diag(H))`` (the ridge pulls
+    towards ``W``, GPTQ's own damping)::
+
+        W* = W (A^T + lam I) (H + lam I)^-1,   H = 2/N Xq^T Xq,  A = 2/N Xq^T X
+
+    Because ``||X W^T - Xq V^T||^2 = const + tr((V - W*) H (V - W*)^T)`` (undamped), GPTQ of ``W*`` under
+    ``H`` minimises the asymmetric objective: the weights also compensate the input quantization error
+    they will see (asymmetric calibration, as GPTAQ, Li et al. 2025). float64 in, float64 out."""
+    w = weight.detach().to(torch.float64)
+    h = hessian.detach().to(torch.float64)
+    a = cross.detach().to(torch.float64)
+    n = h.shape[0]
+    if tuple(h.shape) != (n, n) or tuple(a.shape) != (n, n) or w.shape[1] != n:
+        raise ValueError(f"weight {tuple(w.shape)}, hessian {tuple(h.shape)} and cross {tuple(a.shape)} "
+                         f"do not agree")
+    mean_diag = torch.mean(torch.diag(h)).item()
+    lam = float(damp) * (mean_diag if mean_diag > 0 else 1.0)
+    eye = torch.eye(n, dtype=torch.float64)
+    # W* (H + lam I) = W (A^T + lam I)  <=>  (H + lam I) W*^T = (A + lam I) W^T  (H symmetric)
+    rhs = (a + lam * eye) @ w.t()
+    chol = torch.linalg.cholesky(0.5 * (h + h.t()) + lam * eye)
+    return torch.cholesky_solve(rhs, chol).t().contiguous()
 
 
 def _check_scale(scale: torch.Tensor, out_features: int) -> torch.Tensor:

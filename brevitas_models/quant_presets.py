@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Tuple
 
 ROTATIONS = ("none", "hadamard", "learned")
 INPUT_KINDS = ("int8", "uint4_asym")
+GPTQ_TARGETS = ("quantized", "unquantized", "float")     # see QuantSpec.gptq_target
 # Linear-input sites that own a per-token input quantizer (k/v share q_proj's, up shares gate_proj's).
 INPUT_SITES = ("q_proj", "o_proj", "gate_proj", "down_proj", "lm_head")
 _SHARED_INPUT = {"k_proj": "q_proj", "v_proj": "q_proj", "up_proj": "gate_proj"}
@@ -33,6 +34,10 @@ class QuantSpec:
     # is accepted and stored as sorted pairs
     input_quant_overrides: Tuple[Tuple[str, str], ...] = ()
     weight_clip_search: bool = False         # per-channel weight scale searched before GPTQ (needs gptq)
+    # what GPTQ aims at: "quantized" (plain GPTQ: the layer's outputs on its quantized inputs), "unquantized"
+    # (the outputs on the same inputs before their quantizer) or "float" (the float model's outputs): min
+    # ||X W^T - Xq Wq^T||, so the weights also absorb the input error (brevitas_models/calibration.py)
+    gptq_target: str = "quantized"
     # per-site clip ratio r in (0, 1] of uint4_asym inputs (range [r min, r max]); unnamed sites: 1
     input_clip_ratios: Tuple[Tuple[str, float], ...] = ()
     # seam smoothing folded into the weights: (seam, alpha) pairs, seams qkv and gate_up (norm -> its
@@ -84,6 +89,10 @@ class QuantSpec:
                                  f"rotations train on windows of the calibration tokens only")
         if self.weight_clip_search and not self.gptq:
             raise ValueError("Quantization.WeightClipSearch needs GPTQ")
+        if self.gptq_target not in GPTQ_TARGETS:
+            raise ValueError(f"Quantization.GPTQTarget must be one of {list(GPTQ_TARGETS)}, got {self.gptq_target!r}")
+        if self.gptq_target != "quantized" and not self.gptq:
+            raise ValueError(f"Quantization.GPTQTarget: {self.gptq_target} needs GPTQ")
         if self.gptq and self.weight_bits is None:
             raise ValueError("Quantization.gptq needs integer weights (weight_bits)")
         if self.calibration_tokens <= 0 or self.calibration_ctx <= 0:
@@ -127,9 +136,10 @@ class QuantSpec:
         return dataclasses.replace(self, **changes)
 
     def paper_formats(self) -> "QuantSpec":
-        """This spec without the techniques that keep the formats (input clipping, weight-clip search): the
-        paper's exact min / max and plain GPTQ, the baseline the benchmarks add techniques to."""
-        return self.replace(input_clip_ratios=(), weight_clip_search=False)
+        """This spec without the techniques that keep the formats (input clipping, weight-clip search,
+        GPTQ target): the paper's exact min / max and plain GPTQ, the baseline the benchmarks add
+        techniques to."""
+        return self.replace(input_clip_ratios=(), weight_clip_search=False, gptq_target="quantized")
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -259,8 +269,9 @@ def _yield_preset_defaults(preset: QuantSpec, overrides: Dict[str, Any]) -> Dict
     those: the weight-clip search goes with GPTQ, and a preset clip ratio goes with a uint4 input at its
     site. Anything the user names explicitly is kept (and validated as given)."""
     out = dict(overrides)
-    if "weight_clip_search" not in out and out.get("gptq") is False:
-        out["weight_clip_search"] = False
+    if out.get("gptq") is False:
+        out.setdefault("weight_clip_search", False)
+        out.setdefault("gptq_target", "quantized")
     if "input_clip_ratios" not in out and preset.input_clip_ratios:
         trial = preset.replace(**{k: v for k, v in out.items() if k in ("input_quant", "input_quant_overrides")},
                                input_clip_ratios=())

@@ -104,6 +104,7 @@ SCHEMA: Dict[str, Any] = {
         "InputQuantOverrides": (None, _opt(_mapping)),
         "GPTQ": (None, _opt(_bool)),
         "WeightClipSearch": (None, _opt(_bool)),
+        "GPTQTarget": (None, _opt(_choice("quantized", "unquantized", "float"))),
         "InputClipRatios": (None, _opt(_mapping)),
         "SeamSmoothing": (None, _opt(_mapping)),
         "CalibrationTokens": (None, _opt(_int(1))),
@@ -183,6 +184,7 @@ class FlexLLMConfig:
         overrides = {}
         mapping = {"Rotation": "rotation", "InputQuant": "input_quant", "GPTQ": "gptq",
                    "InputQuantOverrides": "input_quant_overrides", "WeightClipSearch": "weight_clip_search",
+                   "GPTQTarget": "gptq_target",
                    "InputClipRatios": "input_clip_ratios", "SeamSmoothing": "seam_smoothing",
                    "RotationTraining": "rotation_training",
                    "CalibrationTokens": "calibration_tokens",

@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-from brevitas_models.gptq import HessianAccumulator, gptq_quantize, rtn_quantize
+import numpy as np
+
+from brevitas_models.gptq import (CrossCovarianceAccumulator, HessianAccumulator, asymmetric_target,
+                                gptq_quantize, rtn_quantize)
 
 QMIN, QMAX = -8, 7  # 4-bit signed
 
@@ -154,3 +157,59 @@ def test_row_chunks_do_not_change_the_result():
     # and a stacked group equals its members quantized one by one (calibration stacks q/k/v, gate/up)
     top = gptq_quantize(w[:20], acc.hessian, scale[:20], -7, 7, block_size=16)
     assert torch.equal(whole[:20], top)
+
+
+def _uint4_per_token(x: torch.Tensor) -> torch.Tensor:
+    """Asymmetric 4-bit per-row fake quantization (the layer-input quantizer the asymmetric target is for)."""
+    lo, hi = x.amin(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)
+    s = ((hi - lo) / 15).clamp_min(1e-8)
+    z = torch.round(-lo / s)
+    return (torch.clamp(torch.round(x / s) + z, 0, 15) - z) * s
+
+
+def test_cross_covariance_accumulator_matches_direct():
+    x, _ = _correlated_problem(seed=3, n=600, in_f=24)
+    xq = _uint4_per_token(x)
+    acc = CrossCovarianceAccumulator(24)
+    for a, b in zip(xq.split(128), x.split(128)):
+        acc.add(a, b)
+    X, XQ = x.double().numpy(), xq.double().numpy()
+    np.testing.assert_allclose(acc.hessian.numpy(), 2 / len(X) * XQ.T @ XQ, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(acc.cross.numpy(), 2 / len(X) * XQ.T @ X, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="differ in shape"):
+        acc.add(xq[:5], x[:4])
+
+
+def test_asymmetric_target_is_the_ridge_least_squares_solution():
+    """W* against numpy's least squares of the stacked system [Xq; sqrt(lam) I] V^T = [X W^T; sqrt(lam) W^T]."""
+    x, w = _correlated_problem(seed=4, n=900, out_f=12, in_f=32)
+    xq = _uint4_per_token(x)
+    acc = CrossCovarianceAccumulator(32)
+    acc.add(xq, x)
+    damp = 0.01
+    got = asymmetric_target(w, acc.hessian, acc.cross, damp=damp).numpy()
+    X, XQ, W = x.double().numpy(), xq.double().numpy(), w.double().numpy()
+    scale = 2 / len(X)                                  # H and A are 2/N-normalised; lam is relative to H
+    lam = damp * np.mean(np.diag(scale * XQ.T @ XQ)) / scale
+    lhs = np.vstack([XQ, np.sqrt(lam) * np.eye(32)])
+    rhs = np.vstack([X @ W.T, np.sqrt(lam) * W.T])
+    want = np.linalg.lstsq(lhs, rhs, rcond=None)[0].T
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-9)
+
+
+def test_gptq_of_the_asymmetric_target_lowers_the_asymmetric_error():
+    """GPTQ of W* under Hq has a lower ||X W^T - Xq Wq^T|| than GPTQ of W (the plain target), on a grid
+    that covers both."""
+    x, w = _correlated_problem(seed=5)
+    xq = _uint4_per_token(x)
+    acc = CrossCovarianceAccumulator(w.shape[1])
+    for a, b in zip(xq.split(256), x.split(256)):
+        acc.add(a, b)
+    target = asymmetric_target(w, acc.hessian, acc.cross).float()
+    scale = torch.maximum(_max_scale(w), _max_scale(target))
+    plain = gptq_quantize(w, acc.hessian, scale, QMIN, QMAX)
+    asym = gptq_quantize(target, acc.hessian, scale, QMIN, QMAX)
+    ref = x.double() @ w.double().t()
+    err = {name: torch.linalg.norm(xq.double() @ q.double().t() - ref).item()
+           for name, q in (("plain", plain), ("asym", asym))}
+    assert err["asym"] < 0.9 * err["plain"], err
