@@ -133,19 +133,20 @@ def _search_rows(w, amax, d, best_err, best_r, buf, grid, qmin, qmax, row_chunk)
 
 
 def _gptq(units: List[QuantLinearUnit], inputs: List[torch.Tensor], weight_clip: bool = False,
-          unquantized: Optional[List[torch.Tensor]] = None) -> None:
+          targets: Optional[List[torch.Tensor]] = None) -> None:
     """GPTQ-round the weights of ``units`` (which share one quantized input) on ``inputs``; with
-    ``weight_clip`` the per-channel scales are first chosen by :func:`search_weight_clip`. With
-    ``unquantized`` (the same inputs before their quantizer) the weights are first moved to the
-    asymmetric target :func:`~.gptq.asymmetric_target` (the weights that best map the quantized inputs
-    onto the outputs of the unquantized ones) and their thresholds re-set to its max |w|."""
-    if unquantized is None:
+    ``weight_clip`` the per-channel scales are first chosen by :func:`search_weight_clip`. With ``targets``
+    (per batch, the inputs whose float outputs GPTQ should reproduce: the same inputs before their
+    quantizer, or the float model's) the weights are first moved to :func:`~.gptq.asymmetric_target`
+    (the weights that best map the quantized inputs onto the targets' outputs) and their thresholds
+    re-set to its max |w|."""
+    if targets is None:
         acc = HessianAccumulator(units[0].linear.in_features)
         for x in inputs:
             acc.add(x)
     else:
         acc = CrossCovarianceAccumulator(units[0].linear.in_features)
-        for xq, x in zip(inputs, unquantized, strict=True):
+        for xq, x in zip(inputs, targets, strict=True):
             acc.add(xq, x)
         with torch.no_grad():
             for unit in units:

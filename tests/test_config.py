@@ -119,3 +119,12 @@ def test_input_clip_ratios_and_weight_clip_search_keys():
         parse_config({**BASE, "Quantization": {"WeightClipSearch": True, "GPTQ": False}}).quant_spec()
     with pytest.raises(ConfigError, match=r"InputClipRatios.gate_proj must be a number"):
         parse_config({**BASE, "Quantization": {"InputClipRatios": {"gate_proj": "0.9"}}}).quant_spec()
+
+
+def test_gptq_target_key():
+    assert _tiny_with(GPTQTarget="float").quant_spec().gptq_target == "float"
+    assert _tiny_with().quant_spec().gptq_target == "unquantized"        # the preset's default
+    with pytest.raises(ConfigError, match=r"GPTQTarget"):
+        parse_config({**BASE, "Quantization": {"GPTQTarget": "fp16"}})
+    with pytest.raises(ConfigError, match=r"GPTQTarget: unquantized needs GPTQ"):
+        parse_config({**BASE, "Quantization": {"GPTQTarget": "unquantized", "GPTQ": False}}).quant_spec()

@@ -122,10 +122,19 @@ def test_preset_defaults_are_the_documented_recipes():
     p = quant_preset("flexllm-w4a4")
     assert (p.weight_bits, p.input_quant, p.qkv_bits, p.softmax_bits) == (4, "uint4_asym", 8, 8)
     # the paper's formats plus the two measured techniques that keep them (README perplexity table)
-    assert p.weight_clip_search and p.gptq and p.rotation == "hadamard"
+    assert p.weight_clip_search and p.gptq and p.rotation == "hadamard" and p.gptq_target == "unquantized"
     assert dict(p.input_clip_ratios) == {site: 0.9 for site in INPUT_SITES}
+    w4a8 = quant_preset("w4a8")
+    assert (w4a8.weight_clip_search, w4a8.gptq_target, w4a8.input_clip_ratios) == (True, "unquantized", ())
+    assert p.paper_formats() == p.replace(input_clip_ratios=(), weight_clip_search=False, gptq_target="quantized")
     # preset defaults step aside when the user changes what they depend on ...
-    assert not quant_preset("flexllm-w4a4", gptq=False).weight_clip_search
+    for name in ("flexllm-w4a4", "w4a8"):
+        no_gptq = quant_preset(name, gptq=False)
+        assert not no_gptq.weight_clip_search and no_gptq.gptq_target == "quantized"
+    with pytest.raises(ValueError, match="GPTQTarget: float needs GPTQ"):
+        quant_preset("w4a8", gptq=False, gptq_target="float")
+    with pytest.raises(ValueError, match="GPTQTarget must be one of"):
+        quant_preset("w4a8", gptq_target="fp16")
     over = quant_preset("flexllm-w4a4", input_quant_overrides={"down_proj": "int8", "lm_head": "int8"})
     assert dict(over.input_clip_ratios) == {"q_proj": 0.9, "o_proj": 0.9, "gate_proj": 0.9}
     assert quant_preset("flexllm-w4a4", input_quant="int8").input_clip_ratios == ()
