@@ -123,7 +123,8 @@ def test_input_clip_ratios_and_weight_clip_search_keys():
 
 def test_gptq_target_key():
     assert _tiny_with(GPTQTarget="float").quant_spec().gptq_target == "float"
-    assert _tiny_with().quant_spec().gptq_target == "unquantized"        # the preset's default
+    assert _tiny_with().quant_spec().gptq_target == "quantized"          # flexllm-w4a4's default
+    assert _tiny_with(Preset="w4a8").quant_spec().gptq_target == "unquantized"
     with pytest.raises(ConfigError, match=r"GPTQTarget"):
         parse_config({**BASE, "Quantization": {"GPTQTarget": "fp16"}})
     with pytest.raises(ConfigError, match=r"GPTQTarget: unquantized needs GPTQ"):

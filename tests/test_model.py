@@ -122,7 +122,7 @@ def test_preset_defaults_are_the_documented_recipes():
     p = quant_preset("flexllm-w4a4")
     assert (p.weight_bits, p.input_quant, p.qkv_bits, p.softmax_bits) == (4, "uint4_asym", 8, 8)
     # the paper's formats plus the two measured techniques that keep them (README perplexity table)
-    assert p.weight_clip_search and p.gptq and p.rotation == "hadamard" and p.gptq_target == "unquantized"
+    assert p.weight_clip_search and p.gptq and p.rotation == "hadamard" and p.gptq_target == "quantized"
     assert dict(p.input_clip_ratios) == {site: 0.9 for site in INPUT_SITES}
     w4a8 = quant_preset("w4a8")
     assert (w4a8.weight_clip_search, w4a8.gptq_target, w4a8.input_clip_ratios) == (True, "unquantized", ())
