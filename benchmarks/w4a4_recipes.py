@@ -46,6 +46,10 @@ RECIPES = {
     **{f"paper+wclip+gptq-{t}": {"weight_clip_search": True, "gptq_target": t} for t in ("unquantized", "float")},
     **{f"paper+clip+wclip+gptq-{t}": {"input_clip_ratios": CLIP_ALL, "weight_clip_search": True, "gptq_target": t}
        for t in ("unquantized", "float")},
+    "paper+clip+wclip+calib16k": {"input_clip_ratios": CLIP_ALL, "weight_clip_search": True,
+                                  "calibration_tokens": 16384},
+    "paper+clip+wclip+gptq-unquantized+calib16k": {"input_clip_ratios": CLIP_ALL, "weight_clip_search": True,
+                                                   "gptq_target": "unquantized", "calibration_tokens": 16384},
     "paper+clip+wclip": {"input_clip_ratios": CLIP_ALL, "weight_clip_search": True},
     "paper+smooth": {"seam_smoothing": {"o_proj": 0.5, "down_proj": 0.5}},
     # the smoothing exponent searched on the preset as it stands (clip 0.9 + weight-clip search)
