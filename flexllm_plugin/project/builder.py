@@ -19,6 +19,7 @@ The same inputs give a byte-identical project (no timestamps; deterministic orde
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
@@ -49,6 +50,8 @@ def _noop(msg):
 
 # ---- 1. reference models ---------------------------------------------------------------------------
 def build_reference(cfg: FlexLLMConfig, log: Callable = _noop):
+    """(weights without their tensors: architecture, tokenizer and source; the calibrated model; its golden
+    model)."""
     from brevitas_models.build import build_model, default_cache_dir
     from brevitas_models.golden import GoldenModel
 
@@ -62,13 +65,17 @@ def build_reference(cfg: FlexLLMConfig, log: Callable = _noop):
     spec = cfg.quant_spec()
     model = build_model(weights, spec, log=log, cache_dir=default_cache_dir())
     model.eval()
+    final_norm = weights.state_dict.get("model.norm.weight") if hmt_params is not None else None
+    # the calibrated model carries every parameter from here on: release the source's float tensors (a
+    # full float32 copy of the model, 4.9 GB for Llama-3.2-1B) before the golden model is extracted
+    weights = dataclasses.replace(weights, state_dict={})
     try:
         golden = GoldenModel.from_brevitas(model)
     except ValueError as e:
         raise ConfigError(f"Quantization.Preset {spec.name!r} cannot run on the FlexLLM hardware: {e}") from None
     if hmt_params is not None:
         from brevitas_models.hmt.hardware import hardware_params
-        golden.hmt = hardware_params(hmt_params, model, weights.state_dict.get("model.norm.weight"))
+        golden.hmt = hardware_params(hmt_params, model, final_norm)
     return weights, model, golden
 
 

@@ -25,9 +25,11 @@ def is_hadamard_constant(value) -> bool:
     if value is None or value.ndim != 2 or value.shape[0] != value.shape[1] or value.dtype != np.float32:
         return False
     n = value.shape[0]
-    # cheap pre-check before building the reference: entries are +-1/sqrt(n)
-    if not np.allclose(np.abs(value), 1.0 / np.sqrt(n), rtol=1e-6, atol=0):
-        return False
+    # cheap pre-checks before building the reference: entries are +-1/sqrt(n), first on the first row
+    # (which rejects a square weight matrix at once), then on all of them
+    for part in (value[:1], value):
+        if not np.allclose(np.abs(part), 1.0 / np.sqrt(n), rtol=1e-6, atol=0):
+            return False
     ref = hadamard_reference(n)
     return ref is not None and np.array_equal(value, ref)
 
