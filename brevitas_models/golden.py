@@ -498,7 +498,9 @@ class GoldenModel:
                    rms_norm_eps=a.rms_norm_eps, input_quant=kind, weight_bits=spec.weight_bits,
                    input_overrides=dict(spec.input_quant_overrides), input_clips=dict(spec.input_clip_ratios),
                    r4=bool(r4_flags and r4_flags[0]),
-                   embed=_np(model.embed_tokens.weight), final_norm=_np(model.norm.weight),
+                   # copies: the golden model owns its arrays (a view would keep the model's storage alive --
+                   # for a model restored with mmap, the whole mapped file)
+                   embed=_np(model.embed_tokens.weight).copy(), final_norm=_np(model.norm.weight).copy(),
                    lm_head=linear("lm_head", model.lm_head), layers=layers,
                    rope_cos=_np(model.rope_cos), rope_sin=_np(model.rope_sin))
 

@@ -33,19 +33,23 @@ class ReferenceError(ValueError):
     pass
 
 
-def save_reference(root: Path, weights, model) -> None:
+def save_reference(root: Path, weights, model) -> bool:
+    """Write the reference model; True when its state file is a copy of ``model.state_file`` (the
+    calibrated-model cache entry it came from), i.e. that file holds exactly the model's state."""
     import torch
 
     (root / REFERENCE_DIR).mkdir(exist_ok=True)
     state = model.state_dict()
     source = getattr(model, "state_file", None)       # the calibrated-model cache entry it came from
-    if source is not None and saved_state_equals(Path(source), state):
+    copied = source is not None and saved_state_equals(Path(source), state)
+    if copied:
         shutil.copyfile(source, root / STATE_FILE)      # the bytes torch.save(state) writes, without the pass
     else:
         torch.save(state, root / STATE_FILE)
     meta = {"arch": model.arch.to_dict(), "spec": model.spec.to_dict(),
             "max_positions": int(model.rope_cos.shape[0]), "source": weights.source}
     (root / MODEL_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+    return copied
 
 
 def saved_state_equals(path: Path, state) -> bool:
