@@ -75,18 +75,24 @@ def code_version() -> str:
 
 def _cache_key(weights: LoadedWeights, spec: QuantSpec, calib: Optional[torch.Tensor],
                max_positions: Optional[int] = None, calib_text: Optional[str] = None) -> str:
-    """Every byte that affects the calibrated model: all weights (whole tensors), the architecture, the
-    recipe, the calibration text (its bytes) and tokens, the RoPE table size and the code version."""
+    """Every byte that affects the calibrated model: all weights (whole tensors; or the ``fingerprint`` of a
+    state dict that is a function of the architecture and the code, such as seeded random weights), the
+    architecture, the recipe, the calibration text (its bytes) and tokens, the RoPE table size and the code
+    version."""
     h = hashlib.sha256()
     text = calib_text if calib_text is not None else load_text()
     h.update(b"calibration-text:" + hashlib.sha256(text.encode("utf-8")).digest())
     h.update(json.dumps({"recipe": RECIPE_VERSION, "code": code_version(), "arch": weights.arch.to_dict(),
                          "spec": spec.to_dict(), "max_positions": max_positions},
                         sort_keys=True, default=str).encode())
-    for name in sorted(weights.state_dict):
-        t = weights.state_dict[name].detach().contiguous()
-        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
+    fingerprint = getattr(weights.state_dict, "fingerprint", None)
+    if fingerprint is not None:
+        h.update(b"weights-fingerprint:" + fingerprint.encode())
+    else:
+        for name in sorted(weights.state_dict):
+            t = weights.state_dict[name].detach().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().data if t.numel() else b"")
     if calib is not None:
         h.update(calib.contiguous().numpy().tobytes())
     return h.hexdigest()[:24]
@@ -121,8 +127,11 @@ def clear_cache(cache_dir: Optional[Path] = None) -> int:
     return len(entries)
 
 
-def restore_model(arch, spec: QuantSpec, state_dict, max_positions: Optional[int] = None) -> LlamaModel:
-    """A calibrated model from its saved state (cache entry or a project's reference model)."""
+def restore_model(arch, spec: QuantSpec, state_dict, max_positions: Optional[int] = None,
+                  assign: bool = False) -> LlamaModel:
+    """A calibrated model from its saved state (cache entry or a project's reference model). ``assign``: the
+    model's parameters and buffers become the tensors of ``state_dict`` (no copy; for a ``torch.load(...,
+    mmap=True)`` state they stay pages of the file, read when first used)."""
     torch.manual_seed(arch.seed)
     with no_random_init():                 # every parameter comes from state_dict (strict) below
         model = LlamaModel(arch, spec, max_positions=max_positions)
@@ -131,7 +140,7 @@ def restore_model(arch, spec: QuantSpec, state_dict, max_positions: Optional[int
         model.rotated = True
         for layer in model.layers:
             layer.mlp.online_hadamard.enabled = True
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=True, assign=assign)
     return model
 
 
@@ -168,10 +177,10 @@ def build_model(weights: LoadedWeights, spec: QuantSpec, calib_text: Optional[st
     if cache_dir is not None and calib is not None:
         cache_file = Path(cache_dir) / f"{spec.name}-{_cache_key(weights, spec, calib, max_positions, calib_text)}{CACHE_SUFFIX}"
         if cache_file.is_file():
-            # mmap: the tensors are read from the page cache straight into the model's parameters (no
-            # second in-memory copy of the state)
+            # mmap + assign: the model's parameters are the file's pages (private mapping: copy on write),
+            # no in-memory copy of the state and no pass over it
             model = restore_model(weights.arch, spec, torch.load(cache_file, weights_only=True, mmap=True),
-                                  max_positions)
+                                  max_positions, assign=True)
             model.state_file = cache_file
             if log:
                 log(f"loaded calibrated model from {cache_file}")

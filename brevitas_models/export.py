@@ -480,8 +480,9 @@ def _export(wrapper: nn.Module, args: Tuple[torch.Tensor, ...], path: Path, inpu
     _reset_export_handlers(wrapper)
     with _export_mode(wrapper), _finally(_reset_export_handlers, wrapper), _finally(clear_hadamard_cache):
         if not external_data:
-            export_qonnx(wrapper, export_path=str(path), do_constant_folding=True, **kwargs)
-            model = onnx.load(str(path))
+            # in memory (export_path=None): the graph is written once, after folding, instead of being
+            # written, re-read, written and re-read again on the way
+            model = export_qonnx(wrapper, export_path=None, do_constant_folding=True, **kwargs)
             _fold_static_subgraphs(model)
             onnx.save(model, str(path))
             return

@@ -328,9 +328,37 @@ def weight_codes(linear):
         if bits > 8 or not proxy.is_signed:
             raise ValueError(f"weight quantizer: {bits}-bit {'signed' if proxy.is_signed else 'unsigned'} "
                              "codes, the golden model needs signed codes of at most 8 bits")
-        codes = tq.int_quant.to_int(scale, zero_point, bit_width, w)
-        w_int = _np(codes.to(torch.int8))
+        w_int = _np(_rows_to_int(tq.int_quant, scale, zero_point, bit_width, w))
     return (w_int, _np(scale).astype(np.float32).reshape(-1), _np(zero_point), bits)
+
+
+TO_INT_BLOCK_ELEMENTS = 1 << 20     # elements per block of rows in _rows_to_int (4 MB of float32)
+
+
+def _rows_to_int(int_quant, scale, zero_point, bit_width, w):
+    """int8 ``int_quant.to_int(scale, zero_point, bit_width, w)``, a block of rows at a time when scale and
+    zero point are per row (or per tensor) and the input view is the identity: the same elementwise steps
+    (divide, add, round, clamp) on each element, with block-sized temporaries instead of five weight-sized
+    ones (each a fresh allocation, i.e. page faults, for every matrix)."""
+    import torch
+    from brevitas.core.function_wrapper.misc import Identity
+
+    rows = w.shape[0]
+
+    def per_row(t):
+        return t.dim() <= 1 and t.numel() == 1 or t.dim() == 2 and t.shape[0] in (1, rows) and t.shape[1] == 1
+
+    def block(t, i, j):
+        return t[i:j] if t.dim() == 2 and t.shape[0] == rows and rows > 1 else t
+
+    if w.dim() != 2 or type(int_quant.input_view_impl) is not Identity or not (per_row(scale) and per_row(zero_point)):
+        return int_quant.to_int(scale, zero_point, bit_width, w).to(torch.int8)
+    out = torch.empty(w.shape, dtype=torch.int8)
+    step = max(1, TO_INT_BLOCK_ELEMENTS // max(1, w.shape[1]))
+    for i in range(0, rows, step):
+        j = min(rows, i + step)
+        out[i:j] = int_quant.to_int(block(scale, i, j), block(zero_point, i, j), bit_width, w[i:j])
+    return out
 
 
 def hardware_scheme_problems(spec) -> list:
@@ -470,7 +498,9 @@ class GoldenModel:
                    rms_norm_eps=a.rms_norm_eps, input_quant=kind, weight_bits=spec.weight_bits,
                    input_overrides=dict(spec.input_quant_overrides), input_clips=dict(spec.input_clip_ratios),
                    r4=bool(r4_flags and r4_flags[0]),
-                   embed=_np(model.embed_tokens.weight), final_norm=_np(model.norm.weight),
+                   # copies: the golden model owns its arrays (a view would keep the model's storage alive --
+                   # for a model restored with mmap, the whole mapped file)
+                   embed=_np(model.embed_tokens.weight).copy(), final_norm=_np(model.norm.weight).copy(),
                    lm_head=linear("lm_head", model.lm_head), layers=layers,
                    rope_cos=_np(model.rope_cos), rope_sin=_np(model.rope_sin))
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 
@@ -19,7 +19,7 @@ SOURCE_KINDS = ("gguf", "gguf-package", "hf", "preset")
 @dataclass
 class LoadedWeights:
     arch: LlamaArch
-    state_dict: Dict[str, torch.Tensor]
+    state_dict: Mapping[str, torch.Tensor]      # a dict, or a LazyRandomStateDict (generated on first use)
     tokenizer: Any
     source: str
 
@@ -74,10 +74,10 @@ def _truncated(arch: LlamaArch, architecture) -> LlamaArch:
 def load_source(source: Optional[str], architecture: Optional[Dict[str, Any]] = None) -> LoadedWeights:
     """Load weights. ``architecture`` (a Model.Architecture dict) alone defines a random-weight model;
     with ``preset:NAME`` it overrides preset fields (e.g. num_layers, seed)."""
-    from .loaders.random_init import random_state_dict
+    from .loaders.random_init import LazyRandomStateDict
     if source is None or parse_source(source)[0] == "preset":
         arch = load_arch(source, architecture)
-        return LoadedWeights(arch, random_state_dict(arch), ByteTokenizer(arch.vocab_size), source or "architecture")
+        return LoadedWeights(arch, LazyRandomStateDict(arch), ByteTokenizer(arch.vocab_size), source or "architecture")
     kind, value = parse_source(source)
     _check_checkpoint_overrides(source, architecture)
     if kind in ("gguf", "gguf-package"):

@@ -27,8 +27,13 @@ def _with(weights, name, fn):
     return LoadedWeights(weights.arch, sd, weights.tokenizer, weights.source)
 
 
+def _plain(weights):
+    """The same weights in a plain dict (keyed on their bytes, not on a fingerprint)."""
+    return LoadedWeights(weights.arch, dict(weights.state_dict), weights.tokenizer, weights.source)
+
+
 def test_key_covers_every_row_the_recipe_the_text_and_the_positions():
-    w = tiny_weights()
+    w = _plain(tiny_weights())
     base = _key(w)
     assert _key(w) == base
     name = "model.layers.1.mlp.down_proj.weight"
@@ -141,3 +146,62 @@ def test_project_reference_state_is_a_byte_copy_of_the_cache_entry_only_when_the
     save_reference(tmp_path, weights, model)
     saved = torch.load(tmp_path / STATE_FILE, weights_only=True)
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+
+
+def test_random_weights_are_keyed_on_their_fingerprint_and_a_cache_hit_never_generates_them(tmp_path):
+    """Seeded random weights (LazyRandomStateDict) are generated on first use only, equal random_state_dict,
+    and key the cache by their generator's inputs: another seed or shape is another key, and a build that
+    hits the cache never generates (or hashes) them."""
+    import dataclasses
+
+    from brevitas_models.build import build_model
+    from brevitas_models.loaders.random_init import LazyRandomStateDict, random_state_dict
+    from brevitas_models.sources import load_source
+
+    w = load_source("preset:tiny")           # a fresh one (tiny_weights() is shared between tests)
+    assert isinstance(w.state_dict, LazyRandomStateDict)
+    base = _key(w)
+    assert w.state_dict._tensors is None                         # keyed without generating
+    for change in (dict(seed=w.arch.seed + 1), dict(intermediate_size=w.arch.intermediate_size + 64)):
+        arch = dataclasses.replace(w.arch, **change)
+        assert _key(LoadedWeights(arch, LazyRandomStateDict(arch), w.tokenizer, w.source)) != base, change
+    want = random_state_dict(w.arch)
+    assert list(w.state_dict) == list(want)
+    assert all(torch.equal(w.state_dict[k], v) for k, v in want.items())
+
+    spec = quant_preset("flexllm-w4a4", gptq=False, calibration_tokens=256, calibration_ctx=64)
+    built = build_model(load_source("preset:tiny"), spec, cache_dir=tmp_path)              # calibrates: generates
+    fresh = load_source("preset:tiny")
+    hit = build_model(fresh, spec, cache_dir=tmp_path)
+    assert hit.state_file == built.state_file and fresh.state_dict._tensors is None
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), hit.state_dict().values()))
+
+
+def test_saved_state_equals_reads_the_bytes_torch_load_gives(tmp_path):
+    """The streamed comparison of saved_state_equals agrees with comparing the torch.load-ed tensors: equal
+    states, a one-bit change in any dtype, another order, a tensor saved as a view of a larger storage (and a
+    pickle that is not a plain state dict, compared through torch.load)."""
+    from flexllm_plugin.project.reference import STATE_FILE, saved_state_equals
+
+    path = tmp_path / STATE_FILE
+    path.parent.mkdir()
+    g = torch.Generator().manual_seed(0)
+    big = torch.randn(6, 5, generator=g)
+    state = {"a": torch.randn(40, 7, generator=g), "b": torch.arange(9), "c": torch.randn(3, 3, generator=g).bfloat16(),
+             "view": big[2:4], "empty": torch.zeros(0, 4), "flag": torch.tensor([True, False])}
+    torch.save(state, path)
+    assert saved_state_equals(path, state)
+    for name in state:
+        if state[name].numel():
+            changed = dict(state)
+            t = state[name].clone()
+            t.view(torch.uint8).view(-1)[t.element_size() - 1] ^= 1
+            changed[name] = t
+            assert not saved_state_equals(path, changed), name
+    assert not saved_state_equals(path, dict(reversed(list(state.items()))))
+    assert not saved_state_equals(path, {**state, "view": big[1:3]})
+    torch.save({"nested": {"a": torch.ones(2)}}, path)
+    assert saved_state_equals(path, {"nested": {"a": torch.ones(2)}}) is False     # not a state dict: no crash
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+    assert not saved_state_equals(other, state)            # archive not named after the state file

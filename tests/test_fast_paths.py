@@ -37,12 +37,18 @@ def test_weight_grid_is_the_scale_brevitas_quantizes_with():
         assert torch.equal(torch.clamp(torch.round(unit.weight / s), qmin, qmax) * s, qw.value), name
 
 
+@pytest.mark.parametrize("block", [None, 1000, 64 * 5])
 @pytest.mark.parametrize("preset", ["flexllm-w4a4", "w8a8"])
-def test_golden_weight_codes_equal_the_brevitas_quant_tensor_codes(preset):
-    """weight_codes (the quantizer's own scale / zero point / to_int steps) gives the int8 codes, scale and
-    bit width that quant_weight().int() gives through the fake-quantized weight, for every linear."""
+def test_golden_weight_codes_equal_the_brevitas_quant_tensor_codes(preset, block, monkeypatch):
+    """weight_codes (the quantizer's own scale / zero point / to_int steps, a block of rows at a time) gives
+    the int8 codes, scale and bit width that quant_weight().int() gives through the fake-quantized weight,
+    for every linear; blocks of 1000 elements (ragged: not a multiple of any row length) and of a few rows
+    included."""
+    import brevitas_models.golden as golden
     from brevitas_models.golden import weight_codes
 
+    if block is not None:
+        monkeypatch.setattr(golden, "TO_INT_BLOCK_ELEMENTS", block)
     m = _fresh(preset)
     for name, unit in list(m.linears()) + [("lm_head", m.lm_head)]:
         w_int, scale, zero_point, bits = weight_codes(unit.linear)

@@ -128,6 +128,25 @@ def test_same_inputs_give_a_byte_identical_project(tiny_project, tmp_path):
     assert _tree_digest(again) == _tree_digest(out)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_cache_hit_exports_from_the_cache_entry_to_the_same_project(tiny_project, tmp_path, monkeypatch, workers):
+    """With the calibrated-model cache on, the second build loads the entry (mmap), copies it as the
+    reference state and exports the stages from it -- in this process, or the decode stage in a second
+    (spawned) process -- and writes the same bytes as the build without a cache."""
+    import flexllm_plugin.project.builder as builder
+
+    out, _ = tiny_project
+    monkeypatch.setenv("FLEXLLM_CACHE", str(tmp_path / "cache"))
+    builder.build_project(load_config(config_path("tiny.yaml")), tmp_path / "cold")     # fills the cache
+    monkeypatch.setattr(builder, "export_workers", lambda arch: workers)
+    restored = []
+    monkeypatch.setattr(builder.SavedModel, "restore",
+                        lambda self, _f=builder.SavedModel.restore: restored.append(1) or _f(self))
+    builder.build_project(load_config(config_path("tiny.yaml")), tmp_path / "hit")
+    assert len(restored) == 1          # in this process: once (both stages, or prefill beside the decode process)
+    assert _tree_digest(tmp_path / "hit") == _tree_digest(tmp_path / "cold") == _tree_digest(out)
+
+
 def _tiny_cfg(tmp_path, **sections):
     import yaml
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
 from brevitas_models.arch import LlamaArch
 from brevitas_models.loaders.gguf import expected_hf_shapes
 
-__all__ = ["random_state_dict", "INIT_STD", "NORM_JITTER"]
+__all__ = ["random_state_dict", "LazyRandomStateDict", "INIT_STD", "NORM_JITTER"]
 
 INIT_STD = 0.02    # linear and embedding weights ~ N(0, INIT_STD^2)
 NORM_JITTER = 0.1  # RMSNorm weights = 1 + NORM_JITTER * N(0, 1)
@@ -60,3 +62,31 @@ def random_state_dict(arch: LlamaArch) -> Dict[str, torch.Tensor]:
             with ThreadPoolExecutor(max_workers=workers) as ex:
                 list(ex.map(_fill, jobs))
     return out
+
+
+class LazyRandomStateDict(Mapping):
+    """``random_state_dict(arch)`` as a read-only mapping generated on first access. ``fingerprint`` names
+    the tensors without them (they are a function of ``arch`` and of this module's code): the calibrated-model
+    cache keys on it, so a cache hit never generates (or hashes) the weights."""
+
+    def __init__(self, arch: LlamaArch):
+        self.arch = arch
+        self._tensors: Optional[Dict[str, torch.Tensor]] = None
+
+    @property
+    def fingerprint(self) -> str:
+        return "random_state_dict:" + json.dumps(self.arch.to_dict(), sort_keys=True, default=str)
+
+    def _data(self) -> Dict[str, torch.Tensor]:
+        if self._tensors is None:
+            self._tensors = random_state_dict(self.arch)
+        return self._tensors
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._data()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data())
+
+    def __len__(self) -> int:
+        return len(self._data())

@@ -19,9 +19,11 @@ The same inputs give a byte-identical project (no timestamps; deterministic orde
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -49,6 +51,8 @@ def _noop(msg):
 
 # ---- 1. reference models ---------------------------------------------------------------------------
 def build_reference(cfg: FlexLLMConfig, log: Callable = _noop):
+    """(weights without their tensors: architecture, tokenizer and source; the calibrated model; its golden
+    model)."""
     from brevitas_models.build import build_model, default_cache_dir
     from brevitas_models.golden import GoldenModel
 
@@ -62,13 +66,17 @@ def build_reference(cfg: FlexLLMConfig, log: Callable = _noop):
     spec = cfg.quant_spec()
     model = build_model(weights, spec, log=log, cache_dir=default_cache_dir())
     model.eval()
+    final_norm = weights.state_dict.get("model.norm.weight") if hmt_params is not None else None
+    # the calibrated model carries every parameter from here on: release the source's float tensors (a
+    # full float32 copy of the model, 4.9 GB for Llama-3.2-1B) before the golden model is extracted
+    weights = dataclasses.replace(weights, state_dict={})
     try:
         golden = GoldenModel.from_brevitas(model)
     except ValueError as e:
         raise ConfigError(f"Quantization.Preset {spec.name!r} cannot run on the FlexLLM hardware: {e}") from None
     if hmt_params is not None:
         from brevitas_models.hmt.hardware import hardware_params
-        golden.hmt = hardware_params(hmt_params, model, weights.state_dict.get("model.norm.weight"))
+        golden.hmt = hardware_params(hmt_params, model, final_norm)
     return weights, model, golden
 
 
@@ -118,24 +126,95 @@ def stage_options(cfg: FlexLLMConfig, golden, stage: str) -> Dict:
 EXPORT_VOCAB_ROWS = 256         # vocabulary rows in the exported structure graphs (full tables from golden)
 
 
-def export_stages(cfg: FlexLLMConfig, weights, model, golden, workdir: Path, log: Callable = _noop) -> Dict:
-    """QONNX of ONE decoder block per stage, with the embedding and LM head cut to their first
-    EXPORT_VOCAB_ROWS rows (their full tensors come from the golden model): small graphs whatever the
-    model size."""
-    from brevitas_models.export import export_stage, vocab_view
-    from brevitas_models.export_ops import keep_hadamard_constants
+@dataclasses.dataclass(frozen=True)
+class SavedModel:
+    """A calibrated model as the torch.save file that holds exactly its state (the cache entry its reference
+    state was copied from): any process restores it in a second, its parameters the file's pages (mmap),
+    read only where used."""
+    state_file: str
+    arch: object
+    spec: object
+    max_positions: int
+
+    @classmethod
+    def of(cls, model, state_file) -> "SavedModel":
+        return cls(str(state_file), model.arch, model.spec, int(model.rope_cos.shape[0]))
+
+    def restore(self):
+        import torch
+
+        from brevitas_models.build import restore_model
+        state = torch.load(self.state_file, weights_only=True, mmap=True)
+        return restore_model(self.arch, self.spec, state, self.max_positions, assign=True)
+
+
+def _export_inputs(cfg: FlexLLMConfig, weights, golden):
     from brevitas_models.text import encode, load_text
 
     tokens = encode(weights.tokenizer, load_text())
     tokens = tokens[tokens < min(EXPORT_VOCAB_ROWS, golden.vocab_size)]     # ids valid in the cut vocabulary
-    view = vocab_view(model, EXPORT_VOCAB_ROWS)
-    seq = {"prefill": int(cfg["Prefill"]["ChunkTokens"]), "decode": DECODE_EXPORT_PAST}
+    return tokens, {"prefill": int(cfg["Prefill"]["ChunkTokens"]), "decode": DECODE_EXPORT_PAST}
+
+
+def export_one_stage(model, stage: str, out_dir: Path, tokens, seq_len: int) -> str:
+    """QONNX of ONE decoder block of ``stage``, with the embedding and LM head cut to their first
+    EXPORT_VOCAB_ROWS rows (their full tensors come from the golden model)."""
+    from brevitas_models.export import export_stage, vocab_view
+    from brevitas_models.export_ops import keep_hadamard_constants
+
+    if isinstance(model, SavedModel):
+        model = model.restore()
+    with keep_hadamard_constants():        # the model's layers share one R4 constant: built once
+        return export_stage(vocab_view(model, EXPORT_VOCAB_ROWS), stage, out_dir, tokens, seq_len=seq_len,
+                            layers=1)["onnx"]
+
+
+EXPORT_PARALLEL_BLOCK_BYTES = 64 << 20    # a decoder block this big (float32) makes the second process pay off
+
+
+def export_workers(arch) -> int:
+    """Processes for the two stage exports: 2 when this process may run on two or more CPUs, one of them is
+    idle (1-minute load average, this build included, at most CPUs - 0.5) and one decoder block is big
+    enough that its export outweighs starting a Python process with torch (seconds of CPU). The output is
+    the same either way."""
+    h, d = arch.hidden_size, arch.head_dim
+    block_bytes = 4 * h * (2 * arch.num_heads * d + 2 * arch.num_kv_heads * d + 3 * arch.intermediate_size)
+    cpus = len(os.sched_getaffinity(0))
+    idle = os.getloadavg()[0] <= cpus - 0.5
+    return 2 if cpus >= 2 and idle and block_bytes >= EXPORT_PARALLEL_BLOCK_BYTES else 1
+
+
+def export_stages(cfg: FlexLLMConfig, weights, model, golden, workdir: Path, log: Callable = _noop) -> Dict:
+    """QONNX of ONE decoder block per stage (``export_one_stage``): small graphs whatever the model size.
+    ``model``: the calibrated model, or a SavedModel -- then, with two CPUs and a big model
+    (``export_workers``), the decode stage is exported by a second process (spawned: it restores the model
+    from the file) while this one exports prefill."""
+    from brevitas_models.export_ops import keep_hadamard_constants
+
+    tokens, seq = _export_inputs(cfg, weights, golden)
     out = {}
     progress = bar(2, "QONNX export", "stages")
+    t0 = time.perf_counter()
+    if isinstance(model, SavedModel) and export_workers(model.arch) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            decode = pool.submit(export_one_stage, model, "decode", workdir / "decode", tokens, seq["decode"])
+            out["prefill"] = export_one_stage(model, "prefill", workdir / "prefill", tokens, seq["prefill"])
+            progress.update(1)
+            out["decode"] = decode.result()
+            progress.update(1)
+        progress.close()
+        log(f"prefill and decode: exported one decoder block each, in two processes, in "
+            f"{time.perf_counter() - t0:.1f} s")
+        return {s: out[s] for s in ("prefill", "decode")}
+    if isinstance(model, SavedModel):
+        model = model.restore()
     with keep_hadamard_constants():        # both stages use the same R4 constant: built once
         for stage in ("prefill", "decode"):
             t0 = time.perf_counter()
-            out[stage] = export_stage(view, stage, workdir / stage, tokens, seq_len=seq[stage], layers=1)["onnx"]
+            out[stage] = export_one_stage(model, stage, workdir / stage, tokens, seq[stage])
             progress.update(1)
             log(f"{stage}: exported one decoder block in {time.perf_counter() - t0:.1f} s")
     progress.close()
@@ -455,7 +534,11 @@ def build_project(cfg: FlexLLMConfig, out_dir: Optional[Path] = None, log: Calla
             tempfile.TemporaryDirectory(prefix="flexllm_build_") as work:
         weights, model, golden = build_reference(cfg, log)
         check_sizes(cfg, golden)
-        save_reference(tmp, weights, model)         # verify / generate need only the project
+        if save_reference(tmp, weights, model):     # verify / generate need only the project
+            # its state file holds the model: the exports restore it from there, touching only the pages of
+            # the block they export (the golden model carries every parameter from here on)
+            model = SavedModel.of(model, model.state_file)
+            gc.collect()
         t_model = time.perf_counter()
         graphs = export_stages(cfg, weights, model, golden, Path(work), log)
         del model                  # the golden model carries every parameter from here on

@@ -33,39 +33,149 @@ class ReferenceError(ValueError):
     pass
 
 
-def save_reference(root: Path, weights, model) -> None:
+def save_reference(root: Path, weights, model) -> bool:
+    """Write the reference model; True when its state file is a copy of ``model.state_file`` (the
+    calibrated-model cache entry it came from), i.e. that file holds exactly the model's state."""
     import torch
 
     (root / REFERENCE_DIR).mkdir(exist_ok=True)
     state = model.state_dict()
     source = getattr(model, "state_file", None)       # the calibrated-model cache entry it came from
-    if source is not None and saved_state_equals(Path(source), state):
+    copied = source is not None and saved_state_equals(Path(source), state)
+    if copied:
         shutil.copyfile(source, root / STATE_FILE)      # the bytes torch.save(state) writes, without the pass
     else:
         torch.save(state, root / STATE_FILE)
     meta = {"arch": model.arch.to_dict(), "spec": model.spec.to_dict(),
             "max_positions": int(model.rope_cos.shape[0]), "source": weights.source}
     (root / MODEL_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
+    return copied
 
 
 def saved_state_equals(path: Path, state) -> bool:
     """Whether the torch.save file ``path`` is what ``torch.save(state, <dir>/calibrated.pt)`` writes: its
-    archive is named after STATE_FILE and it holds the same tensors (names, order, dtypes, shapes, values)."""
-    import zipfile
+    archive is named after STATE_FILE and it holds the same tensors (names, order, dtypes, shapes, bytes).
 
-    import torch
+    The tensors' bytes are read from the file in blocks and compared with the state's, so the check maps
+    nothing and holds at most one block (the state of a model restored from ``path`` with mmap is itself the
+    file's pages: comparing it with a second mapping would count the file twice in the resident set)."""
+    import zipfile
 
     if not path.is_file():
         return False
+    archive = Path(STATE_FILE).stem
     with zipfile.ZipFile(path) as z:
         names = z.namelist()
-    if not names or names[0].split("/")[0] != Path(STATE_FILE).stem:
+        if not names or names[0].split("/")[0] != archive:
+            return False
+        saved = _saved_layout(z.read(f"{archive}/data.pkl"))
+        if saved is None:                     # a pickle this reader does not know: compare the loaded tensors
+            return _loaded_state_equals(path, state)
+        if list(saved) != list(state):
+            return False
+        members = {}
+        for name, (key, dtype, offset, shape, stride) in saved.items():
+            t = state[name]
+            if t.dtype != dtype or tuple(t.shape) != shape or stride != _contiguous_stride(shape):
+                return False
+            info = z.getinfo(f"{archive}/data/{key}")
+            if info.compress_type != zipfile.ZIP_STORED:
+                return _loaded_state_equals(path, state)
+            members[name] = (info, offset * t.element_size())
+    with open(path, "rb") as f:
+        for name, (info, start) in members.items():
+            if not _record_bytes_equal(f, info, start, state[name]):
+                return False
+    return True
+
+
+STATE_COMPARE_BLOCK = 1 << 24       # bytes read and compared at a time by saved_state_equals
+
+
+def _saved_layout(pickle_bytes: bytes):
+    """{name: (storage key, dtype, element offset, shape, stride)} of a torch.save'd dict of tensors, read
+    from its data.pkl without loading anything (only the globals a state dict uses); None for anything else."""
+    import collections
+    import io
+    import pickle
+    import warnings
+
+    import torch
+
+    def rebuild(storage, offset, size, stride, requires_grad, hooks, metadata=None):
+        return (storage[1], storage[0], int(offset), tuple(size), tuple(stride))
+
+    class LayoutUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) == ("collections", "OrderedDict"):
+                return collections.OrderedDict
+            if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                return rebuild
+            if module == "torch" and name.endswith("Storage") and name != "UntypedStorage":
+                with warnings.catch_warnings():      # the legacy typed storage classes name the dtype
+                    warnings.simplefilter("ignore", UserWarning)
+                    dtype = getattr(getattr(torch, name, None), "dtype", None)
+                if isinstance(dtype, torch.dtype):
+                    return dtype
+            raise pickle.UnpicklingError(f"{module}.{name}")
+
+        def persistent_load(self, pid):
+            if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                    and isinstance(pid[1], torch.dtype)):
+                raise pickle.UnpicklingError(f"persistent id {pid!r}")
+            return (pid[1], str(pid[2]))
+
+    try:
+        layout = LayoutUnpickler(io.BytesIO(pickle_bytes)).load()
+    except (pickle.UnpicklingError, TypeError, ValueError, AttributeError, EOFError):
+        return None
+    if not isinstance(layout, dict) or not all(isinstance(v, tuple) and len(v) == 5 for v in layout.values()):
+        return None
+    return layout
+
+
+def _contiguous_stride(shape) -> tuple:
+    stride, acc = [], 1
+    for n in reversed(shape):
+        stride.append(acc)
+        acc *= n
+    return tuple(reversed(stride))
+
+
+def _record_bytes_equal(f, info, start: int, tensor) -> bool:
+    """Whether the stored zip member ``info`` holds ``tensor``'s bytes from byte ``start`` on."""
+    import struct
+
+    import numpy as np
+    import torch
+
+    t = tensor.detach().contiguous()
+    want = t.view(torch.uint8).numpy().reshape(-1) if t.numel() else np.zeros(0, np.uint8)
+    if start + want.size > info.file_size:
         return False
+    f.seek(info.header_offset)
+    header = f.read(30)
+    if len(header) != 30 or header[:4] != b"PK\x03\x04":
+        return False
+    name_len, extra_len = struct.unpack("<HH", header[26:30])
+    f.seek(info.header_offset + 30 + name_len + extra_len + start)
+    block = bytearray(min(STATE_COMPARE_BLOCK, max(1, want.size)))
+    view = memoryview(block)
+    for i in range(0, want.size, len(block)):
+        n = min(len(block), want.size - i)
+        if f.readinto(view[:n]) != n or not np.array_equal(np.frombuffer(block, np.uint8, n), want[i:i + n]):
+            return False
+    return True
+
+
+def _loaded_state_equals(path: Path, state) -> bool:
+    import torch
+
     saved = torch.load(path, weights_only=True, mmap=True)
-    if list(saved) != list(state):
+    if not isinstance(saved, dict) or list(saved) != list(state):
         return False
-    return all(a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
-               for a, b in zip(saved.values(), state.values()))
+    return all(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype
+               and a.shape == b.shape and torch.equal(a, b) for a, b in zip(saved.values(), state.values()))
 
 
 def save_tokenizer(root: Path, tok) -> None:

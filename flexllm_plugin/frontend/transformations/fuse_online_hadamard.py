@@ -21,15 +21,31 @@ def hadamard_reference(n: int):
     return _REFERENCE[n]
 
 
+def _unit_magnitudes(a: np.ndarray, n: int) -> bool:
+    """Every entry is +-1/sqrt(n) (to float32 precision)."""
+    return bool(np.allclose(np.abs(a), 1.0 / np.sqrt(n), rtol=1e-6, atol=0))
+
+
 def is_hadamard_constant(value) -> bool:
+    """``value`` equals ``hadamard_reference(n)``, a matrix of +-1/sqrt(n) entries."""
     if value is None or value.ndim != 2 or value.shape[0] != value.shape[1] or value.dtype != np.float32:
         return False
     n = value.shape[0]
-    # cheap pre-check before building the reference: entries are +-1/sqrt(n)
-    if not np.allclose(np.abs(value), 1.0 / np.sqrt(n), rtol=1e-6, atol=0):
+    # cheap pre-check before building the reference, on the first row (it rejects a square weight matrix at
+    # once); the magnitudes of the other rows are checked on the reference, which ``value`` must equal
+    if not _unit_magnitudes(value[:1], n):
         return False
     ref = hadamard_reference(n)
-    return ref is not None and np.array_equal(value, ref)
+    return ref is not None and np.array_equal(value, ref) and _reference_magnitudes(n)
+
+
+_REFERENCE_MAGNITUDES = {}
+
+
+def _reference_magnitudes(n: int) -> bool:
+    if n not in _REFERENCE_MAGNITUDES:
+        _REFERENCE_MAGNITUDES[n] = _unit_magnitudes(hadamard_reference(n), n)
+    return _REFERENCE_MAGNITUDES[n]
 
 
 class FuseOnlineHadamard(FusionTransformation):
