@@ -109,3 +109,19 @@ def test_ppl_calibration_text_too_short_is_a_clear_error(tmp_path, capsys):
                  "--calibration-text", str(short)]) == 2
     err = capsys.readouterr().err
     assert "short.txt" in err and "512 calibration tokens" in err
+
+
+@pytest.mark.parametrize("package", ["flexllm_plugin", "brevitas_models"])
+def test_openmp_threads_sleep_unless_the_user_says_otherwise(package):
+    """Importing either package before torch makes libgomp's idle threads sleep (OMP_WAIT_POLICY=PASSIVE);
+    a value already in the environment is kept."""
+    import os
+    import subprocess
+    import sys
+    code = f"import {package}, os; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "PASSIVE"
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ACTIVE"
