@@ -166,14 +166,17 @@ def checkpoint_key(weights, spec: HMTSpec, tokens: torch.Tensor, settings: Train
     return h.hexdigest()[:24]
 
 
-def initial_params(model, settings: Optional[TrainSettings] = None) -> HMTParams:
+def initial_params(model, settings: Optional[TrainSettings] = None, spec: Optional[HMTSpec] = None) -> HMTParams:
     """T and P_0 start at the mean token embedding (the backbone's input scale); W_q, W_k at identity; the
-    LoRA adapter of ``settings`` (rank > 0) at B = 0, so the adapted backbone starts as the backbone."""
+    LoRA adapter of ``settings`` (rank > 0) at B = 0, so the adapted backbone starts as the backbone; the
+    recall scale of ``spec`` (``HMT.RecallScale``) at ``RECALL_SCALE_INIT``."""
+    spec = spec or HMTSpec()
     adapter = None
     if settings is not None and settings.lora_rank:
         adapter = LoRAAdapter(model.arch.num_layers, adapter_shapes(model.arch, settings.lora_targets),
                               settings.lora_rank, settings.lora_alpha, seed=settings.seed)
-    return HMTParams(model.arch.hidden_size, model.embed_tokens.weight.detach().mean(0), adapter=adapter)
+    return HMTParams(model.arch.hidden_size, model.embed_tokens.weight.detach().mean(0), adapter=adapter,
+                     recall_scale=spec.recall_scale)
 
 
 def train(model, spec: HMTSpec, tokens: torch.Tensor, settings: TrainSettings,
@@ -192,7 +195,7 @@ def train(model, spec: HMTSpec, tokens: torch.Tensor, settings: TrainSettings,
     torch.manual_seed(settings.seed)
     model.eval()
     model.requires_grad_(False)
-    params = initial_params(model, settings)
+    params = initial_params(model, settings, spec)
     wrapper = HMTWrapper(model, spec, params)
     groups = [{"params": params.memory_parameters(), "lr": settings.lr}]
     if params.adapter is not None:
@@ -265,8 +268,10 @@ def load_checkpoint(path, spec: HMTSpec, hidden_size: int) -> HMTParams:
         raise ValueError(f"HMT checkpoint {path} has hidden size {data['hidden_size']}, the model {hidden_size}")
     want = spec.trained_fields()
     for key, value in want.items():
-        if data["hmt"].get(key) != value:
-            raise ValueError(f"HMT checkpoint {path} was trained with {key} = {data['hmt'].get(key)!r}, the config "
+        # checkpoints from before HMT.RecallScale were trained without a recall scale
+        got = data["hmt"].get(key, "none" if key == "recall_scale" else None)
+        if got != value:
+            raise ValueError(f"HMT checkpoint {path} was trained with {key} = {got!r}, the config "
                              f"asks for {value!r}")
     adapter = None
     if data.get("adapter") is not None:
@@ -274,7 +279,7 @@ def load_checkpoint(path, spec: HMTSpec, hidden_size: int) -> HMTParams:
             adapter = LoRAAdapter.from_config(data["adapter"])
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"HMT checkpoint {path}: bad LoRA adapter description {data['adapter']!r}: {e}") from e
-    params = HMTParams(hidden_size, adapter=adapter)
+    params = HMTParams(hidden_size, adapter=adapter, recall_scale=spec.recall_scale)
     try:
         params.load_state_dict(data["params"], strict=True)
     except RuntimeError as e:
