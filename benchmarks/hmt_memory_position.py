@@ -1,7 +1,10 @@
 """Diagnostic of HMT quality: does the memory position or the recalled memory cost perplexity? On the HMT
 checkpoint's merged float backbone, scores segments 1..N-1 with the main pass ``[X, k sensory, block]`` for a
-constant X (the learned P_0, a zero embedding, the mean token embedding), to compare with ``ppl --long
-sensory`` (no X) and ``ppl --long hmt`` (X = the recalled P_n). Prints one line per X and one JSON object.
+constant X (the learned P_0, a zero embedding, the mean token embedding), with X = the recalled P_n of the
+segment itself (= ``ppl --long hmt``) and with X = the recalled P_n of another segment (segment s gets the
+row recalled for segment 1 + (s - 1 + (N - 1) // 2) mod (N - 1)): if the last two agree, the backbone ignores
+what the memory holds. Compare with ``ppl --long sensory`` (no X). Also prints the norms of the recalled
+rows and the learned recall scale (HMT.RecallScale). Prints one line per X and one JSON object.
 
     python benchmarks/hmt_memory_position.py configs/smollm2_135m_hmt.yaml --segments 16
 """
@@ -35,15 +38,31 @@ def main(argv=None):
     block, k = hmt.block, hmt.sensory_tokens
     ids = encode(weights.tokenizer, load_text(None))[:args.segments * block][None]
     d = weights.arch.hidden_size
-    xs = {"P_0": params.initial_memory.detach(), "zero": torch.zeros(d),
-          "mean_token_embedding": model.embed_tokens.weight.detach().mean(0)}
-    out = {"checkpoint": checkpoint, "segments": args.segments,
+    rows = []                                     # the input row P_n of every segment's main pass
+    main_input = wrapper.main_input
+    wrapper.main_input = lambda block_ids, memory, tail, trailing: (
+        rows.append(memory.detach()[0].clone()), main_input(block_ids, memory, tail, trailing))[1]
+    with torch.no_grad():
+        wrapper.run(ids)
+    wrapper.main_input = main_input
+    later = list(range(1, args.segments))
+    other = {s: 1 + (s - 1 + (len(later)) // 2) % len(later) for s in later}
+    xs = {"P_0": lambda s: params.initial_memory.detach(), "zero": lambda s: torch.zeros(d),
+          "mean_token_embedding": lambda s: model.embed_tokens.weight.detach().mean(0),
+          "recalled_P_n": lambda s: rows[s], "recalled_P_n_of_another_segment": lambda s: rows[other[s]]}
+    scale = getattr(params, "recall_scale", None)
+    out = {"checkpoint": checkpoint, "segments": args.segments, "recall_scale": hmt.recall_scale,
+           "recall_scale_values": None if scale is None else
+           {"mean": float(scale.detach().mean()), "min": float(scale.detach().min()),
+            "max": float(scale.detach().max())},
            "norms": {"P_0": float(params.initial_memory.norm()),
+                     "recalled_P_n_mean": float(torch.stack(rows[1:]).norm(dim=1).mean()),
                      "token_embedding_mean": float(model.embed_tokens.weight.norm(dim=1).mean())}, "ppl": {}}
     with torch.no_grad():
-        for name, x in xs.items():
+        for name, x_of in xs.items():
             nll, n = 0.0, 0
-            for s in range(1, args.segments):
+            for s in later:
+                x = x_of(s)
                 blk, tail = ids[:, s * block:(s + 1) * block], ids[:, s * block - k:s * block]
                 e = torch.cat([x[None, None], model.embed_tokens(tail), model.embed_tokens(blk)], 1)
                 _, post = wrapper.backbone(e)

@@ -44,7 +44,8 @@ def test_memory_graph_checks_shapes():
         memory_graph(np.zeros((4, 4), np.float32), np.zeros((4, 4), np.float32), 2, np.zeros((4, 3), np.float32))
 
 
-def test_recall_projection_node_maps_the_mix():
+@pytest.mark.parametrize("residual", [False, True])
+def test_recall_projection_node_maps_the_mix(residual):
     """With W_p (the image's recall projection: rotation and / or the learned recall scale) the graph also
     gives the input row W_p mix, against the golden gemv of the mix (fp32 tolerance: onnx MatMul sums in
     its own order)."""
@@ -58,12 +59,18 @@ def test_recall_projection_node_maps_the_mix():
     mems = (rng.standard_normal((n, d)) * 2).astype(np.float32)
     keys = np.stack([memory_key(w_k, m) for m in mems])
     s = (rng.standard_normal(d) * 2).astype(np.float32)
-    out = execute_onnx(memory_graph(w_q, w_k, n, w_p), {"summary": s[None], "keys": keys, "memories": mems,
+    p0 = (rng.standard_normal(d)).astype(np.float32)
+    out = execute_onnx(memory_graph(w_q, w_k, n, w_p, p0 if residual else None), {"summary": s[None], "keys": keys, "memories": mems,
                                                         "filled": np.array([n], dtype=np.int64),
                                                         "new_memory": mems[:1]})
     mix = memory_recall(w_q, s, keys, mems, n)
     assert out["recalled"][0].view(np.uint32).tolist() == mix.view(np.uint32).tolist()
-    np.testing.assert_allclose(out["recalled_row"][0], gemv(w_p, mix), rtol=1e-5, atol=1e-5 * np.abs(mix).max())
+    want = gemv(w_p, mix) + (p0 if residual else 0)
+    np.testing.assert_allclose(out["recalled_row"][0], want, rtol=1e-5, atol=1e-5 * np.abs(mix).max())
+    rows = execute_onnx(memory_graph(w_q, w_k, n, None, p0), {"summary": s[None], "keys": keys, "memories": mems,
+                                                              "filled": np.array([n], dtype=np.int64),
+                                                              "new_memory": mems[:1]})["recalled_row"][0]
+    assert rows.view(np.uint32).tolist() == (p0 + mix).view(np.uint32).tolist()     # W_p absent: P_0 + mix
 
 
 def _hls_memory_recall_layer(model, tmp_path):

@@ -118,9 +118,12 @@ def test_recall_scale_checkpoints(tmp_path):
         load_checkpoint(tmp_path / "s.pt", SPEC.replace(recall_scale="diagonal"), 96)
     save_checkpoint(tmp_path / "n.pt", HMTParams(96), SPEC, {})
     old = torch.load(tmp_path / "n.pt", weights_only=True)
-    del old["hmt"]["recall_scale"]
+    del old["hmt"]["recall_scale"], old["hmt"]["recall_residual"]
     torch.save(old, tmp_path / "old.pt")
-    assert load_checkpoint(tmp_path / "old.pt", SPEC, 96).recall_scale is None
+    loaded = load_checkpoint(tmp_path / "old.pt", SPEC, 96)
+    assert loaded.recall_scale is None and not loaded.recall_residual
+    with pytest.raises(ValueError, match="trained with recall_residual = False, the config asks for True"):
+        load_checkpoint(tmp_path / "old.pt", SPEC.replace(recall_residual=True), 96)
     with pytest.raises(ValueError, match="trained with recall_scale = 'none', the config asks for 'scalar'"):
         load_checkpoint(tmp_path / "old.pt", spec, 96)
     with pytest.raises(ValueError, match="HMT.RecallScale must be one of"):

@@ -16,8 +16,9 @@ with ``V = diag(v)`` the learned recall scale (``HMT.RecallScale``: ``v = s 1`` 
 for ``diagonal``; ``V = I`` for ``none``), so ``q = W_q' u_S``, ``k_i = W_k' u_i`` (the hardware stores
 the raw states ``u_i`` as memories) and the recalled input row is ``W_p (sum_i p_i u_i)``: the same
 recall as the float model up to fp32 rounding. W_p is in the image whenever it is not the identity (a
-rotated backbone or a recall scale) and absent otherwise (the row is then the mix itself). Only the
-post-norm memory point is supported in hardware.
+rotated backbone or a recall scale) and absent otherwise (the row is then the mix itself). With
+``HMT.RecallResidual`` the row is ``P0_hw + W_p mix`` (= R (P_0 + V mix_float); ``recall_residual``, not
+part of the image: P0_hw is). Only the post-norm memory point is supported in hardware.
 
 Image layout (fp32, ``d`` = hidden size): ``[T_hw (d) | P0_hw (d) | W_q' (d x d) | W_k' (d x d) |
 W_p (d x d, if any)]``, matrices row-major (out x in) as ``layers/flexllm_memory_recall.h`` reads
@@ -39,6 +40,7 @@ class HardwareHMTParams:
     w_q: np.ndarray                       # W_q' [d, d]
     w_k: np.ndarray                       # W_k' [d, d]
     w_p: Optional[np.ndarray] = None      # W_p [d, d] (rotated backbones, recall scale)
+    recall_residual: bool = False         # P_n = P0_hw + (W_p) mix
 
     @property
     def hidden_size(self) -> int:
@@ -64,7 +66,8 @@ class HardwareHMTParams:
         return np.ascontiguousarray(np.concatenate(parts), dtype=np.float32)
 
     @classmethod
-    def from_image(cls, image: np.ndarray, hidden_size: int, projects_recall: bool) -> "HardwareHMTParams":
+    def from_image(cls, image: np.ndarray, hidden_size: int, projects_recall: bool,
+                   recall_residual: bool = False) -> "HardwareHMTParams":
         d = int(hidden_size)
         n = 3 if projects_recall else 2
         want = 2 * d + n * d * d
@@ -74,7 +77,7 @@ class HardwareHMTParams:
                              f"W_p {'present' if projects_recall else 'absent'})")
         m = [image[2 * d + i * d * d: 2 * d + (i + 1) * d * d].reshape(d, d) for i in range(n)]
         return cls(image[:d].copy(), image[d:2 * d].copy(), m[0].copy(), m[1].copy(),
-                   m[2].copy() if projects_recall else None)
+                   m[2].copy() if projects_recall else None, bool(recall_residual))
 
 
 def hardware_params(params, model, final_norm_weight=None) -> HardwareHMTParams:
@@ -96,11 +99,11 @@ def hardware_params(params, model, final_norm_weight=None) -> HardwareHMTParams:
     to32 = lambda t: np.ascontiguousarray(t.numpy(), dtype=np.float32)       # noqa: E731
     if basis.r1 is None:
         return HardwareHMTParams(to32(f64["t"]), to32(f64["p0"]), to32(f64["wq"]), to32(f64["wk"]),
-                                 None if v is None else to32(v))
+                                 None if v is None else to32(v), params.recall_residual)
     r1 = basis.r1.double()                               # to_model(e) = e @ r1  ->  column: r1^T e
     gamma = basis.gamma.double()
     rot = r1.t()                                         # R
     g = torch.diag(gamma) @ r1                           # from_post_norm(u) = (u @ r1^T) * gamma -> column
     w_p = rot @ g if v is None else rot @ v @ g
     return HardwareHMTParams(to32(rot @ f64["t"]), to32(rot @ f64["p0"]), to32(f64["wq"] @ g),
-                             to32(f64["wk"] @ g), to32(w_p))
+                             to32(f64["wk"] @ g), to32(w_p), params.recall_residual)

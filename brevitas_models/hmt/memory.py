@@ -1,6 +1,7 @@
 """HMT memory: the trained parameters (T, P_0, W_q, W_k and the optional recall scale), the recall (one
 query against the cached memories, empty slots masked, fp32 softmax, no value projection; the output map
-is the learned recall scale of ``HMT.RecallScale``, none by default) and the ring cache of the
+is the learned recall scale of ``HMT.RecallScale``, none by default, plus P_0 with ``HMT.RecallResidual``)
+and the ring cache of the
 N most recent memories with their keys precomputed once per memory (slot n mod N, as the hardware's
 URAM ring buffer).
 
@@ -32,7 +33,8 @@ class HMTParams(nn.Module):
     ``hmt_backbone_weights`` before any model is built)."""
 
     def __init__(self, hidden_size: int, init_embedding: Optional[torch.Tensor] = None,
-                 adapter: Optional[LoRAAdapter] = None, recall_scale: str = "none"):
+                 adapter: Optional[LoRAAdapter] = None, recall_scale: str = "none",
+                 recall_residual: bool = False):
         super().__init__()
         if recall_scale not in RECALL_SCALES:
             raise ValueError(f"HMT.RecallScale must be one of {RECALL_SCALES}, got {recall_scale!r}")
@@ -44,6 +46,7 @@ class HMTParams(nn.Module):
         self.w_q = nn.Parameter(torch.eye(d))
         self.w_k = nn.Parameter(torch.eye(d))
         self.recall_scale_kind = recall_scale
+        self.recall_residual = bool(recall_residual)
         shape = {"none": None, "scalar": (), "diagonal": (d,)}[recall_scale]
         self.recall_scale = None if shape is None else nn.Parameter(torch.full(shape, RECALL_SCALE_INIT))
         self.adapter = adapter
@@ -54,8 +57,10 @@ class HMTParams(nn.Module):
         return [self.summary_token, self.initial_memory, self.w_q, self.w_k] + extra
 
     def recall_output(self, mix: torch.Tensor) -> torch.Tensor:
-        """The recalled row P_n from the mix over the memories [B, d]: the mix times the recall scale."""
-        return mix if self.recall_scale is None else mix * self.recall_scale
+        """The recalled row P_n from the mix over the memories [B, d]: the mix times the recall scale, plus
+        P_0 with ``recall_residual``."""
+        row = mix if self.recall_scale is None else mix * self.recall_scale
+        return row + self.initial_memory if self.recall_residual else row
 
     def recall_scale_vector(self) -> Optional[torch.Tensor]:
         """The recall scale as one factor per channel [d] (None without a recall scale)."""

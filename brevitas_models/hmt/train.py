@@ -176,7 +176,7 @@ def initial_params(model, settings: Optional[TrainSettings] = None, spec: Option
         adapter = LoRAAdapter(model.arch.num_layers, adapter_shapes(model.arch, settings.lora_targets),
                               settings.lora_rank, settings.lora_alpha, seed=settings.seed)
     return HMTParams(model.arch.hidden_size, model.embed_tokens.weight.detach().mean(0), adapter=adapter,
-                     recall_scale=spec.recall_scale)
+                     recall_scale=spec.recall_scale, recall_residual=spec.recall_residual)
 
 
 def train(model, spec: HMTSpec, tokens: torch.Tensor, settings: TrainSettings,
@@ -268,8 +268,8 @@ def load_checkpoint(path, spec: HMTSpec, hidden_size: int) -> HMTParams:
         raise ValueError(f"HMT checkpoint {path} has hidden size {data['hidden_size']}, the model {hidden_size}")
     want = spec.trained_fields()
     for key, value in want.items():
-        # checkpoints from before HMT.RecallScale were trained without a recall scale
-        got = data["hmt"].get(key, "none" if key == "recall_scale" else None)
+        # checkpoints from before HMT.RecallScale / RecallResidual were trained without them
+        got = data["hmt"].get(key, {"recall_scale": "none", "recall_residual": False}.get(key))
         if got != value:
             raise ValueError(f"HMT checkpoint {path} was trained with {key} = {got!r}, the config "
                              f"asks for {value!r}")
@@ -279,7 +279,8 @@ def load_checkpoint(path, spec: HMTSpec, hidden_size: int) -> HMTParams:
             adapter = LoRAAdapter.from_config(data["adapter"])
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"HMT checkpoint {path}: bad LoRA adapter description {data['adapter']!r}: {e}") from e
-    params = HMTParams(hidden_size, adapter=adapter, recall_scale=spec.recall_scale)
+    params = HMTParams(hidden_size, adapter=adapter, recall_scale=spec.recall_scale,
+                       recall_residual=spec.recall_residual)
     try:
         params.load_state_dict(data["params"], strict=True)
     except RuntimeError as e:

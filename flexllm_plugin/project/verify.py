@@ -313,7 +313,8 @@ def verify_hmt(outdir: Path, spec: Dict, tokenizer, prompt: List[int], n_new: in
     position = _check_hmt_request(m, prompt, n_new)
     _, golden = load_reference(outdir)
     params = HardwareHMTParams.from_image(np.fromfile(outdir / h["params_file"], dtype=np.float32), h["hidden"],
-                                          h["recall_projection"])
+                                          h["recall_projection"],
+                                          h.get("recall_residual", False))
     hmt = GoldenHMT(golden, params, h["segment_length"], h["sensory_tokens"], h["summary_tokens"], h["slots"])
     cs = _csim(outdir, spec["name"], prompt, n_new, log)
     t_ref = time.perf_counter()
@@ -381,7 +382,8 @@ def hmt_cycles_report(spec: Dict, counters: Dict, layouts) -> Dict:
             if h["recall_projection"]:
                 modeled += unit.key_iterations()         # W_p mix: one more d x d GEMV
         modeled += Counter(pre.prefill_iterations(len(lay.main)))
-        modeled += unit.ring_iterations(min(n, h["slots"]) if lay.summary is not None else 0, lay.push)
+        modeled += unit.ring_iterations(min(n, h["slots"]) if lay.summary is not None else 0, lay.push,
+                                        h.get("recall_residual", False))
         if lay.push:
             modeled += unit.key_iterations()
     diff = {k: {"counted": counted.get(k, 0), "modeled": modeled.get(k, 0)}
