@@ -65,6 +65,17 @@ def test_training_without_adapter_leaves_the_backbone_alone():
         TrainSettings(lora_rank=-1)
 
 
+def test_recall_init_scales_the_starting_projections():
+    """--recall-init c: W_q and W_k start at c I (identity by default), so the first recalls' softmax over
+    post-norm states is not saturated; a bad value is named."""
+    model = tiny_model("float")
+    assert torch.equal(initial_params(model, TrainSettings()).w_q.detach(), torch.eye(96))
+    p = initial_params(model, TrainSettings(recall_init=0.3))
+    assert torch.equal(p.w_q.detach(), 0.3 * torch.eye(96)) and torch.equal(p.w_k.detach(), 0.3 * torch.eye(96))
+    with pytest.raises(ValueError, match="--recall-init must be a number > 0, got 0"):
+        TrainSettings(recall_init=0)
+
+
 def test_learning_rate_schedule():
     s = TrainSettings(steps=10, warmup=2)
     rates = [s.rate(i) for i in range(10)]
