@@ -151,7 +151,7 @@ def cmd_hmt_train(args) -> dict:
     hmt = cfg.hmt_spec(memory_point=args.hmt_memory_point)
     given = {"steps": args.steps, "segments": args.segments, "lr": args.lr, "seed": args.seed,
              "lora_rank": args.lora_rank, "lora_lr": args.lora_lr, "segment_length": (None if args.train_segment_length == 0 else args.train_segment_length),
-             "lora_start": args.lora_start,
+             "lora_start": args.lora_start, "recall_init": args.recall_init,
              "lora_targets": None if args.lora_targets is None else tuple(args.lora_targets.split(","))}
     unset = {k for k, v in given.items() if v is None and not (k == "segment_length" and args.train_segment_length == 0)}
     settings = TrainSettings(**{k: v for k, v in given.items() if k not in unset})   # unset: TrainSettings defaults
@@ -172,6 +172,7 @@ def cmd_hmt_train(args) -> dict:
             "segments_per_step": settings.segments, "segment_length": hmt.segment_length, "block": hmt.block,
             "train_segment_length": settings.training_spec(hmt).segment_length,
             "train_block": settings.training_spec(hmt).block, "lora_start": settings.lora_start,
+            "recall_init": settings.recall_init,
             "sensory_tokens": hmt.sensory_tokens, "summary_tokens": hmt.summary, "training_text": text_name,
             "lora_rank": settings.lora_rank, "lora_targets": list(settings.lora_targets) if settings.lora_rank else [],
             "training_tokens": int(tokens.numel()), "train_seconds": info.get("seconds"),
@@ -357,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default: TrainSettings.lora_targets)")
     sp.add_argument("--lora-lr", type=float, default=None,
                     help="Adam learning rate of the adapter (default: TrainSettings.lora_lr)")
+    sp.add_argument("--recall-init", type=float, default=None,
+                    help="W_q and W_k start at this times the identity (default: TrainSettings.recall_init, 1)")
     sp.add_argument("--lora-start", type=int, default=None,
                     help="step from which the adapter trains; before it only T, P_0, W_q, W_k "
                          "(default: TrainSettings.lora_start)")

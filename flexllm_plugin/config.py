@@ -137,6 +137,8 @@ SCHEMA: Dict[str, Any] = {
         "SummaryTokens": (None, _opt(_int(1))),  # j (default: half the segment block)
         "SensoryTokens": (32, _int(0)),
         "MemorySlots": (64, _int(1)),
+        "RecallScale": ("none", _choice("none", "scalar", "diagonal")),   # learned output map of the recall
+        "RecallResidual": (False, _bool),      # P_n = P_0 + (scaled) mix
         "Checkpoint": (None, _opt(_str)),      # trained T, P_0, W_q, W_k (default: flexllm hmt-train's cache)
     },
 }
@@ -289,7 +291,9 @@ def hmt_spec_of(section: Dict[str, Any], source: str = "", **switches):
     from brevitas_models.hmt.spec import HMTSpec
     try:
         return HMTSpec(segment_length=section["SegmentLength"], sensory_tokens=section["SensoryTokens"],
-                       memory_slots=section["MemorySlots"], summary_tokens=section["SummaryTokens"], **switches)
+                       memory_slots=section["MemorySlots"], summary_tokens=section["SummaryTokens"],
+                       recall_scale=section["RecallScale"], recall_residual=section["RecallResidual"],
+                       **switches)
     except ValueError as e:
         raise ConfigError(f"{e}{' in ' + source if source else ''}") from None
 

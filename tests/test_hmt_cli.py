@@ -55,6 +55,8 @@ def test_bad_hmt_inputs_fail_fast(tmp_path, capsys):
     rc = main(["ppl", str(_cfg(tmp_path, Checkpoint=str(tmp_path / "none.pt"))), "--long", "hmt", "--quiet",
                "--segments", "3"])
     assert rc == 2 and "HMT checkpoint not found" in capsys.readouterr().err
+    rc = main(["hmt-train", str(_cfg(tmp_path, RecallScale="learned")), "--quiet"])
+    assert rc == 2 and "HMT.RecallScale" in capsys.readouterr().err
     rc = main(["hmt-train", str(_cfg(tmp_path)), "--steps", "0", "--quiet"])
     assert rc == 2 and "--steps must be positive" in capsys.readouterr().err
     rc = main(["hmt-train", str(_cfg(tmp_path)), "--text", str(tmp_path / "missing.txt"), "--quiet"])

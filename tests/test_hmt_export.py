@@ -40,6 +40,37 @@ def test_memory_recall_node_executes_like_the_references(filled):
 def test_memory_graph_checks_shapes():
     with pytest.raises(ValueError, match="W_q"):
         memory_graph(np.zeros((4, 4), np.float32), np.zeros((4, 5), np.float32), 2)
+    with pytest.raises(ValueError, match="W_p"):
+        memory_graph(np.zeros((4, 4), np.float32), np.zeros((4, 4), np.float32), 2, np.zeros((4, 3), np.float32))
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_recall_projection_node_maps_the_mix(residual):
+    """With W_p (the image's recall projection: rotation and / or the learned recall scale) the graph also
+    gives the input row W_p mix, against the golden gemv of the mix (fp32 tolerance: onnx MatMul sums in
+    its own order)."""
+    from qonnx.core.onnx_exec import execute_onnx
+
+    from brevitas_models.hmt.golden_recall import gemv
+
+    rng = np.random.default_rng(5)
+    d, n = 32, 3
+    w_q, w_k, w_p = ((rng.standard_normal((3, d, d)) / np.sqrt(d))).astype(np.float32)
+    mems = (rng.standard_normal((n, d)) * 2).astype(np.float32)
+    keys = np.stack([memory_key(w_k, m) for m in mems])
+    s = (rng.standard_normal(d) * 2).astype(np.float32)
+    p0 = (rng.standard_normal(d)).astype(np.float32)
+    out = execute_onnx(memory_graph(w_q, w_k, n, w_p, p0 if residual else None), {"summary": s[None], "keys": keys, "memories": mems,
+                                                        "filled": np.array([n], dtype=np.int64),
+                                                        "new_memory": mems[:1]})
+    mix = memory_recall(w_q, s, keys, mems, n)
+    assert out["recalled"][0].view(np.uint32).tolist() == mix.view(np.uint32).tolist()
+    want = gemv(w_p, mix) + (p0 if residual else 0)
+    np.testing.assert_allclose(out["recalled_row"][0], want, rtol=1e-5, atol=1e-5 * np.abs(mix).max())
+    rows = execute_onnx(memory_graph(w_q, w_k, n, None, p0), {"summary": s[None], "keys": keys, "memories": mems,
+                                                              "filled": np.array([n], dtype=np.int64),
+                                                              "new_memory": mems[:1]})["recalled_row"][0]
+    assert rows.view(np.uint32).tolist() == (p0 + mix).view(np.uint32).tolist()     # W_p absent: P_0 + mix
 
 
 def _hls_memory_recall_layer(model, tmp_path):

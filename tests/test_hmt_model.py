@@ -52,6 +52,48 @@ def test_spec_sizes_and_errors():
         HMTSpec(segment_length=40, sensory_tokens=6, summary_tokens=33)
 
 
+def test_recall_scale_multiplies_the_recalled_row():
+    """HMT.RecallScale: P_n = s * mix (scalar) or v * mix (diagonal); s = 1 is the method's P_n = mix;
+    segment 0's P_0 is not scaled; HMT.RecallResidual: P_n = P_0 + s * mix."""
+    model = _float_model()
+    ids = text_tokens()[:3 * SPEC.block][None]
+    base = _params()
+    runs = {}
+    for kind, value in (("none", None), ("scalar", 1.0), ("scalar", 0.25), ("diagonal", None), ("residual", 0.25)):
+        residual = kind == "residual"
+        kind = "scalar" if residual else kind
+        p = HMTParams(base.hidden_size, recall_scale=kind, recall_residual=residual)
+        p.load_state_dict(base.state_dict(), strict=False)
+        with torch.no_grad():
+            if kind == "scalar":
+                p.recall_scale.fill_(value)
+            elif kind == "diagonal":
+                p.recall_scale.copy_(torch.linspace(0.1, 0.5, base.hidden_size))
+        rows = []
+        wrapper = HMTWrapper(model, SPEC.replace(recall_scale=kind, recall_residual=residual), p)
+        orig = wrapper.main_input
+        wrapper.main_input = lambda block, memory, tail, trailing: (rows.append(memory.detach().clone()),
+                                                                     orig(block, memory, tail, trailing))[1]
+        with torch.no_grad():
+            out = wrapper.run(ids)
+        runs[("residual" if residual else kind, value)] = (rows, out)
+    none_rows, none_out = runs[("none", None)]
+    one_rows, one_out = runs[("scalar", 1.0)]
+    assert all(torch.equal(a[2], b[2]) for a, b in zip(none_out, one_out))
+    quarter = runs[("scalar", 0.25)][0]
+    assert torch.equal(quarter[0], none_rows[0])                            # P_0 as learned
+    torch.testing.assert_close(quarter[1], 0.25 * none_rows[1])             # same memories, same mix
+    diag = runs[("diagonal", None)][0]
+    torch.testing.assert_close(diag[1], torch.linspace(0.1, 0.5, base.hidden_size) * none_rows[1])
+    res = runs[("residual", 0.25)][0]                                       # P_n = P_0 + s mix
+    assert torch.equal(res[0], none_rows[0])
+    torch.testing.assert_close(res[1], base.initial_memory.detach() + 0.25 * none_rows[1])
+    with pytest.raises(ValueError, match="HMT.RecallScale must be one of"):
+        HMTSpec(recall_scale="learned")
+    with pytest.raises(ValueError, match="HMT.RecallResidual must be true or false"):
+        HMTSpec(recall_residual="yes")
+
+
 def test_pass_layouts_and_lengths():
     model = _float_model()
     params = _params()

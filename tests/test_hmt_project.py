@@ -21,28 +21,33 @@ from tests.helpers import text_tokens, tiny_model, tiny_weights
 SENTENCE = "Assert statements are a convenient way to insert debugging assertions into a program. "
 
 
-def random_params(d=96, seed=0) -> HMTParams:
+def random_params(d=96, seed=0, recall_scale="none", recall_residual=False) -> HMTParams:
     """Seeded random HMT parameters (not trained): W_q, W_k scaled so the recall's softmax is neither
-    uniform nor one-hot."""
+    uniform nor one-hot; a recall scale (``HMT.RecallScale``) around its starting value, per channel
+    different for ``diagonal``."""
     g = torch.Generator().manual_seed(seed)
-    p = HMTParams(d)
+    p = HMTParams(d, recall_scale=recall_scale, recall_residual=recall_residual)
     with torch.no_grad():
         p.summary_token.copy_(torch.randn(d, generator=g) * 0.05)
         p.initial_memory.copy_(torch.randn(d, generator=g) * 0.05)
         p.w_q.copy_(torch.randn(d, d, generator=g) * 4 / d ** 0.5)
         p.w_k.copy_(torch.randn(d, d, generator=g) * 4 / d ** 0.5)
+        if p.recall_scale is not None:
+            p.recall_scale.mul_(1 + 0.5 * torch.randn(p.recall_scale.shape, generator=g))
     return p
 
 
-def write_hmt_config(tmp, **hmt_over):
+def write_hmt_config(tmp, quant_over=None, **hmt_over):
     from brevitas_models.hmt.train import save_checkpoint
-    cfg = load_config(config_path("tiny_hmt.yaml"))
     ck = tmp / "hmt.pt"
-    save_checkpoint(ck, random_params(), cfg.hmt_spec(), {"source": "seeded random (tests/test_hmt_project.py)"})
     data = yaml.safe_load(config_path("tiny_hmt.yaml").read_text())
     data["HMT"].update({"Checkpoint": str(ck), **hmt_over})
+    data["Quantization"].update(quant_over or {})
     path = tmp / "tiny_hmt.yaml"
     path.write_text(yaml.safe_dump(data))
+    spec = load_config(path).hmt_spec()
+    save_checkpoint(ck, random_params(recall_scale=spec.recall_scale, recall_residual=spec.recall_residual), spec,
+                    {"source": "seeded random (tests/test_hmt_project.py)"})
     return path
 
 
@@ -73,6 +78,27 @@ def test_long_prompt_through_segments_matches_the_golden_bit_for_bit(hmt_project
     assert "## HMT: long prompts with a bounded KV cache" in readme and "| 64 | 1152 |" in readme
 
 
+def test_recall_scale_on_an_unrotated_backbone_matches_the_golden(tmp_path):
+    """HMT.RecallScale and HMT.RecallResidual on an unrotated backbone (Rotation: none): the image carries
+    W_p = V (the learned per-channel scale), the kernel applies it to the mix and adds P_0, and the C
+    simulation equals the golden bit for bit on every memory, token, the KV cache and the logits; its loop
+    counters equal the cost model's."""
+    from flexllm_plugin.project.builder import build_project
+    from flexllm_plugin.project.verify import verify
+
+    out = tmp_path / "tiny_hmt"
+    build_project(load_config(write_hmt_config(tmp_path, {"Rotation": "none"}, RecallScale="diagonal",
+                                                   RecallResidual=True)), out)
+    kernel = (out / "firmware" / "tiny_hmt_prefill.cpp").read_text()
+    assert "hmt_params + HMT_WP_OFF" in kernel and "HMT_RECALL_RESIDUAL:" in kernel
+    hw = HardwareHMTParams.from_image(np.fromfile(out / "weights" / "hmt_params.bin", dtype=np.float32), 96, True)
+    assert np.count_nonzero(hw.w_p - np.diag(np.diag(hw.w_p))) == 0 and np.ptp(np.diag(hw.w_p)) > 0
+    r = verify(out, SENTENCE * 2, 3)
+    assert r["segments"] >= 3 and all(r["segment_memories_match"]) and r["match"]
+    cyc = r["cycles"]["prefill"]
+    assert cyc["loops_differing"] == {} and cyc["counted"] == cyc["modeled"] > 0
+
+
 def test_the_kernel_recall_comes_through_qonnx_and_hls4ml(hmt_project):
     """The project keeps the QONNX memory graph (qonnx/hmt/model.onnx, the hardware W_q' / W_k'); qonnx
     executes it like the golden recall on the project's parameter image, and the prefill kernel's recall is
@@ -90,7 +116,11 @@ def test_the_kernel_recall_comes_through_qonnx_and_hls4ml(hmt_project):
     s = rng.standard_normal(96).astype(np.float32)
     out = execute_onnx(model, {"summary": s[None], "keys": keys, "memories": mems,
                                "filled": np.array([2], dtype=np.int64), "new_memory": mems[:1]})
-    assert out["recalled"][0].view(np.uint32).tolist() == memory_recall(hw.w_q, s, keys, mems, 2).view(np.uint32).tolist()
+    mix = memory_recall(hw.w_q, s, keys, mems, 2)
+    assert out["recalled"][0].view(np.uint32).tolist() == mix.view(np.uint32).tolist()
+    assert hw.projects_recall                              # rotated backbone: the graph carries W_p too
+    np.testing.assert_allclose(out["recalled_row"][0], hw.w_p.astype(np.float64) @ mix, rtol=1e-4,
+                               atol=1e-5 * np.abs(mix).max())
     kernel = (hmt_project / "firmware" / "tiny_hmt_prefill.cpp").read_text()
     assert "flexllm::memory_recall<2, 96, 16>(hmt_params + HMT_WQ_OFF, state, ring_key, ring_mem, filled, " in kernel
 
@@ -154,31 +184,42 @@ def test_golden_hmt_path_follows_the_pytorch_wrapper(monkeypatch):
     assert not np.array_equal(rows[1], rows[2])            # the recall moves with the memories
 
 
+@pytest.mark.parametrize("recall_scale, residual", [("none", False), ("scalar", False), ("diagonal", False),
+                                                     ("diagonal", True)])
 @pytest.mark.parametrize("rotated", [False, True])
-def test_hardware_fold_equals_the_float_recall(rotated):
-    """W_q' = W_q G, W_k' = W_k G, W_p = R G (hardware basis) against the PyTorch recall in the float basis
-    followed by the backbone's input map (fp32 tolerance)."""
+def test_hardware_fold_equals_the_float_recall(rotated, recall_scale, residual):
+    """W_q' = W_q G, W_k' = W_k G, W_p = R V G (hardware basis, V the learned recall scale) against the
+    PyTorch recall in the float basis, times the recall scale (plus P_0 with HMT.RecallResidual), followed
+    by the backbone's input map (fp32 tolerance). W_p is in the image exactly when it is not the identity."""
     from brevitas_models.hmt.basis import BackboneBasis
     from tests.helpers import tiny_float_model
 
     model = tiny_float_model(rotated)
     norm = tiny_weights().state_dict["model.norm.weight"]
-    params = random_params(seed=3)
+    params = random_params(seed=3, recall_scale=recall_scale, recall_residual=residual)
     hw = hardware_params(params, model, norm)
-    assert hw.rotated == rotated
-    back = HardwareHMTParams.from_image(hw.image(), 96, rotated)
-    assert np.array_equal(back.w_k, hw.w_k) and (back.w_p is None) == (not rotated)
+    projects = rotated or recall_scale != "none"
+    assert hw.projects_recall == projects and hw.recall_residual == residual
+    back = HardwareHMTParams.from_image(hw.image(), 96, projects, residual)
+    assert np.array_equal(back.w_k, hw.w_k) and (back.w_p is None) == (not projects)
+    if projects:
+        assert np.array_equal(back.w_p, hw.w_p)
     basis = BackboneBasis(model, norm)
     rng = np.random.default_rng(0)
     u = rng.standard_normal((4, 96)).astype(np.float32)           # hardware states: S, then 3 memories
     keys = np.stack([hw.w_k.astype(np.float64) @ m for m in u[1:]]).astype(np.float32)
     got = memory_recall(hw.w_q, u[0], keys, u[1:], 3)
-    if rotated:
+    if projects:
         got = (hw.w_p.astype(np.float64) @ got).astype(np.float32)
+    if residual:
+        got = hw.initial_row + got
     f = basis.from_post_norm(torch.from_numpy(u))                 # float-basis S and memories
     k_f = f[1:] @ params.w_k.detach().t()
     p_float = recall(f[:1], k_f[None], f[1:][None], torch.ones(3, dtype=torch.bool), params.w_q.detach())
-    want = basis.to_model(p_float)[0].detach().numpy()
+    want = basis.to_model(params.recall_output(p_float))[0].detach().numpy()
+    if recall_scale != "none" and not residual:                   # the scale is really applied
+        unscaled = basis.to_model(p_float)[0].detach().numpy()
+        assert np.abs(want - unscaled).max() > 0.5 * np.abs(unscaled).max()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     np.testing.assert_allclose(hw.summary_row, basis.to_model(params.summary_token.detach()[None])[0].numpy(),
                                rtol=1e-5, atol=1e-6)

@@ -33,17 +33,23 @@ def test_a_few_steps_lower_the_loss():
     assert not any(p.requires_grad for p in model.parameters())
 
 
-def test_gradient_reaches_every_memory_parameter():
+@pytest.mark.parametrize("recall_scale", ["none", "diagonal"])
+def test_gradient_reaches_every_memory_parameter(recall_scale):
     model = tiny_model("float")
-    params = initial_params(model, TrainSettings(lora_targets=("q_proj", "v_proj", "down_proj")))
+    spec = SPEC.replace(recall_scale=recall_scale)
+    params = initial_params(model, TrainSettings(lora_targets=("q_proj", "v_proj", "down_proj")), spec)
     with torch.no_grad():
         for pair in (p for layer in params.adapter.layers for p in layer.values()):
             pair.b.normal_(0, 0.01)                 # past the B = 0 start, so A gets a gradient too
     with adapter_applied(model, params.adapter):
-        out = HMTWrapper(model, SPEC, params).run(text_tokens()[:3 * SPEC.block][None])
+        out = HMTWrapper(model, spec, params).run(text_tokens()[:3 * SPEC.block][None])
     (sum(o[0] for o in out)).backward()
     names = [n for n, _ in params.named_parameters()]
     assert "adapter.layers.0.q_proj.a" in names and "adapter.layers.1.down_proj.b" in names
+    assert ("recall_scale" in names) == (recall_scale != "none")
+    assert ("recall_scale" in [n for n, p in zip(names, params.parameters()) if any(p is q for q in
+                                                                                params.memory_parameters())]
+            ) == (recall_scale != "none")
     for name, p in params.named_parameters():
         assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
 
@@ -57,6 +63,17 @@ def test_training_without_adapter_leaves_the_backbone_alone():
         TrainSettings(lora_targets=("qkv",))
     with pytest.raises(ValueError, match="--lora-rank must be an integer >= 0"):
         TrainSettings(lora_rank=-1)
+
+
+def test_recall_init_scales_the_starting_projections():
+    """--recall-init c: W_q and W_k start at c I (identity by default), so the first recalls' softmax over
+    post-norm states is not saturated; a bad value is named."""
+    model = tiny_model("float")
+    assert torch.equal(initial_params(model, TrainSettings()).w_q.detach(), torch.eye(96))
+    p = initial_params(model, TrainSettings(recall_init=0.3))
+    assert torch.equal(p.w_q.detach(), 0.3 * torch.eye(96)) and torch.equal(p.w_k.detach(), 0.3 * torch.eye(96))
+    with pytest.raises(ValueError, match="--recall-init must be a number > 0, got 0"):
+        TrainSettings(recall_init=0)
 
 
 def test_learning_rate_schedule():
@@ -96,6 +113,32 @@ def test_checkpoint_round_trip_and_checks(tmp_path, adapter):
     torch.save(old, tmp_path / "old.pt")
     with pytest.raises(ValueError, match="has format 1, this flexllm reads format 2 .*train it again"):
         load_checkpoint(tmp_path / "old.pt", SPEC, 96)
+
+
+def test_recall_scale_checkpoints(tmp_path):
+    """A checkpoint carries its recall scale (HMT.RecallScale, a trained field); a checkpoint from before the
+    key (no recall_scale field) loads as "none"; a mismatch names the field."""
+    spec = SPEC.replace(recall_scale="scalar")
+    params = HMTParams(96, recall_scale="scalar")
+    with torch.no_grad():
+        params.recall_scale.fill_(0.123)
+    save_checkpoint(tmp_path / "s.pt", params, spec, {})
+    loaded = load_checkpoint(tmp_path / "s.pt", spec, 96)
+    assert float(loaded.recall_scale.detach()) == pytest.approx(0.123) and loaded.recall_scale.shape == ()
+    with pytest.raises(ValueError, match="trained with recall_scale = 'scalar', the config asks for 'diagonal'"):
+        load_checkpoint(tmp_path / "s.pt", SPEC.replace(recall_scale="diagonal"), 96)
+    save_checkpoint(tmp_path / "n.pt", HMTParams(96), SPEC, {})
+    old = torch.load(tmp_path / "n.pt", weights_only=True)
+    del old["hmt"]["recall_scale"], old["hmt"]["recall_residual"]
+    torch.save(old, tmp_path / "old.pt")
+    loaded = load_checkpoint(tmp_path / "old.pt", SPEC, 96)
+    assert loaded.recall_scale is None and not loaded.recall_residual
+    with pytest.raises(ValueError, match="trained with recall_residual = False, the config asks for True"):
+        load_checkpoint(tmp_path / "old.pt", SPEC.replace(recall_residual=True), 96)
+    with pytest.raises(ValueError, match="trained with recall_scale = 'none', the config asks for 'scalar'"):
+        load_checkpoint(tmp_path / "old.pt", spec, 96)
+    with pytest.raises(ValueError, match="HMT.RecallScale must be one of"):
+        HMTParams(96, recall_scale="learned")
 
 
 def test_cached_training_is_reused(tmp_path):

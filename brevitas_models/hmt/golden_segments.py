@@ -14,7 +14,8 @@ Per segment n, every pass from position 0 with an empty KV cache (the passes ove
 
 1. n >= 1: summary pass; ``S = u`` = final-RMSNorm output of the last position (the hardware state);
    ``P_n = recall(W_q', S)`` over the filled slots of the ring (``golden_recall.memory_recall``), and
-   for a rotated backbone ``P_n = gemv(W_p, P_n)``; n = 0: ``P_0 = P0_hw``;
+   if the image carries W_p (a rotated backbone, a recall scale) ``P_n = gemv(W_p, P_n)``; with
+   ``recall_residual`` ``P_n = P0_hw + P_n`` (fp32 add); n = 0: ``P_0 = P0_hw``;
 2. main pass; not the last segment: ``M_n = u`` of the trailing P_n position goes into slot n mod N
    with its key ``gemv(W_k', M_n)`` (``GoldenMemoryCache.push``);
 3. the last segment's main pass leaves the KV cache decode continues from (positions
@@ -131,8 +132,10 @@ class GoldenHMT:
             else:
                 summary_state, _, _ = backbone_pass(self.golden, lay.summary, p.summary_row[None], head=False)
                 row = cache.recall(p.w_q, summary_state)
-                if p.rotated:
+                if p.projects_recall:
                     row = gemv(p.w_p, row)
+                if p.recall_residual:
+                    row = p.initial_row + row
             vectors = np.stack([p.summary_row, row])
             state, logits, kv = backbone_pass(self.golden, lay.main, vectors, head=not lay.push)
             memory = key = slot = None

@@ -1,5 +1,7 @@
-"""HMT memory: the trained parameters (T, P_0, W_q, W_k), the recall (one query against the cached
-memories, empty slots masked, fp32 softmax, no value or output projection) and the ring cache of the
+"""HMT memory: the trained parameters (T, P_0, W_q, W_k and the optional recall scale), the recall (one
+query against the cached memories, empty slots masked, fp32 softmax, no value projection; the output map
+is the learned recall scale of ``HMT.RecallScale``, none by default, plus P_0 with ``HMT.RecallResidual``)
+and the ring cache of the
 N most recent memories with their keys precomputed once per memory (slot n mod N, as the hardware's
 URAM ring buffer).
 
@@ -17,16 +19,25 @@ import torch
 from torch import nn
 
 from .backbone import LoRAAdapter
+from .spec import RECALL_SCALES
+
+# Start of the learned recall scale: the ratio of a token embedding's norm (~3 for SmolLM2) to a post-norm
+# memory's (~51), so the recalled row starts at the input scale of the backbone.
+RECALL_SCALE_INIT = 0.06
 
 
 class HMTParams(nn.Module):
-    """T (summary token embedding), P_0 (initial memory), W_q and W_k ([d, d], out x in), and optionally
-    ``adapter``: a LoRA adapter of the backbone trained with them (:mod:`.backbone`; merged into the float
-    weights by ``hmt_backbone_weights`` before any model is built)."""
+    """T (summary token embedding), P_0 (initial memory), W_q and W_k ([d, d], out x in), the recall scale
+    (``recall_scale`` "scalar": a parameter [] ; "diagonal": [d]; "none": absent) and optionally ``adapter``:
+    a LoRA adapter of the backbone trained with them (:mod:`.backbone`; merged into the float weights by
+    ``hmt_backbone_weights`` before any model is built)."""
 
     def __init__(self, hidden_size: int, init_embedding: Optional[torch.Tensor] = None,
-                 adapter: Optional[LoRAAdapter] = None):
+                 adapter: Optional[LoRAAdapter] = None, recall_scale: str = "none",
+                 recall_residual: bool = False):
         super().__init__()
+        if recall_scale not in RECALL_SCALES:
+            raise ValueError(f"HMT.RecallScale must be one of {RECALL_SCALES}, got {recall_scale!r}")
         d = hidden_size
         start = torch.zeros(d) if init_embedding is None else init_embedding.detach().float().clone()
         self.summary_token = nn.Parameter(start.clone())
@@ -34,11 +45,28 @@ class HMTParams(nn.Module):
         # Identity start: the first recall weighs memories by their similarity to the summary.
         self.w_q = nn.Parameter(torch.eye(d))
         self.w_k = nn.Parameter(torch.eye(d))
+        self.recall_scale_kind = recall_scale
+        self.recall_residual = bool(recall_residual)
+        shape = {"none": None, "scalar": (), "diagonal": (d,)}[recall_scale]
+        self.recall_scale = None if shape is None else nn.Parameter(torch.full(shape, RECALL_SCALE_INIT))
         self.adapter = adapter
 
     def memory_parameters(self):
-        """T, P_0, W_q, W_k (not the adapter)."""
-        return [self.summary_token, self.initial_memory, self.w_q, self.w_k]
+        """T, P_0, W_q, W_k and the recall scale if any (not the adapter)."""
+        extra = [] if self.recall_scale is None else [self.recall_scale]
+        return [self.summary_token, self.initial_memory, self.w_q, self.w_k] + extra
+
+    def recall_output(self, mix: torch.Tensor) -> torch.Tensor:
+        """The recalled row P_n from the mix over the memories [B, d]: the mix times the recall scale, plus
+        P_0 with ``recall_residual``."""
+        row = mix if self.recall_scale is None else mix * self.recall_scale
+        return row + self.initial_memory if self.recall_residual else row
+
+    def recall_scale_vector(self) -> Optional[torch.Tensor]:
+        """The recall scale as one factor per channel [d] (None without a recall scale)."""
+        if self.recall_scale is None:
+            return None
+        return self.recall_scale.detach().expand(self.hidden_size).clone()
 
     @property
     def hidden_size(self) -> int:

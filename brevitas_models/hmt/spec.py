@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 MEMORY_POINTS = ("post_norm", "pre_norm")
+RECALL_SCALES = ("none", "scalar", "diagonal")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,14 @@ class HMTSpec:
       first segment's k sensory slots hold zero embeddings (the main pass always has L positions).
     * ``memory_point``: where S_n and M_n are read: ``post_norm`` (after the final RMSNorm, the method)
       or ``pre_norm`` (the residual stream before it).
+
+    ``recall_scale`` (``HMT.RecallScale``, a trained field): the learned output map of the recall, applied
+    to the mix before it becomes the input row P_n: ``none`` (the method: P_n = the mix), ``scalar``
+    (P_n = s * mix) or ``diagonal`` (P_n = v * mix, one factor per channel); s and v start at
+    ``memory.RECALL_SCALE_INIT`` (the post-norm memories have norm ~51, a token embedding ~3). Hardware
+    folds it into the W_p of the parameter image (:mod:`.hardware`). ``recall_residual``
+    (``HMT.RecallResidual``, a trained field): P_n = P_0 + (scaled) mix, so the row at position 0 (the
+    backbone's attention sink) stays near the learned P_0 and the recall adds to it.
     """
 
     segment_length: int = 1024
@@ -36,6 +45,8 @@ class HMTSpec:
     memory: bool = True
     zero_initial: bool = False
     memory_point: str = "post_norm"
+    recall_scale: str = "none"
+    recall_residual: bool = False
 
     def __post_init__(self):
         for key, lo in (("segment_length", 3), ("sensory_tokens", 0), ("memory_slots", 1)):
@@ -51,6 +62,10 @@ class HMTSpec:
                              f"L - 2 - k), got {j!r}")
         if self.memory_point not in MEMORY_POINTS:
             raise ValueError(f"HMT memory_point must be one of {MEMORY_POINTS}, got {self.memory_point!r}")
+        if self.recall_scale not in RECALL_SCALES:
+            raise ValueError(f"HMT.RecallScale must be one of {RECALL_SCALES}, got {self.recall_scale!r}")
+        if not isinstance(self.recall_residual, bool):
+            raise ValueError(f"HMT.RecallResidual must be true or false, got {self.recall_residual!r}")
 
     @property
     def block(self) -> int:
@@ -69,7 +84,8 @@ class HMTSpec:
 
     def trained_fields(self) -> Dict[str, Any]:
         """The fields a trained checkpoint depends on (not the evaluation switches)."""
-        return {k: getattr(self, k) for k in ("segment_length", "sensory_tokens", "memory_point")} | {
+        return {k: getattr(self, k) for k in ("segment_length", "sensory_tokens", "memory_point",
+                                                    "recall_scale", "recall_residual")} | {
             "summary_tokens": self.summary}
 
 

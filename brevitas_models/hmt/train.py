@@ -50,6 +50,8 @@ class TrainSettings:
     segment_length: Optional[int] = 128   # training segments' main-pass length L, at most the config's (None:
                                           # the config's); more recalls per CPU-second, evaluation at the config's
     lora_start: int = 0              # step from which the adapter trains (before it: the memory parameters only)
+    recall_init: float = 1.0         # W_q, W_k start at recall_init * I (1: identity; < 1 softens the first
+                                     # recalls' softmax, saturated at identity by post-norm states of norm ~51)
 
     def __post_init__(self):
         if self.steps < 1:
@@ -62,6 +64,9 @@ class TrainSettings:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if self.segment_length is not None and (not isinstance(self.segment_length, int) or self.segment_length < 3):
             raise ValueError(f"--train-segment-length must be an integer >= 3, got {self.segment_length!r}")
+        if not isinstance(self.recall_init, (int, float)) or isinstance(self.recall_init, bool) \
+                or not self.recall_init > 0:
+            raise ValueError(f"--recall-init must be a number > 0, got {self.recall_init!r}")
         if not isinstance(self.lora_start, int) or self.lora_start < 0:
             raise ValueError(f"--lora-start must be an integer >= 0, got {self.lora_start!r}")
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
@@ -166,14 +171,23 @@ def checkpoint_key(weights, spec: HMTSpec, tokens: torch.Tensor, settings: Train
     return h.hexdigest()[:24]
 
 
-def initial_params(model, settings: Optional[TrainSettings] = None) -> HMTParams:
-    """T and P_0 start at the mean token embedding (the backbone's input scale); W_q, W_k at identity; the
-    LoRA adapter of ``settings`` (rank > 0) at B = 0, so the adapted backbone starts as the backbone."""
+def initial_params(model, settings: Optional[TrainSettings] = None, spec: Optional[HMTSpec] = None) -> HMTParams:
+    """T and P_0 start at the mean token embedding (the backbone's input scale); W_q, W_k at
+    ``settings.recall_init`` times the identity; the
+    LoRA adapter of ``settings`` (rank > 0) at B = 0, so the adapted backbone starts as the backbone; the
+    recall scale of ``spec`` (``HMT.RecallScale``) at ``RECALL_SCALE_INIT``."""
+    spec = spec or HMTSpec()
     adapter = None
     if settings is not None and settings.lora_rank:
         adapter = LoRAAdapter(model.arch.num_layers, adapter_shapes(model.arch, settings.lora_targets),
                               settings.lora_rank, settings.lora_alpha, seed=settings.seed)
-    return HMTParams(model.arch.hidden_size, model.embed_tokens.weight.detach().mean(0), adapter=adapter)
+    params = HMTParams(model.arch.hidden_size, model.embed_tokens.weight.detach().mean(0), adapter=adapter,
+                       recall_scale=spec.recall_scale, recall_residual=spec.recall_residual)
+    if settings is not None and settings.recall_init != 1.0:
+        with torch.no_grad():
+            params.w_q.mul_(settings.recall_init)
+            params.w_k.mul_(settings.recall_init)
+    return params
 
 
 def train(model, spec: HMTSpec, tokens: torch.Tensor, settings: TrainSettings,
@@ -192,7 +206,7 @@ def train(model, spec: HMTSpec, tokens: torch.Tensor, settings: TrainSettings,
     torch.manual_seed(settings.seed)
     model.eval()
     model.requires_grad_(False)
-    params = initial_params(model, settings)
+    params = initial_params(model, settings, spec)
     wrapper = HMTWrapper(model, spec, params)
     groups = [{"params": params.memory_parameters(), "lr": settings.lr}]
     if params.adapter is not None:
@@ -265,8 +279,10 @@ def load_checkpoint(path, spec: HMTSpec, hidden_size: int) -> HMTParams:
         raise ValueError(f"HMT checkpoint {path} has hidden size {data['hidden_size']}, the model {hidden_size}")
     want = spec.trained_fields()
     for key, value in want.items():
-        if data["hmt"].get(key) != value:
-            raise ValueError(f"HMT checkpoint {path} was trained with {key} = {data['hmt'].get(key)!r}, the config "
+        # checkpoints from before HMT.RecallScale / RecallResidual were trained without them
+        got = data["hmt"].get(key, {"recall_scale": "none", "recall_residual": False}.get(key))
+        if got != value:
+            raise ValueError(f"HMT checkpoint {path} was trained with {key} = {got!r}, the config "
                              f"asks for {value!r}")
     adapter = None
     if data.get("adapter") is not None:
@@ -274,7 +290,8 @@ def load_checkpoint(path, spec: HMTSpec, hidden_size: int) -> HMTParams:
             adapter = LoRAAdapter.from_config(data["adapter"])
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"HMT checkpoint {path}: bad LoRA adapter description {data['adapter']!r}: {e}") from e
-    params = HMTParams(hidden_size, adapter=adapter)
+    params = HMTParams(hidden_size, adapter=adapter, recall_scale=spec.recall_scale,
+                       recall_residual=spec.recall_residual)
     try:
         params.load_state_dict(data["params"], strict=True)
     except RuntimeError as e:
@@ -302,6 +319,7 @@ def train_cached(weights, model, spec: HMTSpec, tokens: torch.Tensor, settings: 
             "lr": settings.lr, "seed": settings.seed, "training_tokens": int(tokens.numel()),
             "lora_rank": settings.lora_rank, "lora_targets": list(settings.lora_targets),
             "lora_lr": settings.lora_lr, "warmup": settings.warmup, "lora_start": settings.lora_start,
+            "recall_init": settings.recall_init,
             "train_segment_length": settings.training_spec(spec).segment_length,
             "train_summary_tokens": settings.training_spec(spec).summary,
             "seconds": round(result["seconds"], 1), "cpu_seconds": round(result["cpu_seconds"], 1), "losses": [round(x, 4) for x in result["losses"]]}

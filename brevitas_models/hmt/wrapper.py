@@ -4,7 +4,8 @@ main pass through the unchanged backbone.
 Per segment n (block ``x_n`` of ``B = L - 2 - k`` tokens, see :class:`~.spec.HMTSpec`):
 
 1. summary (n >= 1, memory on): backbone on ``[T, emb(x_n[:j]), T]``; S_n = state at the trailing T;
-2. recall: ``P_n = recall(S_n, cache)``; segment 0 uses P_0;
+2. recall: ``P_n = recall(S_n, cache)`` times the learned recall scale (if ``HMT.RecallScale``);
+   segment 0 uses P_0;
 3. main pass: ``[P_n, emb(last k tokens of x_{n-1}), emb(x_n), P_n]`` (no trailing P_n on the last
    segment); logits of the block positions; M_n = state at the trailing P_n goes into the cache.
 
@@ -135,7 +136,7 @@ class HMTWrapper(nn.Module):
                 if len(cache):
                     pre, post = self.backbone(self.summary_input(block))
                     summary = self._state(pre[:, -1], post[:, -1])
-                    memory = cache.recall(summary, self.params.w_q)
+                    memory = self.params.recall_output(cache.recall(summary, self.params.w_q))
                 elif spec.zero_initial:
                     memory = torch.zeros(b, d)
                 else:

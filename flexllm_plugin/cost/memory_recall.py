@@ -56,21 +56,22 @@ class MemoryRecallUnit:
         """One segment of HMT: the recall over ``filled`` memories and the key of the new memory."""
         return self.recall_cycles(filled) + self.key_cycles()
 
-    def ring_iterations(self, filled: int, push: bool) -> Counter:
+    def ring_iterations(self, filled: int, push: bool, residual: bool = False) -> Counter:
         """The HMT prefill kernel's data movement in one call (II = 1, one fp32 per cycle; the ring is one
         m_axi bundle, so each loop is one sequential burst): the T row, then with ``filled`` > 0 the filled
-        memories and then their keys from HBM into URAM, else the P_0 row; with ``push`` the new memory and
-        then its key back."""
-        c = Counter({"hmt_row_load": self.hidden * (1 if filled else 2),
+        memories and then their keys from HBM into URAM (and with ``residual``, HMT.RecallResidual, the
+        P_0 row added to the recalled row), else the P_0 row; with ``push`` the new memory and then its key
+        back."""
+        c = Counter({"hmt_row_load": self.hidden * (2 if residual or not filled else 1),
                      "hmt_ring_load": 2 * filled * self.hidden})
         if push:
             c["hmt_ring_store"] = 2 * self.hidden
         return +c
 
-    def ring_cycles(self, filled: int, push: bool = True) -> int:
+    def ring_cycles(self, filled: int, push: bool = True, residual: bool = False) -> int:
         """:meth:`ring_iterations` plus one pipeline fill per loop."""
-        loops = 2 + (2 if filled else 0) + (2 if push else 0)
-        return sum(self.ring_iterations(filled, push).values()) + LOOP_FILL * loops
+        loops = 2 + (2 + int(residual) if filled else 0) + (2 if push else 0)
+        return sum(self.ring_iterations(filled, push, residual).values()) + LOOP_FILL * loops
 
     def weight_bytes_per_segment(self) -> int:
         """W_q and W_k (fp32, streamed from HBM) read once each per segment."""

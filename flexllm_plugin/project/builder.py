@@ -92,7 +92,8 @@ def hmt_description(cfg: FlexLLMConfig, golden) -> Optional[Dict]:
     hw = golden.hmt
     return {"segment_length": h.segment_length, "block": h.block, "summary_tokens": h.summary,
             "sensory_tokens": h.sensory_tokens, "slots": h.memory_slots, "hidden": golden.hidden_size,
-            "rotated": hw.rotated, "lanes": HMT_RECALL_LANES, "offsets": hw.offsets(),
+            "recall_projection": hw.projects_recall,
+            "recall_residual": hw.recall_residual, "lanes": HMT_RECALL_LANES, "offsets": hw.offsets(),
             "params_file": "weights/hmt_params.bin"}
 
 

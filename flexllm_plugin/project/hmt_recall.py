@@ -1,6 +1,6 @@
 """The HMT recall of an HMT project through QONNX and hls4ml: the trained W_q / W_k exported as the QONNX
 memory graph (``brevitas_models/hmt/export.py``: the fused ``MemoryRecall`` node and the key MatMul, kept in
-the project as ``qonnx/hmt/model.onnx``), its ``MemoryRecall`` node converted by the FlexLLM ONNX handler
+the project as ``qonnx/hmt/model.onnx``, with the recall projection W_p when the image carries it and the P_0 residual of HMT.RecallResidual), its ``MemoryRecall`` node converted by the FlexLLM ONNX handler
 into the hls4ml layer ``FlexMemoryRecall``, whose function template writes the recall's call in the HMT
 prefill kernel (``layers/flexllm_memory_recall.h``)."""
 
@@ -16,7 +16,8 @@ def export_memory_graph(params, slots: int, workdir: Path):
 
     from brevitas_models.hmt.export import memory_graph
 
-    model = memory_graph(params.w_q, params.w_k, slots).transform(InferShapes())
+    model = memory_graph(params.w_q, params.w_k, slots, params.w_p,
+                         params.initial_row if params.recall_residual else None).transform(InferShapes())
     out = Path(workdir) / "hmt"
     out.mkdir(parents=True, exist_ok=True)
     model.save(str(out / "model.onnx"))

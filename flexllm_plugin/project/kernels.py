@@ -198,8 +198,9 @@ def hmt_constants(hmt) -> List[str]:
              f"static const int HMT_LANES = {hmt['lanes']};  // fp32 products per cycle of the recall unit",
              f"static const long long HMT_T_OFF = {off['summary_row']}, HMT_P0_OFF = {off['initial_row']};",
              f"static const long long HMT_WQ_OFF = {off['w_q']}, HMT_WK_OFF = {off['w_k']};"]
-    if hmt["rotated"]:
-        lines.append(f"static const long long HMT_WP_OFF = {off['w_p']};  // rotated backbone: P_n = W_p mix")
+    if hmt["recall_projection"]:
+        lines.append(f"static const long long HMT_WP_OFF = {off['w_p']};  // rotated backbone or recall scale: "
+                     "P_n = W_p mix")
     return lines
 
 
@@ -208,7 +209,7 @@ def hmt_prefill_kernel(model, name, fmem_buffer, lmem_buffer, buffer_bytes, hmt)
     the new memory), the same stage pass (one engine) for both passes."""
     ports = prefill_ports(weight_ports(model), len(kv_port_names(model)[0]), fmem_buffer, lmem_buffer, hmt=True)
     project_row = ("        flexllm::memory_gemv<HIDDEN, HIDDEN, HMT_LANES>(hmt_params + HMT_WP_OFF, mix, vec_rows[1]);"
-                   if hmt["rotated"] else
+                   if hmt["recall_projection"] else
                    "        for (int c = 0; c < HIDDEN; ++c) vec_rows[1][c] = mix[c];")
     body = [
         "    static int32_t chunk_ids[MAX_TOKENS];",
@@ -249,6 +250,12 @@ def hmt_prefill_kernel(model, name, fmem_buffer, lmem_buffer, buffer_bytes, hmt)
         "        // the MemoryRecall layer (QONNX qonnx/hmt/model.onnx -> hls4ml FlexMemoryRecall -> its template)",
         "        " + hmt["recall_call"],
         project_row,
+        *(["    HMT_RECALL_RESIDUAL:                         // HMT.RecallResidual: P_n = P_0 + recalled row",
+           "        for (int c = 0; c < HIDDEN; ++c) {",
+           "#pragma HLS PIPELINE II = 1",
+           "            FLEXLLM_COUNT(\"hmt_row_load\");",
+           "            vec_rows[1][c] = hmt_params[HMT_P0_OFF + c] + vec_rows[1][c];",
+           "        }"] if hmt.get("recall_residual") else []),
         "    } else {",
         "    HMT_INITIAL_ROW:",
         "        for (int c = 0; c < HIDDEN; ++c) {",

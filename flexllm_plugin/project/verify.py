@@ -313,7 +313,8 @@ def verify_hmt(outdir: Path, spec: Dict, tokenizer, prompt: List[int], n_new: in
     position = _check_hmt_request(m, prompt, n_new)
     _, golden = load_reference(outdir)
     params = HardwareHMTParams.from_image(np.fromfile(outdir / h["params_file"], dtype=np.float32), h["hidden"],
-                                          h["rotated"])
+                                          h["recall_projection"],
+                                          h.get("recall_residual", False))
     hmt = GoldenHMT(golden, params, h["segment_length"], h["sensory_tokens"], h["summary_tokens"], h["slots"])
     cs = _csim(outdir, spec["name"], prompt, n_new, log)
     t_ref = time.perf_counter()
@@ -359,8 +360,8 @@ def verify_hmt(outdir: Path, spec: Dict, tokenizer, prompt: List[int], n_new: in
 
 def hmt_cycles_report(spec: Dict, counters: Dict, layouts) -> Dict:
     """Counted vs modeled loop iterations of the HMT prefill over all segments: every pass priced by the
-    prefill cost model (``prefill_iterations`` of its rows), the recall and the key (and, rotated, the
-    W_p GEMV) by ``MemoryRecallUnit`` (flexllm_plugin/cost/memory_recall.py)."""
+    prefill cost model (``prefill_iterations`` of its rows), the recall and the key (and, with W_p in the
+    image, the W_p GEMV) by ``MemoryRecallUnit`` (flexllm_plugin/cost/memory_recall.py)."""
     from collections import Counter
 
     from ..cost.memory_recall import MemoryRecallUnit
@@ -378,10 +379,11 @@ def hmt_cycles_report(spec: Dict, counters: Dict, layouts) -> Dict:
         if lay.summary is not None:
             modeled += Counter(pre.prefill_iterations(len(lay.summary))) - Counter(pre.sampler.greedy())   # samples once per call
             modeled += unit.recall_iterations(min(n, h["slots"]))
-            if h["rotated"]:
+            if h["recall_projection"]:
                 modeled += unit.key_iterations()         # W_p mix: one more d x d GEMV
         modeled += Counter(pre.prefill_iterations(len(lay.main)))
-        modeled += unit.ring_iterations(min(n, h["slots"]) if lay.summary is not None else 0, lay.push)
+        modeled += unit.ring_iterations(min(n, h["slots"]) if lay.summary is not None else 0, lay.push,
+                                        h.get("recall_residual", False))
         if lay.push:
             modeled += unit.key_iterations()
     diff = {k: {"counted": counted.get(k, 0), "modeled": modeled.get(k, 0)}
