@@ -109,9 +109,15 @@ def search_weight_clip(unit: QuantLinearUnit, hessian_diag: torch.Tensor, grid=C
     buf = torch.empty(min(row_chunk, out_features), w.shape[1], dtype=torch.float64)
     with _one_thread():
         _search_rows(w, amax, d, best_err, best_r, buf, grid, qmin, qmax, row_chunk)
-    value = unit.linear.weight_quant.tensor_quant.scaling_impl.value        # the threshold max|w|, [out, 1]
-    value.copy_((amax * best_r).to(value.dtype).view_as(value))
+    set_weight_threshold(unit, amax * best_r)
     return best_r
+
+
+def set_weight_threshold(unit: QuantLinearUnit, threshold: torch.Tensor) -> None:
+    """Set the per-output-channel threshold of the unit's Brevitas weight quantizer (its scale is
+    threshold / qmax): the parameter the weight-clip search and the GPTQ target write."""
+    value = unit.linear.weight_quant.tensor_quant.scaling_impl.value        # [out, 1]
+    value.copy_(threshold.to(value.dtype).view_as(value))
 
 
 def _search_rows(w, amax, d, best_err, best_r, buf, grid, qmin, qmax, row_chunk) -> None:
@@ -152,8 +158,7 @@ def _gptq(units: List[QuantLinearUnit], inputs: List[torch.Tensor], weight_clip:
             for unit in units:
                 unit.weight.copy_(asymmetric_target(unit.weight, acc.hessian, acc.cross).to(unit.weight.dtype))
                 if unit.linear.weight_quant.is_quant_enabled:
-                    value = unit.linear.weight_quant.tensor_quant.scaling_impl.value
-                    value.copy_(unit.weight.detach().abs().amax(dim=1).clamp(min=1e-12).view_as(value))
+                    set_weight_threshold(unit, unit.weight.detach().abs().amax(dim=1).clamp(min=1e-12))
     if weight_clip:
         for unit in units:
             search_weight_clip(unit, torch.diag(acc.hessian))

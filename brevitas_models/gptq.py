@@ -41,19 +41,28 @@ class HessianAccumulator:
     @torch.no_grad()
     def add(self, x: torch.Tensor) -> None:
         """Add a batch of layer inputs ``x`` of shape ``[..., in_features]``."""
+        x = self._rows(x)
+        self._step(((self._hessian, x, x),))
+
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` as float64 rows ``[tokens, in_features]``."""
         if x.shape[-1] != self.in_features:
             raise ValueError(
                 f"expected last dim {self.in_features}, got input of shape {tuple(x.shape)}"
             )
-        x = x.detach().reshape(-1, self.in_features).to(device="cpu", dtype=torch.float64)
-        m = x.shape[0]
+        return x.detach().reshape(-1, self.in_features).to(device="cpu", dtype=torch.float64)
+
+    def _step(self, updates) -> None:
+        """Running means over the samples: ``M_new = n/total * M_old + 2/total * a^T b`` for every
+        ``(M, a, b)`` of ``updates`` (the same rows)."""
+        m = updates[0][1].shape[0]
         if m == 0:
             return
         n = self.nsamples
         total = n + m
-        # Running mean: H_new = n/total * H_old + 2/total * x^T x
-        self._hessian.mul_(n / total)
-        self._hessian.addmm_(x.t(), x, alpha=2.0 / total)
+        for mat, a, b in updates:
+            mat.mul_(n / total)
+            mat.addmm_(a.t(), b, alpha=2.0 / total)
         self.nsamples = total
 
     @property
@@ -62,34 +71,22 @@ class HessianAccumulator:
         return self._hessian
 
 
-class CrossCovarianceAccumulator:
+class CrossCovarianceAccumulator(HessianAccumulator):
     """Accumulates ``H = 2/N * sum xq xq^T`` and ``A = 2/N * sum xq x^T`` over pairs of a linear layer's
     quantized input ``xq`` (what the layer sees) and the same input before its quantizer ``x`` (what the
     weights were trained on): the statistics of the asymmetric objective ``||X W^T - Xq Wq^T||`` of
     :func:`asymmetric_target`. Running means in float64, as :class:`HessianAccumulator`."""
 
     def __init__(self, in_features: int):
-        self.hessian_acc = HessianAccumulator(in_features)
-        self._cross = torch.zeros(in_features, in_features, dtype=torch.float64)
+        super().__init__(in_features)
+        self._cross = torch.zeros(self.in_features, self.in_features, dtype=torch.float64)
 
     @torch.no_grad()
     def add(self, xq: torch.Tensor, x: torch.Tensor) -> None:
         if tuple(xq.shape) != tuple(x.shape):
             raise ValueError(f"quantized input {tuple(xq.shape)} and input {tuple(x.shape)} differ in shape")
-        n = self.hessian_acc.nsamples
-        self.hessian_acc.add(xq)
-        d = self.hessian_acc.in_features
-        xq = xq.detach().reshape(-1, d).to(device="cpu", dtype=torch.float64)
-        x = x.detach().reshape(-1, d).to(device="cpu", dtype=torch.float64)
-        total = self.hessian_acc.nsamples
-        if total == n:
-            return
-        self._cross.mul_(n / total)
-        self._cross.addmm_(xq.t(), x, alpha=2.0 / total)
-
-    @property
-    def hessian(self) -> torch.Tensor:
-        return self.hessian_acc.hessian
+        xq, x = self._rows(xq), self._rows(x)
+        self._step(((self._hessian, xq, xq), (self._cross, xq, x)))
 
     @property
     def cross(self) -> torch.Tensor:
